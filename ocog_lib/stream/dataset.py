@@ -1,0 +1,358 @@
+"""The streaming engine: COG windows to ready batch tensors.
+
+`CogStream` parses every header once in the parent, draws windows with a sampler, and
+delivers whole batches: `{"image": (B, C, H, W), "mask": (B, H, W), "window": (B, 3)}`.
+Each batch is assembled straight into one preallocated tensor (pinned when CUDA is
+present) from decoded tiles, so there is no per-sample tensor and no collate copy.
+
+Where the work runs:
+- `workers=0`: in this process. Decoding runs on `threads` threads and `prefetch`
+  batches are assembled ahead on their own threads; nothing crosses a process.
+- `workers=N`: N DataLoader processes, each running the same threaded engine over its
+  share of the batches (whole tile-visit groups, so tile reuse stays inside a worker).
+  Only parsed headers cross the process boundary; every file is opened in the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ocog_lib.errors import InputError
+from ocog_lib.stream.cache import TileCache
+from ocog_lib.stream.reader import FallbackReader, RasterSource, TileFetcher, open_raster
+from ocog_lib.stream.samplers import RasterGrid, SamplerConfig, batch_mix, sample_windows
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    sampler: str = "random"
+    patch_size: int = 256
+    batch_size: int = 32
+    length: int = 1024  # windows per epoch (grid: all windows)
+    seed: int = 0
+    workers: int = 0  # DataLoader processes; 0 = threads in this process
+    threads: int = 0  # decode threads per process; 0 = cores / processes
+    prefetch: int = 2  # batches assembled ahead, per process
+    bands: tuple[int, ...] | None = None  # 0-based band indices; None = all
+    dtype: str | None = None  # output dtype, e.g. "float32"; None = source dtype
+    cache_mb: float = 128.0  # decoded-tile cache per process
+    patches_per_tile: int = 1  # >1: several windows per decoded tile (see samplers)
+    shuffle_tiles: int = 16  # tile visits mixed together when reusing tiles
+    drop_last: bool = False
+    pin_memory: bool | None = None  # None = when CUDA is available
+    start_method: str | None = None  # DataLoader multiprocessing context, e.g. "spawn"
+    merge_gap: int = 0  # bytes: merge reads of tiles this close together
+
+    def sampler_config(self) -> SamplerConfig:
+        return SamplerConfig(
+            kind=self.sampler,
+            patch_size=self.patch_size,
+            length=self.length,
+            seed=self.seed,
+            patches_per_tile=self.patches_per_tile,
+            shuffle_tiles=self.shuffle_tiles,
+        )
+
+    def threads_per_process(self) -> int:
+        if self.threads > 0:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+
+
+@dataclass
+class StreamStats:
+    batches: int = 0
+    samples: int = 0
+    tile_refs: int = 0  # tiles the batches needed (unique within a batch)
+    tiles_decoded: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return 1.0 - self.tiles_decoded / self.tile_refs if self.tile_refs else 0.0
+
+
+class _Engine:
+    """Per-process state: thread pools and cache. Built lazily where batches are made."""
+
+    def __init__(self, rasters: list[RasterSource], cfg: StreamConfig):
+        self.cache = TileCache(int(cfg.cache_mb * 1024 * 1024))
+        self.fetcher = TileFetcher(rasters, self.cache, cfg.threads_per_process(), cfg.merge_gap)
+        self.fallback = FallbackReader(rasters)
+        self.assemblers = ThreadPoolExecutor(
+            max_workers=max(1, cfg.prefetch), thread_name_prefix="ocog-batch"
+        )
+
+    def close(self) -> None:
+        self.assemblers.shutdown(wait=True, cancel_futures=True)
+        self.fetcher.close()
+
+
+class CogStream(torch.utils.data.IterableDataset):
+    """Batches of patches (and masks) from COGs, at the speed the codecs allow."""
+
+    def __init__(
+        self,
+        images: list[str],
+        masks: list[str] | None = None,
+        config: StreamConfig | None = None,
+        *,
+        rasters: list[RasterSource] | None = None,
+    ):
+        super().__init__()
+        self.cfg = config or StreamConfig()
+        self.images = [str(p) for p in images]
+        self.masks = [str(p) for p in masks] if masks else None
+        if self.masks is not None and len(self.masks) != len(self.images):
+            raise InputError("masks", f"{len(self.masks)} masks for {len(self.images)} images")
+        paths = self.images + (self.masks or [])
+        self.rasters = rasters or [open_raster(p) for p in paths]
+        self._check_rasters()
+        n = len(self.images)
+        self.bands = (
+            list(self.cfg.bands)
+            if self.cfg.bands is not None
+            else list(range(self.rasters[0].bands))
+        )
+        for b in self.bands:
+            if not 0 <= b < self.rasters[0].bands:
+                raise InputError(f"band {b}", f"out of range for {self.rasters[0].bands} bands")
+        self.grids = [
+            RasterGrid(r.height, r.width, r.tile_height, r.tile_width) for r in self.rasters[:n]
+        ]
+        self.windows = sample_windows(self.grids, self.cfg.sampler_config())
+        self.out_dtype = np.dtype(self.cfg.dtype) if self.cfg.dtype else self.rasters[0].dtype
+        self._engine: _Engine | None = None
+        self._engine_pid = -1
+        self._lock = threading.Lock()
+        self.stats = StreamStats()
+
+    # ---- setup -----------------------------------------------------------------------
+    def _check_rasters(self) -> None:
+        first = self.rasters[0]
+        n = len(self.images)
+        for r in self.rasters[1:n]:
+            if r.bands != first.bands or r.dtype != first.dtype:
+                raise InputError(
+                    r.uri,
+                    f"{r.bands} bands {r.dtype} differs from {first.uri} "
+                    f"({first.bands} bands {first.dtype})",
+                )
+        for img, msk in zip(self.rasters[:n], self.rasters[n:], strict=False):
+            if (msk.height, msk.width) != (img.height, img.width):
+                raise InputError(
+                    msk.uri,
+                    f"mask is {msk.height}x{msk.width}, image "
+                    f"{img.uri} is {img.height}x{img.width}",
+                )
+            if msk.bands != 1:
+                raise InputError(msk.uri, f"a mask must have 1 band, it has {msk.bands}")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_engine"] = None
+        state["_engine_pid"] = -1
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def engine(self) -> _Engine:
+        pid = os.getpid()
+        if self._engine is None or self._engine_pid != pid:
+            self._engine = _Engine(self.rasters, self.cfg)
+            self._engine_pid = pid
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None and self._engine_pid == os.getpid():
+            self._engine.close()
+        self._engine = None
+
+    # ---- batches -----------------------------------------------------------------------
+    def batch_windows(self) -> list[np.ndarray]:
+        b = self.cfg.batch_size
+        chunks = [self.windows[i : i + b] for i in range(0, len(self.windows), b)]
+        if self.cfg.drop_last and chunks and len(chunks[-1]) < b:
+            chunks.pop()
+        return chunks
+
+    def __len__(self) -> int:
+        return len(self.batch_windows())
+
+    def batch_mix(self) -> float:
+        return batch_mix(self.windows, self.grids, self.cfg.batch_size)
+
+    def _tiles_of(self, fid: int, row: int, col: int) -> list[tuple[int, int, int, int]]:
+        r = self.rasters[fid]
+        p = self.cfg.patch_size
+        ty0, ty1 = row // r.tile_height, (row + p - 1) // r.tile_height
+        tx0, tx1 = col // r.tile_width, (col + p - 1) // r.tile_width
+        return [
+            (ty, tx, ty * r.tile_height, tx * r.tile_width)
+            for ty in range(ty0, ty1 + 1)
+            for tx in range(tx0, tx1 + 1)
+        ]
+
+    def make_batch(self, wins: np.ndarray) -> dict[str, torch.Tensor]:
+        """Assemble one batch: request every tile, then copy each window's pieces."""
+        eng = self.engine()
+        cfg = self.cfg
+        p, nb = cfg.patch_size, len(wins)
+        pin = cfg.pin_memory if cfg.pin_memory is not None else torch.cuda.is_available()
+        image = torch.empty(
+            (nb, len(self.bands), p, p), dtype=_torch_dtype(self.out_dtype), pin_memory=pin
+        )
+        out = image.numpy()
+        n_img = len(self.images)
+        mask = None
+        if self.masks is not None:
+            mask = torch.empty(
+                (nb, p, p), dtype=_torch_dtype(self.rasters[n_img].dtype), pin_memory=pin
+            )
+        all_bands = self.bands == list(range(self.rasters[0].bands))
+
+        # every (file, plane, ty, tx) this batch needs, image and mask
+        plan: list[tuple[int, int, list]] = []
+        keys: dict[tuple[int, int, int, int], None] = {}
+        for b, (fid, row, col) in enumerate(wins.tolist()):
+            parts = self._tiles_of(fid, row, col)
+            plan.append((b, fid, parts))
+            for f in (fid, fid + n_img) if mask is not None else (fid,):
+                r = self.rasters[f]
+                if not r.fast:
+                    continue
+                planes = self.bands if (r.index.planar == 2 and f < n_img) else [0]
+                for pl in planes:
+                    for ty, tx, _, _ in parts:
+                        keys[(f, pl, ty, tx)] = None
+        found, fresh = eng.fetcher.request(list(keys))
+        resolve = eng.fetcher.resolve
+
+        for b, fid, parts in plan:
+            _, row, col = wins[b].tolist()
+            self._fill(eng, found, resolve, out[b], fid, row, col, parts, self.bands, all_bands)
+            if mask is not None:
+                self._fill(
+                    eng,
+                    found,
+                    resolve,
+                    mask.numpy()[b][None],
+                    fid + n_img,
+                    row,
+                    col,
+                    parts,
+                    [0],
+                    True,
+                )
+        with self._lock:
+            self.stats.batches += 1
+            self.stats.samples += nb
+            self.stats.tile_refs += len(keys)
+            self.stats.tiles_decoded += fresh
+        batch = {"image": image, "window": torch.from_numpy(np.ascontiguousarray(wins))}
+        if mask is not None:
+            batch["mask"] = mask
+        batch["stats"] = torch.tensor([len(keys), fresh], dtype=torch.int64)
+        return batch
+
+    def _fill(self, eng, found, resolve, dst, f, row, col, parts, bands, all_bands) -> None:
+        r = self.rasters[f]
+        p = self.cfg.patch_size
+        if not r.fast:
+            np.copyto(dst, eng.fallback.read(f, row, col, p, bands), casting="unsafe")
+            return
+        planar = r.index.planar == 2
+        for ty, tx, y0, x0 in parts:
+            ys, ye = max(row, y0), min(row + p, y0 + r.tile_height)
+            xs, xe = max(col, x0), min(col + p, x0 + r.tile_width)
+            dy, dx = slice(ys - row, ye - row), slice(xs - col, xe - col)
+            sy, sx = slice(ys - y0, ye - y0), slice(xs - x0, xe - x0)
+            if planar:
+                for i, band in enumerate(bands):
+                    tile = resolve((f, band, ty, tx), found[(f, band, ty, tx)])
+                    np.copyto(dst[i, dy, dx], tile[0, sy, sx], casting="unsafe")
+            else:
+                tile = resolve((f, 0, ty, tx), found[(f, 0, ty, tx)])
+                src = tile[:, sy, sx] if all_bands else tile[bands, sy, sx]
+                np.copyto(dst[:, dy, dx], src, casting="unsafe")
+
+    def iter_batches(self, chunks: list[np.ndarray] | None = None) -> Iterator[dict]:
+        """Yield batches in order, `prefetch` of them assembled ahead on threads."""
+        chunks = self.batch_windows() if chunks is None else chunks
+        eng = self.engine()
+        ahead: deque = deque()
+        it = iter(chunks)
+        depth = max(1, self.cfg.prefetch)
+        for wins in it:
+            ahead.append(eng.assemblers.submit(self.make_batch, wins))
+            if len(ahead) >= depth:
+                break
+        while ahead:
+            batch = ahead.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                ahead.append(eng.assemblers.submit(self.make_batch, nxt))
+            yield batch
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        chunks = self.batch_windows()
+        if info is not None and info.num_workers > 1:
+            chunks = [
+                c
+                for i, c in enumerate(chunks)
+                if (i // self._group_batches()) % info.num_workers == info.id
+            ]
+        return self.iter_batches(chunks)
+
+    def _group_batches(self) -> int:
+        """Batches per worker share: whole shuffle groups, so tile reuse stays in a worker."""
+        k = self.cfg.patches_per_tile
+        if k <= 1:
+            return 1
+        return max(1, -(-(self.cfg.shuffle_tiles * k) // self.cfg.batch_size))
+
+    def loader(self) -> torch.utils.data.DataLoader | CogStream:
+        """What a training loop iterates: self (workers=0) or a DataLoader over workers."""
+        if self.cfg.workers <= 0:
+            return self
+        ctx = self.cfg.start_method
+        pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else torch.cuda.is_available()
+        # workers build their own engine; pinning happens in the main process if asked
+        worker_view = replace_config(self, pin_memory=False)
+        return torch.utils.data.DataLoader(
+            worker_view,
+            batch_size=None,
+            num_workers=self.cfg.workers,
+            prefetch_factor=max(1, self.cfg.prefetch),
+            persistent_workers=False,
+            multiprocessing_context=ctx,
+            pin_memory=pin,
+        )
+
+
+def replace_config(stream: CogStream, **changes) -> CogStream:
+    """A copy of `stream` with some config fields changed, reusing its parsed headers."""
+    return CogStream(
+        stream.images, stream.masks, replace(stream.cfg, **changes), rasters=stream.rasters
+    )
+
+
+def _torch_dtype(dt: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=np.dtype(dt).newbyteorder("="))).dtype
+
+
+def make_stream(images: list[str], masks: list[str] | None = None, **config) -> CogStream:
+    """Convenience: `make_stream(paths, sampler="block", batch_size=32, ...)`."""
+    return CogStream(images, masks, StreamConfig(**config))

@@ -1,0 +1,72 @@
+"""Tile bytes to pixels with imagecodecs, whose codecs release the GIL.
+
+A decoded tile is returned band-first, (bands, tile_height, tile_width), C-contiguous
+in native byte order: the layout of the batch tensors, so assembling a patch is a plain
+row copy. For pixel-interleaved files the transpose happens here, once per tile,
+instead of once per patch.
+"""
+
+from __future__ import annotations
+
+import imagecodecs
+import numpy as np
+
+from ocog_lib.errors import UnsupportedLayout
+from ocog_lib.tiff_index import TiffIndex
+
+
+def _decompress(index: TiffIndex, raw: bytes, nbytes: int) -> bytes | np.ndarray:
+    c = index.compression
+    if c == 1:
+        return raw
+    if c in (8, 32946):
+        return imagecodecs.deflate_decode(raw, out=nbytes)  # libdeflate when size is known
+    if c == 50000:
+        return imagecodecs.zstd_decode(raw, out=nbytes)
+    if c == 5:
+        return imagecodecs.lzw_decode(raw, out=nbytes)
+    if c == 32773:
+        return imagecodecs.packbits_decode(raw, out=nbytes)
+    if c == 34887:
+        extra = index.lerc_params[1] if len(index.lerc_params) > 1 else 0
+        blob = raw
+        if extra == 1:
+            blob = imagecodecs.zlib_decode(raw)
+        elif extra == 2:
+            blob = imagecodecs.zstd_decode(raw)
+        return imagecodecs.lerc_decode(blob)
+    raise UnsupportedLayout(index.uri, f"compression {index.compression_name} has no fast decoder")
+
+
+def decode_tile(index: TiffIndex, raw: bytes, *, level: int = 0) -> np.ndarray:
+    """Decode one stored tile of `index` into a (bands, th, tw) native-endian array.
+
+    For band-interleaved files (planar=2) a stored tile holds one band: (1, th, tw).
+    """
+    lv = index.levels[level]
+    th, tw = lv.tile_height, lv.tile_width
+    spp = index.bands if index.planar == 1 else 1
+    dt = index.dtype
+    nbytes = th * tw * spp * dt.itemsize
+    if len(raw) == 0:  # sparse tile: GDAL reads it as nodata (or 0)
+        fill = index.nodata if index.nodata is not None else 0
+        return np.full((spp, th, tw), fill, dtype=dt.newbyteorder("="))
+
+    data = _decompress(index, raw, nbytes)
+    if isinstance(data, np.ndarray) and index.compression == 34887:
+        arr = data.reshape(th, tw, spp) if data.ndim >= 2 else data.reshape(th, tw, spp)
+        arr = arr.astype(dt.newbyteorder("="), copy=False)
+    else:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if buf.size < nbytes:
+            raise UnsupportedLayout(
+                index.uri, f"tile decoded to {buf.size} bytes, expected {nbytes}: corrupt tile"
+            )
+        arr = buf[:nbytes].view(dt).reshape(th, tw, spp)
+        if index.predictor == 2:
+            arr = imagecodecs.delta_decode(arr, axis=-2, out=arr if arr.flags.writeable else None)
+        elif index.predictor == 3:
+            arr = imagecodecs.floatpred_decode(arr, axis=-2)
+    out = np.empty((spp, th, tw), dtype=dt.newbyteorder("="))
+    np.copyto(out, arr.transpose(2, 0, 1), casting="unsafe")
+    return out

@@ -1,0 +1,195 @@
+"""Fetch and decode the tiles a batch needs, once, on a thread pool.
+
+`TileFetcher` turns tile keys into decoded tiles: it skips what the cache holds or
+what another batch is already decoding, merges adjacent byte ranges of one file into
+one read, and decodes on threads (imagecodecs and pread release the GIL).
+`FallbackReader` serves layouts the fast path cannot decode (striped TIFF, JPEG,
+WEBP, ...) through GDAL with one handle per thread, opened in the reading process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ocog_lib.errors import InputError, UnsupportedLayout
+from ocog_lib.storage import ByteRange, ByteSource, merge_ranges, open_source
+from ocog_lib.stream.cache import TileCache
+from ocog_lib.stream.decode import decode_tile
+from ocog_lib.tiff_index import TiffIndex, parse_tiff
+
+# a tile key: (file id, band plane, tile row, tile col)
+TileKey = tuple[int, int, int, int]
+
+
+@dataclass
+class RasterSource:
+    """One raster: its parsed header (None when only GDAL can read it) and byte source."""
+
+    uri: str
+    index: TiffIndex | None
+    source: ByteSource | None
+    height: int
+    width: int
+    bands: int
+    dtype: np.dtype
+    tile_height: int
+    tile_width: int
+    fallback_reason: str | None = None
+
+    @property
+    def fast(self) -> bool:
+        return self.index is not None
+
+
+def open_raster(uri: str) -> RasterSource:
+    """Parse a raster's header once (in the parent); fall back to GDAL where needed."""
+    problem: str | None = None
+    try:
+        src = open_source(uri)
+        idx = parse_tiff(src)
+        problem = idx.fast_path_problem
+        if problem is None:
+            return RasterSource(
+                uri=str(uri),
+                index=idx,
+                source=src,
+                height=idx.height,
+                width=idx.width,
+                bands=idx.bands,
+                dtype=idx.dtype.newbyteorder("="),
+                tile_height=idx.tile_height,
+                tile_width=idx.tile_width,
+            )
+    except UnsupportedLayout as exc:
+        problem = exc.cause
+    # GDAL fallback: header facts from rasterio, no handle kept open across a fork
+    import rasterio
+
+    try:
+        with rasterio.open(str(uri)) as ds:
+            bh, bw = ds.block_shapes[0]
+            return RasterSource(
+                uri=str(uri),
+                index=None,
+                source=None,
+                height=ds.height,
+                width=ds.width,
+                bands=ds.count,
+                dtype=np.dtype(ds.dtypes[0]),
+                tile_height=bh,
+                tile_width=bw,
+                fallback_reason=problem,
+            )
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(uri, f"GDAL cannot read it either ({exc})") from exc
+
+
+class TileFetcher:
+    """Decoded tiles by key, through a bounded cache and a decode thread pool."""
+
+    def __init__(
+        self, rasters: list[RasterSource], cache: TileCache, threads: int, max_gap: int = 0
+    ):
+        self.rasters = rasters
+        self.cache = cache
+        self.max_gap = max_gap
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, threads), thread_name_prefix="ocog-decode"
+        )
+        self.bytes_read = 0
+        self.tiles_decoded = 0
+        self._count_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def request(self, keys: list[TileKey]) -> tuple[dict[TileKey, np.ndarray | Future], int]:
+        """Start whatever decoding `keys` need; returns key -> tile or future, and #fresh."""
+        found: dict[TileKey, np.ndarray | Future] = {}
+        fresh_total = 0
+        todo = list(keys)
+        while todo:
+            missing: list[TileKey] = []
+            for k in todo:
+                hit = self.cache.lookup(k)
+                if hit is None:
+                    missing.append(k)
+                else:
+                    found[k] = hit
+            todo = []  # keys another thread claimed between lookup and claim: look again
+            for fid in sorted({k[0] for k in missing}):
+                fkeys = [k for k in missing if k[0] == fid]
+                raster = self.rasters[fid]
+                ranges = [ByteRange(*raster.index.tile_entry(0, k[1], k[2], k[3])) for k in fkeys]
+                for _, members in merge_ranges(ranges, max_gap=self.max_gap):
+                    group = [fkeys[i] for i in members]
+                    fut: Future = Future()
+                    fresh = set(self.cache.claim(group, fut))
+                    todo.extend(k for k in group if k not in fresh)
+                    if not fresh:
+                        continue
+                    job = [
+                        (k, ranges[i]) for k, i in zip(group, members, strict=True) if k in fresh
+                    ]
+                    fresh_total += len(job)
+                    found.update((k, fut) for k, _ in job)
+                    self.pool.submit(self._decode_job, raster, job, fut)
+        return found, fresh_total
+
+    def _decode_job(
+        self, raster: RasterSource, job: list[tuple[TileKey, ByteRange]], fut: Future
+    ) -> None:
+        keys = [k for k, _ in job]
+        ranges = [r for _, r in job]
+        try:
+            lo = min(r.offset for r in ranges)
+            hi = max(r.end for r in ranges)
+            blob = memoryview(raster.source.read(lo, hi - lo)) if hi > lo else memoryview(b"")
+            out = {}
+            for k, r in zip(keys, ranges, strict=True):
+                tile = decode_tile(raster.index, blob[r.offset - lo : r.end - lo])
+                self.cache.put(k, tile)
+                out[k] = tile
+            with self._count_lock:
+                self.bytes_read += hi - lo
+                self.tiles_decoded += len(keys)
+            fut.set_result(out)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            self.cache.forget_pending(keys)
+            if isinstance(exc, InputError):
+                fut.set_exception(exc)
+            else:
+                fut.set_exception(InputError(raster.uri, f"tile decode failed ({exc})"))
+
+    @staticmethod
+    def resolve(key: TileKey, item: np.ndarray | Future) -> np.ndarray:
+        """The decoded tile, waiting for its decode job if it is still running."""
+        if isinstance(item, Future):
+            return item.result()[key]
+        return item
+
+
+class FallbackReader:
+    """GDAL windowed reads for layouts the fast path can't decode; one handle per thread."""
+
+    def __init__(self, rasters: list[RasterSource]):
+        self.rasters = rasters
+        self._local = threading.local()
+
+    def read(self, fid: int, row: int, col: int, size: int, bands: list[int]) -> np.ndarray:
+        import rasterio
+        from rasterio.windows import Window
+
+        handles = getattr(self._local, "handles", None)
+        if handles is None or getattr(self._local, "pid", None) != os.getpid():
+            handles = self._local.handles = {}
+            self._local.pid = os.getpid()
+        ds = handles.get(fid)
+        if ds is None:
+            ds = handles[fid] = rasterio.open(self.rasters[fid].uri)
+        return ds.read([b + 1 for b in bands], window=Window(col, row, size, size))

@@ -1,0 +1,162 @@
+"""Where patches come from: windows over a set of rasters, deterministic for a seed.
+
+Samplers are separate from the dataset (as in torchgeo): they only produce windows,
+`(file, row, col)` top-left corners of `patch x patch` patches that lie wholly inside
+their raster. The dataset reads whatever windows it is given.
+
+- `random`: top-left corners uniform over each raster, rasters weighted by area.
+- `block`: the OCOG toolkit's tile-aligned sampler. A patch no larger than a block
+  stays inside one tile at a random offset; a larger patch is aligned to the tile grid.
+- `grid`: full coverage in raster order (stride = patch, last row/column flush with
+  the edge), for evaluation.
+
+Tile reuse (`patches_per_tile` > 1): the sampler visits tiles in a seeded random order
+and draws that many windows anchored in each visited tile (top-left inside the tile),
+then shuffles windows across `shuffle_tiles` consecutive visits so batches stay mixed.
+The engine decodes a tile once and serves every window of the visit from its cache.
+With 1 (the default) the samplers are the plain ones above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ocog_lib.errors import InputError
+
+SAMPLERS = ("random", "block", "grid")
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """The shape facts a sampler needs about one raster."""
+
+    height: int
+    width: int
+    tile_height: int
+    tile_width: int
+
+    @property
+    def tiles_down(self) -> int:
+        return -(-self.height // self.tile_height)
+
+    @property
+    def tiles_across(self) -> int:
+        return -(-self.width // self.tile_width)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    kind: str = "random"
+    patch_size: int = 256
+    length: int = 1024  # number of windows (ignored by grid)
+    seed: int = 0
+    patches_per_tile: int = 1
+    shuffle_tiles: int = 16  # visits mixed together when patches_per_tile > 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in SAMPLERS:
+            raise InputError(f"sampler '{self.kind}'", f"unknown; choose one of {SAMPLERS}")
+        if self.patch_size < 1:
+            raise InputError(f"patch_size {self.patch_size}", "must be positive")
+        if self.patches_per_tile < 1 or self.shuffle_tiles < 1:
+            raise InputError("patches_per_tile/shuffle_tiles", "must be at least 1")
+
+
+def _check_fits(grids: list[RasterGrid], patch: int) -> None:
+    for i, g in enumerate(grids):
+        if g.height < patch or g.width < patch:
+            raise InputError(
+                f"raster #{i} ({g.height}x{g.width})", f"smaller than the patch size {patch}"
+            )
+
+
+def _axis_in_tile(rng, tiles: np.ndarray, tile: int, extent: int, patch: int, block: bool):
+    """Offsets along one axis for windows anchored in the given tile indices."""
+    start = tiles * tile
+    if block and patch > tile:
+        # larger than a block: aligned to the tile grid, and inside the raster
+        last_aligned = (extent - patch) // tile * tile
+        return np.minimum(start, last_aligned)
+    if block:
+        hi = np.minimum(start + tile, extent) - patch  # stays inside this tile
+        # an edge tile smaller than the patch: flush with the raster edge
+        hi = np.maximum(hi, 0)
+        lo = np.minimum(start, hi)
+        return lo + (rng.random(len(tiles)) * (hi - lo + 1)).astype(np.int64)
+    # random with reuse: top-left uniform within the tile, clamped into the raster
+    lo = np.minimum(start, extent - patch)
+    hi = np.minimum(start + tile, extent - patch + 1)
+    return lo + (rng.random(len(tiles)) * np.maximum(hi - lo, 1)).astype(np.int64)
+
+
+def sample_windows(grids: list[RasterGrid], cfg: SamplerConfig) -> np.ndarray:
+    """Windows as an (N, 3) int64 array of (file, row, col)."""
+    if not grids:
+        raise InputError("sampler", "no rasters to sample from")
+    p = cfg.patch_size
+    _check_fits(grids, p)
+    if cfg.kind == "grid":
+        return _grid_windows(grids, p)
+
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.kind == "random" and cfg.patches_per_tile == 1:
+        areas = np.array([(g.height - p + 1) * (g.width - p + 1) for g in grids], dtype=float)
+        files = rng.choice(len(grids), size=cfg.length, p=areas / areas.sum())
+        out = np.empty((cfg.length, 3), dtype=np.int64)
+        out[:, 0] = files
+        for f, g in enumerate(grids):
+            sel = files == f
+            n = int(sel.sum())
+            out[sel, 1] = rng.integers(0, g.height - p + 1, size=n)
+            out[sel, 2] = rng.integers(0, g.width - p + 1, size=n)
+        return out
+
+    # tile visits: a tile drawn uniformly over all tiles of all rasters, k windows each
+    k = cfg.patches_per_tile
+    visits = -(-cfg.length // k)
+    counts = np.array([g.tiles_down * g.tiles_across for g in grids], dtype=float)
+    files = rng.choice(len(grids), size=visits, p=counts / counts.sum())
+    rows = np.empty(visits * k, dtype=np.int64)
+    cols = np.empty(visits * k, dtype=np.int64)
+    block = cfg.kind == "block"
+    rep_files = np.repeat(files, k)
+    for f, g in enumerate(grids):
+        sel = files == f
+        n = int(sel.sum())
+        ty = np.repeat(rng.integers(0, g.tiles_down, size=n), k)
+        tx = np.repeat(rng.integers(0, g.tiles_across, size=n), k)
+        rsel = rep_files == f
+        rows[rsel] = _axis_in_tile(rng, ty, g.tile_height, g.height, p, block)
+        cols[rsel] = _axis_in_tile(rng, tx, g.tile_width, g.width, p, block)
+    out = np.stack([rep_files, rows, cols], axis=1)
+    if k > 1:
+        group = cfg.shuffle_tiles * k
+        for start in range(0, len(out), group):
+            rng.shuffle(out[start : start + group])
+    return out[: cfg.length]
+
+
+def _grid_windows(grids: list[RasterGrid], p: int) -> np.ndarray:
+    parts = []
+    for f, g in enumerate(grids):
+        ys = np.unique(np.minimum(np.arange(0, g.height, p), g.height - p))
+        xs = np.unique(np.minimum(np.arange(0, g.width, p), g.width - p))
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        parts.append(np.stack([np.full(yy.size, f), yy.ravel(), xx.ravel()], axis=1))
+    return np.concatenate(parts).astype(np.int64)
+
+
+def batch_mix(windows: np.ndarray, grids: list[RasterGrid], batch_size: int) -> float:
+    """How mixed batches are: distinct anchor tiles per batch / batch size (1.0 = all distinct)."""
+    if len(windows) == 0:
+        return 0.0
+    th = np.array([g.tile_height for g in grids])[windows[:, 0]]
+    tw = np.array([g.tile_width for g in grids])[windows[:, 0]]
+    key = windows[:, 0] * (1 << 40) + (windows[:, 1] // th) * (1 << 20) + windows[:, 2] // tw
+    fracs = []
+    for s in range(0, len(key), batch_size):
+        chunk = key[s : s + batch_size]
+        fracs.append(len(np.unique(chunk)) / len(chunk))
+    return float(np.mean(fracs))
