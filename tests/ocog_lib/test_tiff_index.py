@@ -1,0 +1,51 @@
+"""The header parser agrees with GDAL about every tile and every level."""
+
+from __future__ import annotations
+
+import rasterio
+
+from ocog_lib.storage import ByteRange, LocalFile, merge_ranges
+from ocog_lib.tiff_index import read_index
+from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+
+
+def test_index_matches_gdal(tmp_path):
+    path = write_raster(
+        tmp_path / "a.tif",
+        real_pixels(4, 700, 900, "uint16"),
+        compress="ZSTD",
+        predictor=2,
+        blocksize=256,
+        overview_count=2,
+    )
+    idx = read_index(str(path))
+    with rasterio.open(path) as ds:
+        assert (idx.height, idx.width, idx.bands) == (ds.height, ds.width, ds.count)
+        assert (idx.tile_height, idx.tile_width) == ds.block_shapes[0]
+        assert idx.dtype == ds.dtypes[0]
+        assert len(idx.levels) == 1 + len(ds.overviews(1))
+        # GDAL's own tile offsets (TIFFTAG via the TIFF metadata domain)
+        off = int(ds.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_2", "TIFF", bidx=1))
+    assert idx.tile_entry(0, 0, 2, 1) == (off, size)
+    assert idx.compression_name == "ZSTD" and idx.predictor == 2 and idx.fast_path
+
+
+def test_index_pickles_without_handles(tmp_path):
+    import pickle
+
+    path = write_raster(tmp_path / "b.tif", real_pixels(2, 300, 300, "uint16"), blocksize=128)
+    src = LocalFile(path)
+    src.read(0, 8)
+    clone = pickle.loads(pickle.dumps(src))
+    assert clone._fd is None and clone.read(0, 8) == src.read(0, 8)
+    idx = read_index(str(path))
+    assert pickle.loads(pickle.dumps(idx)).tile_entry(0, 0, 1, 1) == idx.tile_entry(0, 0, 1, 1)
+
+
+def test_merge_ranges_coalesces_adjacent_reads():
+    ranges = [ByteRange(100, 50), ByteRange(0, 100), ByteRange(300, 10), ByteRange(150, 5)]
+    merged = merge_ranges(ranges)
+    assert [(m.offset, m.length) for m, _ in merged] == [(0, 155), (300, 10)]
+    assert sorted(merged[0][1]) == [0, 1, 3]
+    assert len(merge_ranges(ranges, max_gap=200)) == 1
