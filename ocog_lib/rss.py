@@ -1,0 +1,115 @@
+"""Peak memory of a loader across all its processes (the parent and every DataLoader worker).
+
+RSS summed over processes counts pages that forked workers share with the parent once per
+process, so it overstates; PSS (proportional set size, Linux) splits each shared page among
+its sharers and sums to the honest total. Both are recorded where the platform has them.
+MB here is 1e6 bytes, as everywhere in ocog's reports.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import psutil
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    rss_bytes: int
+    pss_bytes: int | None
+    processes: int
+
+
+def sample_tree(root: psutil.Process, *, pss: bool = True) -> MemorySample:
+    """Summed memory of `root` and all its descendants right now; vanished processes skipped."""
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return MemorySample(0, None, 0)
+    rss = 0
+    pss_total: int | None = 0 if pss else None
+    counted = 0
+    for proc in procs:
+        try:
+            if pss_total is not None:
+                info = proc.memory_full_info()
+                rss += info.rss
+                value = getattr(info, "pss", None)
+                pss_total = pss_total + value if value is not None else None
+            else:
+                rss += proc.memory_info().rss
+            counted += 1
+        except psutil.AccessDenied:
+            pss_total = None  # a partial PSS sum would understate; keep RSS going
+            try:
+                rss += proc.memory_info().rss
+                counted += 1
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        except psutil.NoSuchProcess:
+            pass  # a worker that exited between listing and reading
+    return MemorySample(rss, pss_total, counted)
+
+
+class PeakMemory:
+    """Context manager: a thread polls the process tree and keeps the peaks.
+
+    `with PeakMemory() as pm: ...` then `pm.peak_rss_mb`, `pm.peak_pss_mb` (None where PSS
+    is unavailable), `pm.max_processes`. Peaks between polls can be missed; the default
+    interval (50 ms) catches anything that lives longer than that.
+    """
+
+    def __init__(self, pid: int | None = None, *, interval: float = 0.05, pss: bool = True):
+        self._root = psutil.Process(pid)
+        self._interval = interval
+        self._pss = pss
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.peak_rss_bytes = 0
+        self.peak_pss_bytes: int | None = None
+        self.max_processes = 0
+        self.samples = 0
+        self._pss_ok = pss
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return self.peak_rss_bytes / MB
+
+    @property
+    def peak_pss_mb(self) -> float | None:
+        return None if self.peak_pss_bytes is None else self.peak_pss_bytes / MB
+
+    def poll(self) -> MemorySample:
+        """Take one sample now and fold it into the peaks."""
+        s = sample_tree(self._root, pss=self._pss_ok)
+        with self._lock:
+            self.samples += 1
+            self.peak_rss_bytes = max(self.peak_rss_bytes, s.rss_bytes)
+            self.max_processes = max(self.max_processes, s.processes)
+            if s.pss_bytes is None:
+                # once PSS is unreadable (other OS, permissions) it stays off: no mixed peaks
+                self._pss_ok = False
+                self.peak_pss_bytes = None
+            elif self._pss_ok:
+                self.peak_pss_bytes = max(self.peak_pss_bytes or 0, s.pss_bytes)
+        return s
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.poll()
+
+    def __enter__(self) -> PeakMemory:
+        self.poll()
+        self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.poll()
