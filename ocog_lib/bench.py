@@ -1,0 +1,478 @@
+"""Throughput benchmarks: one configuration, or ocog against its yardsticks in one run.
+
+Every figure is a ratio measured side by side on the same files with the same CPU and
+memory budget (see BENCHMARKS.md): our engine, the OCOG toolkit's loader reproduced in
+`reference.py`, and the decode (or memory) limit for the same windows. Configurations
+are interleaved over repeats and medians reported, so drift on a shared machine hits
+every row alike. Start-up (time to the first batch) is measured apart from steady state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.errors import InputError
+from ocog_lib.settings import Settings
+from ocog_lib.stream.dataset import CogStream, StreamConfig
+
+# The same memory for everyone: GDAL's block cache (reference) = the engine's tile cache.
+DEFAULT_CACHE_MB = 128
+BEST_REUSE = 8  # windows per decoded tile for the "best" rows
+
+
+@dataclass
+class Measurement:
+    samples_per_s: float
+    startup_s: float
+    samples: int
+    seconds: float
+    peak_rss_mb: float = 0.0
+    peak_pss_mb: float | None = None
+    cache_hit_rate: float | None = None
+    batch_mix: float | None = None
+
+
+@dataclass
+class BenchRow:
+    name: str
+    loader: str  # "ocog", "reference", "decode_limit", "memory_limit"
+    variant: str
+    sampler: str
+    samples_per_s: float
+    mb_per_s: float
+    startup_s: float | None = None
+    cache_hit_rate: float | None = None
+    batch_mix: float | None = None
+    peak_rss_mb: float | None = None  # summed over the loader's processes
+    peak_pss_mb: float | None = None  # the same, counting pages shared by workers once
+    ratio_vs_reference_default: float | None = None
+    ratio_vs_limit: float | None = None
+    repeats: list[float] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def bench_files(
+    dataset: str, variant: str, settings: Settings | None = None, role: str = "bench"
+) -> tuple[list[str], list[str]]:
+    """Image and mask paths of a dataset's variant (benchmark scenes by default)."""
+    settings = settings or Settings.from_env()
+    folder = settings.variant_dir(dataset, variant)
+    manifest = DatasetManifest.load(folder)
+    items = manifest.by_role(role) or manifest.items
+    images = [str(manifest.image_path(i)) for i in items]
+    masks = [str(manifest.mask_path(i)) for i in items if i.mask]
+    return images, masks if len(masks) == len(images) else []
+
+
+def _patch_bytes(stream_or_bands: int, patch: int, itemsize: int) -> int:
+    return patch * patch * stream_or_bands * itemsize
+
+
+def measure(
+    batches: Iterable,
+    *,
+    min_seconds: float,
+    max_batches: int | None = None,
+    on_done: Callable[[], dict] | None = None,
+) -> Measurement:
+    """Iterate batches; time to the first batch apart, then steady-state samples/s."""
+    from ocog_lib.rss import PeakMemory
+
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        it = iter(batches)
+        first = next(it)
+        startup = time.perf_counter() - t0
+        del first
+        n = 0
+        nb = 0
+        t1 = time.perf_counter()
+        for batch in it:
+            n += _batch_len(batch)
+            nb += 1
+            if time.perf_counter() - t1 >= min_seconds or (max_batches and nb >= max_batches):
+                break
+        elapsed = time.perf_counter() - t1
+    extra = on_done() if on_done else {}
+    return Measurement(
+        samples_per_s=n / elapsed if elapsed > 0 else 0.0,
+        startup_s=startup,
+        samples=n,
+        seconds=elapsed,
+        peak_rss_mb=mem.peak_rss_mb,
+        peak_pss_mb=mem.peak_pss_mb,
+        **extra,
+    )
+
+
+def _batch_len(batch) -> int:
+    if isinstance(batch, dict):
+        return int(batch["image"].shape[0])
+    if isinstance(batch, (list, tuple)):
+        return int(batch[0].shape[0])
+    return int(batch.shape[0])
+
+
+def run_ocog(
+    images: list[str], masks: list[str], cfg: StreamConfig, *, min_seconds: float
+) -> Measurement:
+    """One steady-state measurement of our engine (a fresh engine: cold cache, new pools)."""
+    stream = CogStream(images, masks or None, cfg)
+    needed = [0, 0]
+
+    def counted():
+        for batch in stream.loader():
+            s = batch["stats"]
+            needed[0] += int(s[0])
+            needed[1] += int(s[1])
+            yield batch
+
+    def done() -> dict:
+        hit = 1.0 - needed[1] / needed[0] if needed[0] else 0.0
+        return {"cache_hit_rate": hit, "batch_mix": stream.batch_mix()}
+
+    try:
+        return measure(counted(), min_seconds=min_seconds, on_done=done)
+    finally:
+        stream.close()
+
+
+def run_reference(
+    images: list[str],
+    masks: list[str],
+    name: str,
+    *,
+    length: int,
+    seed: int,
+    min_seconds: float,
+    patch_size: int = 256,
+    batch_size: int = 32,
+) -> Measurement:
+    from ocog_lib.reference import REFERENCE_CONFIGS, make_reference_loader
+
+    cfg = replace(REFERENCE_CONFIGS[name], patch_size=patch_size, batch_size=batch_size)
+    loader = make_reference_loader(images, cfg, length=length, seed=seed, mask_paths=masks or None)
+    try:
+        return measure(loader, min_seconds=min_seconds)
+    finally:
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        del loader
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    dataset: str = "sample"
+    variants: tuple[str, ...] = ("default", "optimal_local", "optimal_remote")
+    samplers: tuple[str, ...] = ("random", "block")
+    patch_size: int = 256
+    batch_size: int = 32
+    repeats: int = 3
+    seconds: float = 4.0  # steady-state seconds per measurement
+    cache_mb: float = DEFAULT_CACHE_MB
+    threads: int = 0  # 0 = all cores
+    seed: int = 0
+    best_reuse: int = BEST_REUSE
+    with_masks: bool = True
+
+    @classmethod
+    def quick(cls, **overrides) -> CompareConfig:
+        return replace(cls(repeats=1, seconds=1.5), **overrides)
+
+
+def _length_for(seconds: float, expected_sps: float, batch: int) -> int:
+    """Enough windows that a loader never runs dry inside the timed span."""
+    return int(max(batch * 8, expected_sps * (seconds + 3)) // batch * batch)
+
+
+def compare(
+    cfg: CompareConfig,
+    settings: Settings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """ocog vs the reference loader vs the decode limit, one run, interleaved repeats."""
+    settings = settings or Settings.from_env()
+    say = progress or (lambda _msg: None)
+    os.environ["GDAL_CACHEMAX"] = str(int(cfg.cache_mb))  # in MB as an env var, every loader
+    files = {v: bench_files(cfg.dataset, v, settings) for v in cfg.variants}
+    if "default" not in files:
+        raise InputError("compare", "needs the 'default' variant for the reference rows")
+    masks_of = (lambda v: files[v][1]) if cfg.with_masks else (lambda v: [])
+    threads = cfg.threads or (os.cpu_count() or 1)
+    p, b = cfg.patch_size, cfg.batch_size
+
+    def ours(variant: str, sampler: str, reuse: int) -> StreamConfig:
+        return StreamConfig(
+            sampler=sampler,
+            patch_size=p,
+            batch_size=b,
+            seed=cfg.seed,
+            workers=0,
+            threads=threads,
+            prefetch=2,
+            cache_mb=cfg.cache_mb,
+            patches_per_tile=reuse,
+            shuffle_tiles=32,
+            length=_length_for(cfg.seconds, 12000 if reuse > 1 else 4000, b),
+        )
+
+    # the runs, interleaved over repeats
+    plan: list[tuple[str, str, str, str, Callable[[], Measurement], dict]] = []
+    ref_len = _length_for(cfg.seconds, 400, b)
+    plan.append(
+        (
+            "reference default",
+            "reference",
+            "default",
+            "random",
+            lambda: run_reference(
+                files["default"][0],
+                masks_of("default"),
+                "default",
+                length=ref_len,
+                seed=cfg.seed,
+                min_seconds=cfg.seconds,
+                patch_size=p,
+                batch_size=b,
+            ),
+            {"reference_config": "default"},
+        )
+    )
+    if "optimal_local" in files:
+        plan.append(
+            (
+                "reference local_optimal",
+                "reference",
+                "optimal_local",
+                "block",
+                lambda: run_reference(
+                    files["optimal_local"][0],
+                    masks_of("optimal_local"),
+                    "local_optimal",
+                    length=ref_len,
+                    seed=cfg.seed,
+                    min_seconds=cfg.seconds,
+                    patch_size=p,
+                    batch_size=b,
+                ),
+                {"reference_config": "local_optimal"},
+            )
+        )
+    for v in cfg.variants:
+        for s in cfg.samplers:
+            for reuse in (1, cfg.best_reuse) if cfg.best_reuse > 1 else (1,):
+                if reuse > 1 and s != "block":
+                    continue
+                sc = ours(v, s, reuse)
+                label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
+                plan.append(
+                    (
+                        label,
+                        "ocog",
+                        v,
+                        s,
+                        (
+                            lambda v=v, sc=sc: run_ocog(
+                                files[v][0], masks_of(v), sc, min_seconds=cfg.seconds
+                            )
+                        ),
+                        _config_dict(sc),
+                    )
+                )
+
+    results: dict[int, list[Measurement]] = {i: [] for i in range(len(plan))}
+    for r in range(cfg.repeats):
+        for i, (label, _loader, v, _s, fn, _c) in enumerate(plan):
+            say(f"repeat {r + 1}/{cfg.repeats}: {label} on {v}")
+            results[i].append(fn())
+
+    # limits for the same windows each sampler draws (decode; memory for uncompressed)
+    limits: dict[tuple[str, str], BenchRow] = {}
+    for v in cfg.variants:
+        images = files[v][0]
+        probe = CogStream(images, None, ours(v, "random", 1))
+        r0 = probe.rasters[0]
+        itemsize, bands = r0.dtype.itemsize, r0.bands
+        compressed = r0.fast and r0.index.compression != 1
+        for s in cfg.samplers:
+            say(f"limit: {s} on {v}")
+            if compressed:
+                from ocog_lib.limits import decode_limit
+
+                wins = CogStream(
+                    images, None, replace(ours(v, s, 1), length=128 // b * b or b)
+                ).windows
+                lim = decode_limit(images, wins, p, threads=threads, min_seconds=cfg.seconds / 2)
+                kind = "decode_limit"
+            else:
+                from ocog_lib.limits import memory_limit
+
+                lim = memory_limit(
+                    images, p, bands, itemsize, threads=threads, min_seconds=cfg.seconds / 2
+                )
+                kind = "memory_limit"
+            limits[(v, s)] = BenchRow(
+                name=f"{kind.replace('_', ' ')} {s}",
+                loader=kind,
+                variant=v,
+                sampler=s,
+                samples_per_s=lim.samples_per_s,
+                mb_per_s=lim.mb_per_s,
+                config={"threads": lim.threads, "tiles_per_sample": lim.tiles_per_sample},
+            )
+
+    rows: list[BenchRow] = []
+    for i, (label, loader, v, s, _fn, conf) in enumerate(plan):
+        ms = results[i]
+        sps = statistics.median(m.samples_per_s for m in ms)
+        images = files[v][0]
+        probe_bands = CogStream(images[:1], None, StreamConfig(length=1)).rasters[0]
+        pb = _patch_bytes(probe_bands.bands, p, probe_bands.dtype.itemsize)
+        rows.append(
+            BenchRow(
+                name=label,
+                loader=loader,
+                variant=v,
+                sampler=s,
+                samples_per_s=sps,
+                mb_per_s=sps * pb / 1e6,
+                startup_s=statistics.median(m.startup_s for m in ms),
+                cache_hit_rate=_median_or_none([m.cache_hit_rate for m in ms]),
+                batch_mix=_median_or_none([m.batch_mix for m in ms]),
+                peak_rss_mb=max(m.peak_rss_mb for m in ms),
+                peak_pss_mb=_max_or_none([m.peak_pss_mb for m in ms]),
+                repeats=[m.samples_per_s for m in ms],
+                config=conf,
+            )
+        )
+    rows.extend(limits.values())
+    ref = next(r for r in rows if r.name == "reference default")
+    for row in rows:
+        row.ratio_vs_reference_default = row.samples_per_s / ref.samples_per_s
+        lim = limits.get((row.variant, row.sampler))
+        if lim is not None and row.loader not in ("decode_limit", "memory_limit"):
+            row.ratio_vs_limit = row.samples_per_s / lim.samples_per_s
+    return {
+        "run_id": uuid.uuid4().hex[:12],
+        "dataset": cfg.dataset,
+        "storage": "local",
+        "files": {v: [Path(p).name for p in files[v][0]] for v in cfg.variants},
+        "decoded_gib": _decoded_gib(files["default"][0]),
+        "cache_mb": cfg.cache_mb,
+        "compare": asdict(cfg),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def _median_or_none(vals: list[float | None]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _max_or_none(vals: list[float | None]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
+def _decoded_gib(images: list[str]) -> float:
+    total = 0
+    for path in images:
+        r = CogStream([path], None, StreamConfig(length=1)).rasters[0]
+        total += r.height * r.width * r.bands * r.dtype.itemsize
+    return total / 2**30
+
+
+def _config_dict(sc: StreamConfig) -> dict:
+    d = asdict(sc)
+    d.pop("length", None)
+    return d
+
+
+def stream_once(images: list[str], masks: list[str], sc: StreamConfig, *, seconds: float) -> dict:
+    """`ocog bench stream`: one configuration of our engine."""
+    m = run_ocog(images, masks, sc, min_seconds=seconds)
+    r = CogStream(images[:1], None, StreamConfig(length=1)).rasters[0]
+    bands = len(sc.bands) if sc.bands else r.bands
+    pb = _patch_bytes(bands, sc.patch_size, r.dtype.itemsize)
+    return {
+        "name": "ocog",
+        "samples_per_s": m.samples_per_s,
+        "mb_per_s": m.samples_per_s * pb / 1e6,
+        "startup_s": m.startup_s,
+        "cache_hit_rate": m.cache_hit_rate,
+        "batch_mix": m.batch_mix,
+        "peak_rss_mb": m.peak_rss_mb,
+        "samples": m.samples,
+        "seconds": m.seconds,
+        "config": _config_dict(sc),
+    }
+
+
+def format_rows(rows: list[dict]) -> str:
+    cols = [
+        ("name", "name", "{}"),
+        ("variant", "variant", "{}"),
+        ("samples/s", "samples_per_s", "{:.0f}"),
+        ("MB/s", "mb_per_s", "{:.0f}"),
+        ("x ref", "ratio_vs_reference_default", "{:.2f}"),
+        ("/ limit", "ratio_vs_limit", "{:.2f}"),
+        ("hit", "cache_hit_rate", "{:.2f}"),
+        ("mix", "batch_mix", "{:.2f}"),
+        ("RSS MB", "peak_rss_mb", "{:.0f}"),
+        ("start s", "startup_s", "{:.2f}"),
+    ]
+    table = [[h for h, _, _ in cols]]
+    for r in rows:
+        table.append(["-" if r.get(k) is None else f.format(r[k]) for _, k, f in cols])
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def result_rows_for_db(result: dict, host: dict, git_sha: str | None) -> list[dict]:
+    """Flatten a compare/stream result into `stream_benchmarks` rows."""
+    ts = time.time()
+    out = []
+    for r in result["rows"]:
+        out.append(
+            {
+                "run_id": result["run_id"],
+                "ts": ts,
+                "name": r["name"],
+                "dataset": result["dataset"],
+                "variant": r["variant"],
+                "storage": result.get("storage", "local"),
+                "sampler": r["sampler"],
+                "loader": r["loader"],
+                "samples_per_s": r["samples_per_s"],
+                "mb_per_s": r["mb_per_s"],
+                "ratio_vs_reference_default": r.get("ratio_vs_reference_default"),
+                "ratio_vs_limit": r.get("ratio_vs_limit"),
+                "cache_hit_rate": r.get("cache_hit_rate"),
+                "peak_rss_mb": r.get("peak_rss_mb"),
+                "startup_s": r.get("startup_s"),
+                "batch_mix": r.get("batch_mix"),
+                "rtt_ms": None,
+                "cap_mb_s": None,
+                "config": json.dumps(r.get("config", {}), sort_keys=True, default=str),
+                "host": json.dumps(host, sort_keys=True, default=str),
+                "git_sha": git_sha,
+            }
+        )
+    return out
