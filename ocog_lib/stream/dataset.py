@@ -27,7 +27,13 @@ import torch
 
 from ocog_lib.errors import InputError
 from ocog_lib.stream.cache import TileCache
-from ocog_lib.stream.reader import FallbackReader, RasterSource, TileFetcher, open_raster
+from ocog_lib.stream.reader import (
+    DirectReader,
+    FallbackReader,
+    RasterSource,
+    TileFetcher,
+    open_raster,
+)
 from ocog_lib.stream.samplers import RasterGrid, SamplerConfig, batch_mix, sample_windows
 
 
@@ -50,6 +56,7 @@ class StreamConfig:
     pin_memory: bool | None = None  # None = when CUDA is available
     start_method: str | None = None  # DataLoader multiprocessing context, e.g. "spawn"
     merge_gap: int = 0  # bytes: merge reads of tiles this close together
+    direct: bool = True  # uncompressed local files: copy patches from the page cache
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
@@ -87,6 +94,7 @@ class _Engine:
         self.cache = TileCache(int(cfg.cache_mb * 1024 * 1024))
         self.fetcher = TileFetcher(rasters, self.cache, cfg.threads_per_process(), cfg.merge_gap)
         self.fallback = FallbackReader(rasters)
+        self.direct = DirectReader(rasters)
         self.assemblers = ThreadPoolExecutor(
             max_workers=max(1, cfg.prefetch), thread_name_prefix="ocog-batch"
         )
@@ -94,6 +102,7 @@ class _Engine:
     def close(self) -> None:
         self.assemblers.shutdown(wait=True, cancel_futures=True)
         self.fetcher.close()
+        self.direct.close()
 
 
 class CogStream(torch.utils.data.IterableDataset):
@@ -233,7 +242,7 @@ class CogStream(torch.utils.data.IterableDataset):
             plan.append((b, fid, parts))
             for f in (fid, fid + n_img) if mask is not None else (fid,):
                 r = self.rasters[f]
-                if not r.fast:
+                if not r.fast or (r.direct and self.cfg.direct):
                     continue
                 planes = self.bands if (r.index.planar == 2 and f < n_img) else [0]
                 for pl in planes:
@@ -280,6 +289,9 @@ class CogStream(torch.utils.data.IterableDataset):
         if not r.fast:
             np.copyto(dst, eng.fallback.read(f, row, col, p, bands), casting="unsafe")
             return
+        if r.direct and self.cfg.direct:
+            self._fill_direct(eng, dst, f, row, col, parts, bands, all_bands)
+            return
         planar = r.index.planar == 2
         for ty, tx, y0, x0 in parts:
             ys, ye = max(row, y0), min(row + p, y0 + r.tile_height)
@@ -294,6 +306,31 @@ class CogStream(torch.utils.data.IterableDataset):
                 tile = resolve((f, 0, ty, tx), found[(f, 0, ty, tx)])
                 src = tile[:, sy, sx] if all_bands else tile[bands, sy, sx]
                 np.copyto(dst[:, dy, dx], src, casting="unsafe")
+
+    def _fill_direct(self, eng, dst, f, row, col, parts, bands, all_bands) -> None:
+        r = self.rasters[f]
+        p = self.cfg.patch_size
+        planar = r.index.planar == 2
+        fill = r.index.nodata if r.index.nodata is not None else 0
+        for ty, tx, y0, x0 in parts:
+            ys, ye = max(row, y0), min(row + p, y0 + r.tile_height)
+            xs, xe = max(col, x0), min(col + p, x0 + r.tile_width)
+            dy, dx = slice(ys - row, ye - row), slice(xs - col, xe - col)
+            sy, sx = slice(ys - y0, ye - y0), slice(xs - x0, xe - x0)
+            if planar:
+                for i, band in enumerate(bands):
+                    tile = eng.direct.tile(f, band, ty, tx)
+                    if tile is None:
+                        dst[i, dy, dx] = fill
+                    else:
+                        np.copyto(dst[i, dy, dx], tile[sy, sx, 0], casting="unsafe")
+                continue
+            tile = eng.direct.tile(f, 0, ty, tx)
+            if tile is None:
+                dst[:, dy, dx] = fill
+                continue
+            src = tile[sy, sx].transpose(2, 0, 1)
+            np.copyto(dst[:, dy, dx], src if all_bands else src[bands], casting="unsafe")
 
     def iter_batches(self, chunks: list[np.ndarray] | None = None) -> Iterator[dict]:
         """Yield batches in order, `prefetch` of them assembled ahead on threads."""

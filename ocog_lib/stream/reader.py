@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ocog_lib.errors import InputError, UnsupportedLayout
-from ocog_lib.storage import ByteRange, ByteSource, merge_ranges, open_source
+from ocog_lib.storage import ByteRange, ByteSource, LocalFile, merge_ranges, open_source
 from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.decode import decode_tile
 from ocog_lib.tiff_index import TiffIndex, parse_tiff
@@ -44,6 +44,15 @@ class RasterSource:
     @property
     def fast(self) -> bool:
         return self.index is not None
+
+    @property
+    def direct(self) -> bool:
+        """Uncompressed local file: patches are copied straight out of the page cache."""
+        return (
+            self.index is not None
+            and self.index.compression == 1
+            and isinstance(self.source, LocalFile)
+        )
 
 
 def open_raster(uri: str) -> RasterSource:
@@ -172,6 +181,46 @@ class TileFetcher:
         if isinstance(item, Future):
             return item.result()[key]
         return item
+
+
+class DirectReader:
+    """Uncompressed tiles as views of a per-process memory map of the file.
+
+    No decode and no tile cache: the kernel's page cache already holds the bytes, and
+    the one copy a patch needs (into the batch, band-first) reads only the window's rows.
+    """
+
+    def __init__(self, rasters: list[RasterSource]):
+        self.rasters = rasters
+        self._maps: dict[int, np.ndarray] = {}
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def _map(self, fid: int) -> np.ndarray:
+        m = self._maps.get(fid)
+        if m is None:
+            with self._lock:
+                m = self._maps.get(fid)
+                if m is None:
+                    m = self._maps[fid] = np.memmap(self.rasters[fid].uri, mode="r")
+        return m
+
+    def tile(self, fid: int, plane: int, ty: int, tx: int) -> np.ndarray | None:
+        """(th, tw, samples) view of one stored tile, or None for a sparse tile."""
+        r = self.rasters[fid]
+        idx = r.index
+        off, n = idx.tile_entry(0, plane, ty, tx)
+        if n == 0:
+            return None
+        spp = idx.bands if idx.planar == 1 else 1
+        need = idx.tile_height * idx.tile_width * spp * idx.dtype.itemsize
+        if n < need:
+            raise InputError(r.uri, f"uncompressed tile ({ty},{tx}) holds {n} bytes, needs {need}")
+        raw = self._map(fid)[off : off + need]
+        return raw.view(idx.dtype).reshape(idx.tile_height, idx.tile_width, spp)
+
+    def close(self) -> None:
+        self._maps.clear()
 
 
 class FallbackReader:

@@ -114,6 +114,14 @@ LAYOUTS = {
             ENDIANNESS="BIG",
         ),
     ),
+    "none-band-interleave": (
+        "uint16",
+        3,
+        260,
+        300,
+        "GTiff",
+        dict(tiled=True, blockxsize=64, blockysize=64, interleave="band"),
+    ),
     # layouts the fast path hands to GDAL: never wrong pixels
     "striped": ("uint16", 4, 200, 230, "GTiff", dict(compress="DEFLATE")),
     "jpeg-ycbcr": (
@@ -227,6 +235,36 @@ def pair(tmp_path_factory):
             write_raster(root / f"mask{i}.tif", labels[None], compress="DEFLATE", blocksize=128)
         )
     return images, masks
+
+
+@pytest.mark.parametrize("compress", ["NONE", "DEFLATE"])
+def test_sparse_tiles_read_as_nodata(tmp_path, compress):
+    arr = real_pixels(2, 256, 256, "uint16")
+    arr[:, :128, :128] = 0  # a whole empty tile: GDAL leaves it out with SPARSE_OK
+    path = write_raster(
+        tmp_path / "sparse.tif",
+        arr,
+        driver="GTiff",
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        compress=compress,
+        sparse_ok=True,
+        nodata=0,
+    )
+    stream = make_stream([path], sampler="grid", patch_size=96, batch_size=4)
+    assert (stream.rasters[0].index.levels[0].byte_counts == 0).any()
+    assert assert_batches_match(stream, [path]) == len(stream.windows)
+
+
+def test_uncompressed_direct_and_cached_paths_agree(layout_files):
+    path = layout_files["none"]
+    kw = dict(sampler="random", patch_size=77, batch_size=8, length=32, seed=4)
+    direct = list(make_stream([path], direct=True, **kw))
+    cached = make_stream([path], direct=False, **kw)
+    for a, b in zip(direct, cached, strict=True):
+        assert torch.equal(a["image"], b["image"])
+    assert cached.stats.tiles_decoded > 0
 
 
 def test_image_mask_pairs(pair):
