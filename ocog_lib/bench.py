@@ -55,6 +55,7 @@ class BenchRow:
     peak_pss_mb: float | None = None  # the same, counting pages shared by workers once
     ratio_vs_reference_default: float | None = None
     ratio_vs_limit: float | None = None
+    data_wait_fraction: float | None = None
     repeats: list[float] = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
@@ -121,6 +122,15 @@ def _batch_len(batch) -> int:
     return int(batch.shape[0])
 
 
+def data_wait(make_batches: Callable[[], Iterable], *, step_ms: float, seconds: float) -> float:
+    """Fraction of step time a consumer at `step_ms` per batch spends waiting for data."""
+    from ocog_lib.consumer import measure_data_wait
+
+    n_steps = max(20, int(seconds * 1000 / step_ms))
+    result = measure_data_wait(make_batches(), step_seconds=step_ms / 1000, n_steps=n_steps)
+    return result.data_wait_fraction
+
+
 def run_ocog(
     images: list[str], masks: list[str], cfg: StreamConfig, *, min_seconds: float
 ) -> Measurement:
@@ -183,6 +193,8 @@ class CompareConfig:
     seed: int = 0
     best_reuse: int = BEST_REUSE
     with_masks: bool = True
+    # data-wait: a consumer eating one batch per step_ms (what a GPU would); 0 = skip
+    step_ms: float = 50.0
 
     @classmethod
     def quick(cls, **overrides) -> CompareConfig:
@@ -354,6 +366,8 @@ def compare(
                 config=conf,
             )
         )
+    if cfg.step_ms > 0:
+        _attach_data_wait(rows, plan, files, masks_of, cfg, say)
     rows.extend(limits.values())
     ref = next(r for r in rows if r.name == "reference default")
     for row in rows:
@@ -371,6 +385,37 @@ def compare(
         "compare": asdict(cfg),
         "rows": [asdict(r) for r in rows],
     }
+
+
+def _attach_data_wait(rows, plan, files, masks_of, cfg: CompareConfig, say) -> None:
+    """Data-wait for the reference configs and our fastest row, at the same step time."""
+    ours = [i for i, r in enumerate(rows) if r.loader == "ocog"]
+    picks = [i for i, r in enumerate(rows) if r.loader == "reference"]
+    if ours:
+        picks.append(max(ours, key=lambda i: rows[i].samples_per_s))
+    n = max(20, int(cfg.seconds * 1000 / cfg.step_ms)) + 4
+    for i in picks:
+        row = rows[i]
+        say(f"data-wait at {cfg.step_ms:g} ms/step: {row.name} on {row.variant}")
+        images, masks = files[row.variant][0], masks_of(row.variant)
+        if row.loader == "reference":
+            from ocog_lib.reference import REFERENCE_CONFIGS, make_reference_loader
+
+            rc = replace(
+                REFERENCE_CONFIGS[row.config["reference_config"]],
+                patch_size=cfg.patch_size,
+                batch_size=cfg.batch_size,
+            )
+            make = lambda rc=rc, im=images, mk=masks: make_reference_loader(  # noqa: E731
+                im, rc, length=n * cfg.batch_size, seed=cfg.seed, mask_paths=mk or None
+            )
+        else:
+            sc = StreamConfig(**{**row.config, "length": n * cfg.batch_size})
+            make = lambda sc=sc, im=images, mk=masks: CogStream(  # noqa: E731
+                im, mk or None, sc
+            ).loader()
+        row.data_wait_fraction = data_wait(make, step_ms=cfg.step_ms, seconds=cfg.seconds)
+        row.config = {**row.config, "data_wait_step_ms": cfg.step_ms}
 
 
 def _median_or_none(vals: list[float | None]) -> float | None:
@@ -428,7 +473,9 @@ def format_rows(rows: list[dict]) -> str:
         ("hit", "cache_hit_rate", "{:.2f}"),
         ("mix", "batch_mix", "{:.2f}"),
         ("RSS MB", "peak_rss_mb", "{:.0f}"),
+        ("PSS MB", "peak_pss_mb", "{:.0f}"),
         ("start s", "startup_s", "{:.2f}"),
+        ("wait", "data_wait_fraction", "{:.2f}"),
     ]
     table = [[h for h, _, _ in cols]]
     for r in rows:

@@ -94,7 +94,7 @@ class _Engine:
         self.cache = TileCache(int(cfg.cache_mb * 1024 * 1024))
         self.fetcher = TileFetcher(rasters, self.cache, cfg.threads_per_process(), cfg.merge_gap)
         self.fallback = FallbackReader(rasters)
-        self.direct = DirectReader(rasters)
+        self.direct = DirectReader(rasters, budget=self.cache.max_bytes)
         self.assemblers = ThreadPoolExecutor(
             max_workers=max(1, cfg.prefetch), thread_name_prefix="ocog-batch"
         )
@@ -319,13 +319,13 @@ class CogStream(torch.utils.data.IterableDataset):
             sy, sx = slice(ys - y0, ye - y0), slice(xs - x0, xe - x0)
             if planar:
                 for i, band in enumerate(bands):
-                    tile = eng.direct.tile(f, band, ty, tx)
+                    tile = eng.direct.tile(f, band, ty, tx, ye - ys)
                     if tile is None:
                         dst[i, dy, dx] = fill
                     else:
                         np.copyto(dst[i, dy, dx], tile[sy, sx, 0], casting="unsafe")
                 continue
-            tile = eng.direct.tile(f, 0, ty, tx)
+            tile = eng.direct.tile(f, 0, ty, tx, ye - ys)
             if tile is None:
                 dst[:, dy, dx] = fill
                 continue

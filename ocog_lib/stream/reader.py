@@ -9,6 +9,7 @@ WEBP, ...) through GDAL with one handle per thread, opened in the reading proces
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -188,10 +189,15 @@ class DirectReader:
 
     No decode and no tile cache: the kernel's page cache already holds the bytes, and
     the one copy a patch needs (into the batch, band-first) reads only the window's rows.
+    Mapped pages count toward this process's memory, so once `budget` bytes have been
+    touched the mappings are dropped (MADV_DONTNEED; the page cache keeps the data):
+    the loader holds no more than the cache budget every loader gets.
     """
 
-    def __init__(self, rasters: list[RasterSource]):
+    def __init__(self, rasters: list[RasterSource], budget: int = 128 << 20):
         self.rasters = rasters
+        self.budget = budget
+        self._touched = 0
         self._maps: dict[int, np.ndarray] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -205,8 +211,9 @@ class DirectReader:
                     m = self._maps[fid] = np.memmap(self.rasters[fid].uri, mode="r")
         return m
 
-    def tile(self, fid: int, plane: int, ty: int, tx: int) -> np.ndarray | None:
-        """(th, tw, samples) view of one stored tile, or None for a sparse tile."""
+    def tile(self, fid: int, plane: int, ty: int, tx: int, rows: int) -> np.ndarray | None:
+        """(th, tw, samples) view of one stored tile (None when sparse); `rows` of it will
+        be read, which is what counts toward the budget."""
         r = self.rasters[fid]
         idx = r.index
         off, n = idx.tile_entry(0, plane, ty, tx)
@@ -216,8 +223,17 @@ class DirectReader:
         need = idx.tile_height * idx.tile_width * spp * idx.dtype.itemsize
         if n < need:
             raise InputError(r.uri, f"uncompressed tile ({ty},{tx}) holds {n} bytes, needs {need}")
+        self._touched += need // idx.tile_height * rows
+        if self._touched > self.budget:
+            self._release()
         raw = self._map(fid)[off : off + need]
         return raw.view(idx.dtype).reshape(idx.tile_height, idx.tile_width, spp)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._touched = 0
+            for m in self._maps.values():
+                m._mmap.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         self._maps.clear()
