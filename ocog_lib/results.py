@@ -253,11 +253,12 @@ def _to_db(value: Any, dtype: str) -> Any:
     return value
 
 
-def query(db_path: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
+def query(db_path: str | Path, sql: str, params: Sequence[Any] | None = None
+          ) -> tuple[list[str], list[tuple]]:
     """Run one SQL statement on the results file, read-only: (column names, rows)."""
     def run() -> tuple[list[str], list[tuple]]:
         with connect(db_path, read_only=True) as con:
-            cur = con.execute(sql)
+            cur = con.execute(sql, list(params) if params is not None else None)
             columns = [d[0] for d in cur.description] if cur.description else []
             return columns, cur.fetchall() if columns else []
 

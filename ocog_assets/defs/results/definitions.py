@@ -1,0 +1,5 @@
+import dagster as dg
+
+from ocog_assets.defs.results.assets import variant_stats
+
+defs = dg.Definitions(assets=[variant_stats])

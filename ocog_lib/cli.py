@@ -1,0 +1,248 @@
+"""The `ocog` command: thin argparse front-ends over the same library calls the assets make.
+
+Each command group lives in a `register_<group>(subparsers)` function; a new group (in this
+module or another) joins by adding its "module:function" to COMMAND_GROUPS. Heavy imports
+(rasterio, torch, dagster) happen inside the command that needs them, so `ocog --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ocog_lib import __version__
+from ocog_lib.errors import InputError, OcogError
+from ocog_lib.settings import Settings
+
+COMMAND_GROUPS: tuple[str, ...] = (
+    "ocog_lib.cli:register_query",
+    "ocog_lib.cli:register_sample",
+    "ocog_lib.cli:register_variants",
+    "ocog_lib.cli:register_demo",
+    "ocog_lib.cli_bench:register_bench",
+)
+
+DEFAULT_BENCH_SIZE = 8192
+# Columns `ocog variants write` prints; the full rows go to DuckDB.
+_STAT_COLUMNS = ("item", "kind", "bytes", "compression_ratio", "write_seconds", "is_valid_cog",
+                 "lossless_ok")
+
+
+def bench_size_from_env() -> int:
+    """Benchmark scene edge in pixels: $OCOG_BENCH_SIZE (tests and demos on small data)."""
+    raw = os.environ.get("OCOG_BENCH_SIZE", "")
+    if not raw:
+        return DEFAULT_BENCH_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise InputError("OCOG_BENCH_SIZE", f"{raw!r} is not a positive integer")
+    return size
+
+
+def raw_scene_path(settings: Settings, tile_id: str) -> Path:
+    """Where `raw_scenes[tile]` lives: one GeoTIFF per sensor tile."""
+    return settings.raw_dir("tiles") / f"{tile_id}.tif"
+
+
+# --- query ---------------------------------------------------------------------------------
+
+
+def register_query(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "query", help="run SQL on the DuckDB results file",
+        description="Run one SQL statement, read-only, on the results file ($OCOG_DUCKDB, "
+        "default data/ocog.duckdb), e.g. ocog query \"select * from variant_stats\".",
+    )
+    p.add_argument("sql", help="one SQL statement")
+    p.add_argument("--db", type=Path, default=None, help="results file (default: $OCOG_DUCKDB)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_query)
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from ocog_lib import results
+
+    db = args.db or Settings.from_env().results_db
+    columns, rows = results.query(db, args.sql)
+    if args.json:
+        print(json.dumps({"columns": columns, "rows": [dict(zip(columns, r, strict=True))
+                                                       for r in rows]}, default=str))
+    else:
+        print(results.format_table(columns, rows))
+    return 0
+
+
+# --- sample --------------------------------------------------------------------------------
+
+
+def register_sample(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sample", help="the embedded sample dataset",
+        description="Build the embedded sample: real Sentinel-2 / Landsat subsets shipped with "
+        "the package, no download.",
+    )
+    sub = p.add_subparsers(dest="sample_cmd", required=True, metavar="{build}")
+    b = sub.add_parser(
+        "build", help="raw scenes + the prepared sample (scenes, masks, benchmark scenes)",
+        description="Write one raw scene per sensor tile, then prepare the sample dataset "
+        "(scenes, masks, benchmark scenes, manifest.json) under $OCOG_DATA_DIR.",
+    )
+    b.add_argument("--bench-size", type=int, default=None,
+                   help=f"benchmark scene edge in px (default: $OCOG_BENCH_SIZE or "
+                        f"{DEFAULT_BENCH_SIZE})")
+    b.add_argument("--n-bench", type=int, default=2, help="benchmark scenes (default: 2)")
+    b.set_defaults(func=_cmd_sample_build)
+
+
+def build_sample(settings: Settings, *, bench_size: int, n_bench: int = 2,
+                 progress: Callable[[str], None] = lambda _msg: None):
+    """Raw scenes for every sample tile, then the prepared sample; returns its manifest."""
+    from ocog_lib.data.sample import build_raw_scene, prepare_sample, sample_tiles
+
+    raws = {}
+    for tile in sample_tiles():
+        raws[tile] = build_raw_scene(tile, raw_scene_path(settings, tile))
+        progress(f"raw scene {tile}: {raws[tile]}")
+    return prepare_sample(raws, settings.prepared_dir("sample"), bench_size=bench_size,
+                          n_bench=n_bench)
+
+
+def _cmd_sample_build(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    bench_size = args.bench_size or bench_size_from_env()
+    manifest = build_sample(settings, bench_size=bench_size, n_bench=args.n_bench,
+                            progress=lambda m: print(m, file=sys.stderr))
+    print(f"prepared {manifest.dataset} in {settings.prepared_dir('sample')}:")
+    for item in manifest.items:
+        print(f"  {item.role:5s} {item.name:20s} {item.image}"
+              + (f"  mask {item.mask}" if item.mask else ""))
+    return 0
+
+
+# --- variants ------------------------------------------------------------------------------
+
+
+def register_variants(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "variants", help="COG variants of a prepared dataset",
+        description="Write COG variants (compression, blocks, predictor, interleave).",
+    )
+    sub = p.add_subparsers(dest="variants_cmd", required=True, metavar="{write}")
+    w = sub.add_parser(
+        "write", help="write one variant and record its stats",
+        description="Write every image and mask of a prepared dataset as COGs under one "
+        "profile, validate them, check losslessness, and record the rows in variant_stats.",
+    )
+    w.add_argument("--dataset", default="sample", help="prepared dataset (default: sample)")
+    w.add_argument("--variant", required=True,
+                   help="profile name (default, optimal_local, optimal_remote) or a spec")
+    w.add_argument("--no-check", action="store_true", help="skip validation and lossless check")
+    w.add_argument("--no-record", action="store_true", help="do not write to DuckDB")
+    w.add_argument("--json", action="store_true", help="print one JSON object")
+    w.set_defaults(func=_cmd_variants_write)
+
+
+def write_variant_and_record(settings: Settings, dataset: str, variant: str, *,
+                             check: bool = True, record: bool = True) -> list[dict]:
+    """Write one variant of a prepared dataset; its stat rows replace the variant's old rows."""
+    from ocog_lib import results
+    from ocog_lib.cog import resolve_profile, write_variant
+    from ocog_lib.data.manifest import DatasetManifest
+
+    manifest = DatasetManifest.load(settings.prepared_dir(dataset))
+    profile = resolve_profile(variant)
+    name = getattr(profile, "name", variant)
+    _, rows = write_variant(manifest, profile, settings.variant_dir(dataset, name), check=check)
+    if record:
+        results.write_rows(settings.results_db, "variant_stats", rows,
+                           replace_where={"dataset": dataset, "variant": name})
+    return rows
+
+
+def _cmd_variants_write(args: argparse.Namespace) -> int:
+    from ocog_lib import results
+
+    settings = Settings.from_env()
+    rows = write_variant_and_record(settings, args.dataset, args.variant,
+                                    check=not args.no_check, record=not args.no_record)
+    if args.json:
+        print(json.dumps({"rows": rows}, default=str))
+        return 0
+    print(results.format_table(_STAT_COLUMNS, [[r.get(c) for c in _STAT_COLUMNS] for r in rows]))
+    if not args.no_record:
+        print(f"recorded {len(rows)} rows in variant_stats of {settings.results_db}")
+    return 0
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+def register_demo(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo", help="materialize every asset of the sample through Dagster",
+        description="Run the sample's assets in-process against the Dagster instance at "
+        "$DAGSTER_HOME (the runs show in `make dev`'s UI), then print variant_stats. "
+        "$OCOG_BENCH_SIZE sets the benchmark scene size.",
+    )
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """The one place ocog_lib reaches into the Dagster layer.
+
+    `ocog demo` must run the real asset graph so the runs appear in the UI; ocog_lib never
+    imports dagster or ocog_assets at module level, so the Dagster code lives in
+    ocog_assets/demo.py and is imported here, lazily, by name.
+    """
+    from ocog_lib import results
+
+    demo = importlib.import_module("ocog_assets.demo")
+    settings = Settings.from_env()
+    demo.materialize_sample(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    columns, rows = results.query(
+        settings.results_db,
+        "SELECT * FROM variant_stats ORDER BY dataset, variant, item, kind",
+    )
+    print(results.format_table(columns, rows))
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def build_parser(groups: Sequence[str] = COMMAND_GROUPS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocog",
+        description="Stream Earth-observation imagery from Cloud-Optimized GeoTIFFs into "
+        "PyTorch; every measurement lands in DuckDB.",
+    )
+    parser.add_argument("--version", action="version", version=f"ocog {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for spec in groups:
+        module, _, func = spec.partition(":")
+        getattr(importlib.import_module(module), func)(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OcogError as exc:
+        print(f"ocog: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
