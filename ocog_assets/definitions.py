@@ -1,18 +1,20 @@
-"""The code location (workspace.yaml): every domain's definitions plus shared resources."""
+"""The code location (workspace.yaml): every domain's definitions plus shared resources.
 
-from __future__ import annotations
+Dagster's loader wants exactly one Definitions object at module scope, so the domains are
+imported as modules, not as their `defs` names.
+"""
 
 import dagster as dg
 
-from ocog_assets.defs.data.definitions import defs as data_defs
-from ocog_assets.defs.results.definitions import defs as results_defs
-from ocog_assets.defs.variants.definitions import defs as variants_defs
-from ocog_assets.jobs import JOBS
+from ocog_assets import jobs
+from ocog_assets.defs.data import definitions as data
+from ocog_assets.defs.results import definitions as results
+from ocog_assets.defs.variants import definitions as variants
 from ocog_assets.resources import default_resources
 
 defs = dg.Definitions.merge(
-    data_defs,
-    variants_defs,
-    results_defs,
-    dg.Definitions(jobs=list(JOBS), resources=default_resources()),
+    data.defs,
+    variants.defs,
+    results.defs,
+    dg.Definitions(jobs=list(jobs.JOBS), resources=default_resources()),
 )
