@@ -1,0 +1,33 @@
+"""Shared fixtures: one tiny `sample` dataset per test session, built from the real bands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ocog_lib.data.manifest import DatasetManifest
+
+TINY_SAMPLE = dict(bench_size=512, n_bench=2, scene_size=512)
+
+
+@dataclass(frozen=True)
+class TinySample:
+    raw: dict[str, Path]  # tile id -> raw scene
+    prepared: Path  # folder holding manifest.json
+    manifest: DatasetManifest
+
+
+def build_tiny_sample(root: Path) -> TinySample:
+    from ocog_lib.data.sample import build_raw_scene, prepare_sample, sample_tiles
+
+    raw = {t: build_raw_scene(t, root / "raw" / f"{t}.tif") for t in sample_tiles()}
+    manifest = prepare_sample(raw, root / "prepared", **TINY_SAMPLE)
+    return TinySample(raw=raw, prepared=root / "prepared", manifest=manifest)
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> TinySample:
+    """The sample with 512 px scenes and two 512 px bench scenes; treat it as read-only."""
+    return build_tiny_sample(tmp_path_factory.mktemp("tiny_sample"))
