@@ -57,6 +57,7 @@ class StreamConfig:
     start_method: str | None = None  # DataLoader multiprocessing context, e.g. "spawn"
     merge_gap: int = 0  # bytes: merge reads of tiles this close together
     direct: bool = True  # uncompressed local files: copy patches from the page cache
+    io_threads: int = 0  # requests in flight per process for remote sources (0 = none)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
@@ -92,7 +93,9 @@ class _Engine:
 
     def __init__(self, rasters: list[RasterSource], cfg: StreamConfig):
         self.cache = TileCache(int(cfg.cache_mb * 1024 * 1024))
-        self.fetcher = TileFetcher(rasters, self.cache, cfg.threads_per_process(), cfg.merge_gap)
+        self.fetcher = TileFetcher(
+            rasters, self.cache, cfg.threads_per_process(), cfg.merge_gap, cfg.io_threads
+        )
         self.fallback = FallbackReader(rasters)
         self.direct = DirectReader(rasters, budget=self.cache.max_bytes)
         self.assemblers = ThreadPoolExecutor(

@@ -103,7 +103,12 @@ class TileFetcher:
     """Decoded tiles by key, through a bounded cache and a decode thread pool."""
 
     def __init__(
-        self, rasters: list[RasterSource], cache: TileCache, threads: int, max_gap: int = 0
+        self,
+        rasters: list[RasterSource],
+        cache: TileCache,
+        threads: int,
+        max_gap: int = 0,
+        io_threads: int = 0,
     ):
         self.rasters = rasters
         self.cache = cache
@@ -111,11 +116,19 @@ class TileFetcher:
         self.pool = ThreadPoolExecutor(
             max_workers=max(1, threads), thread_name_prefix="ocog-decode"
         )
+        # remote sources: requests in flight at once, apart from the decode threads
+        self.io_pool = (
+            ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="ocog-io")
+            if io_threads > 0
+            else None
+        )
         self.bytes_read = 0
         self.tiles_decoded = 0
         self._count_lock = threading.Lock()
 
     def close(self) -> None:
+        if self.io_pool is not None:
+            self.io_pool.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def request(self, keys: list[TileKey]) -> tuple[dict[TileKey, np.ndarray | Future], int]:
@@ -148,33 +161,60 @@ class TileFetcher:
                     ]
                     fresh_total += len(job)
                     found.update((k, fut) for k, _ in job)
-                    self.pool.submit(self._decode_job, raster, job, fut)
+                    self._submit(raster, job, fut)
         return found, fresh_total
 
-    def _decode_job(
-        self, raster: RasterSource, job: list[tuple[TileKey, ByteRange]], fut: Future
-    ) -> None:
-        keys = [k for k, _ in job]
-        ranges = [r for _, r in job]
+    def _submit(self, raster: RasterSource, job: list, fut: Future) -> None:
+        if self.io_pool is None or isinstance(raster.source, LocalFile):
+            self.pool.submit(self._fetch_and_decode, raster, job, fut)
+        else:  # remote: many reads in flight on I/O threads, decoding on the decode pool
+            self.io_pool.submit(self._fetch_then_queue_decode, raster, job, fut)
+
+    def _fetch(self, raster: RasterSource, job: list) -> tuple[memoryview, int]:
+        lo = min(r.offset for _, r in job)
+        hi = max(r.end for _, r in job)
+        blob = memoryview(raster.source.read(lo, hi - lo)) if hi > lo else memoryview(b"")
+        with self._count_lock:
+            self.bytes_read += hi - lo
+        return blob, lo
+
+    def _fetch_and_decode(self, raster: RasterSource, job: list, fut: Future) -> None:
         try:
-            lo = min(r.offset for r in ranges)
-            hi = max(r.end for r in ranges)
-            blob = memoryview(raster.source.read(lo, hi - lo)) if hi > lo else memoryview(b"")
+            blob, lo = self._fetch(raster, job)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            self._fail(raster, job, fut, exc)
+            return
+        self._decode(raster, job, blob, lo, fut)
+
+    def _fetch_then_queue_decode(self, raster: RasterSource, job: list, fut: Future) -> None:
+        try:
+            blob, lo = self._fetch(raster, job)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(raster, job, fut, exc)
+            return
+        self.pool.submit(self._decode, raster, job, blob, lo, fut)
+
+    def _decode(
+        self, raster: RasterSource, job: list, blob: memoryview, lo: int, fut: Future
+    ) -> None:
+        try:
             out = {}
-            for k, r in zip(keys, ranges, strict=True):
+            for k, r in job:
                 tile = decode_tile(raster.index, blob[r.offset - lo : r.end - lo])
                 self.cache.put(k, tile)
                 out[k] = tile
             with self._count_lock:
-                self.bytes_read += hi - lo
-                self.tiles_decoded += len(keys)
+                self.tiles_decoded += len(job)
             fut.set_result(out)
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
-            self.cache.forget_pending(keys)
-            if isinstance(exc, InputError):
-                fut.set_exception(exc)
-            else:
-                fut.set_exception(InputError(raster.uri, f"tile decode failed ({exc})"))
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(raster, job, fut, exc)
+
+    def _fail(self, raster: RasterSource, job: list, fut: Future, exc: BaseException) -> None:
+        self.cache.forget_pending([k for k, _ in job])
+        if isinstance(exc, InputError):
+            fut.set_exception(exc)
+        else:
+            fut.set_exception(InputError(raster.uri, f"tile read/decode failed ({exc})"))
 
     @staticmethod
     def resolve(key: TileKey, item: np.ndarray | Future) -> np.ndarray:
