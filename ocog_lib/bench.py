@@ -66,6 +66,12 @@ def bench_files(
     """Image and mask paths of a dataset's variant (benchmark scenes by default)."""
     settings = settings or Settings.from_env()
     folder = settings.variant_dir(dataset, variant)
+    if not (folder / "manifest.json").exists():
+        raise InputError(
+            folder,
+            f"variant '{variant}' of '{dataset}' is not written yet: materialize "
+            f"cog_variants[{dataset}|{variant}] (or `ocog variants write`) first",
+        )
     manifest = DatasetManifest.load(folder)
     items = manifest.by_role(role) or manifest.items
     images = [str(manifest.image_path(i)) for i in items]
@@ -215,9 +221,8 @@ def compare(
     settings = settings or Settings.from_env()
     say = progress or (lambda _msg: None)
     os.environ["GDAL_CACHEMAX"] = str(int(cfg.cache_mb))  # in MB as an env var, every loader
-    files = {v: bench_files(cfg.dataset, v, settings) for v in cfg.variants}
-    if "default" not in files:
-        raise InputError("compare", "needs the 'default' variant for the reference rows")
+    # the reference default config always runs on the default variant: the yardstick
+    files = {v: bench_files(cfg.dataset, v, settings) for v in {"default", *cfg.variants}}
     masks_of = (lambda v: files[v][1]) if cfg.with_masks else (lambda v: [])
     threads = cfg.threads or (os.cpu_count() or 1)
     p, b = cfg.patch_size, cfg.batch_size
@@ -259,7 +264,7 @@ def compare(
             {"reference_config": "default"},
         )
     )
-    if "optimal_local" in files:
+    if "optimal_local" in cfg.variants:
         plan.append(
             (
                 "reference local_optimal",
