@@ -1,0 +1,480 @@
+"""COG variants: named and custom profiles, writing with GDAL's COG driver, validation.
+
+A variant is one prepared dataset rewritten under one profile (compression, level,
+predictor, block size, interleave, overviews), so streaming benchmarks can compare formats
+on the same pixels. The named profiles are the OCOG toolkit's (scripts/process/
+create_benchmark_datasets.py): DEFLATE level 6 without predictor, uncompressed, and
+LERC_ZSTD. The toolkit passed `zlevel=22` to LERC_ZSTD, which GDAL only applies to
+DEFLATE, so its files got ZSTD's default level 9; `optimal_remote` names that level 9
+explicitly (the COG driver's LEVEL does reach the ZSTD stage of LERC_ZSTD). Like the
+toolkit (rio-cogeo's cog_translate) the named profiles build overviews with "nearest".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio._err import CPLE_BaseError  # GDAL errors raised mid-read (truncated files)
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from ocog_lib.atomic import atomic_path
+from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.errors import InputError, OcogError
+
+COMPRESSIONS = (
+    "NONE", "DEFLATE", "ZSTD", "LZW", "LZMA", "PACKBITS",
+    "LERC", "LERC_DEFLATE", "LERC_ZSTD", "WEBP", "JPEG",
+)
+LERC = ("LERC", "LERC_DEFLATE", "LERC_ZSTD")
+LOSSY = ("WEBP", "JPEG")
+PREDICTOR_OK = ("DEFLATE", "ZSTD", "LZW", "LZMA")
+# LEVEL ranges of GDAL's COG driver (libdeflate allows 12); JPEG/WEBP: LEVEL is QUALITY
+LEVEL_RANGE = {
+    "DEFLATE": (1, 12), "LERC_DEFLATE": (1, 12), "ZSTD": (1, 22), "LERC_ZSTD": (1, 22),
+    "LZMA": (0, 9), "JPEG": (1, 100), "WEBP": (1, 100),
+}
+RESAMPLINGS = ("nearest", "average", "bilinear", "cubic", "lanczos", "mode", "rms")
+CHECK_ROWS = 512  # rows per block when comparing pixels
+CHECK_CACHE_BYTES = 64 * 1024 * 1024  # rasterio.Env takes bytes for GDAL_CACHEMAX
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
+
+
+@dataclass(frozen=True)
+class CogProfile:
+    name: str
+    compression: str = "DEFLATE"
+    level: int | None = None
+    predictor: int | None = None  # 1/None: none, 2: horizontal, 3: floating point
+    blocksize: int = 512
+    overview_levels: int | str = "AUTO"  # count, 0 for none, or "AUTO" (down to one block)
+    overview_resampling: str = "nearest"
+    interleave: str = "PIXEL"
+    max_z_error: float = 0.0  # LERC only; 0 = lossless
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "compression", str(self.compression).upper())
+        set_(self, "interleave", str(self.interleave).upper())
+        set_(self, "overview_resampling", str(self.overview_resampling).lower())
+        if self.predictor == 1:
+            set_(self, "predictor", None)
+        if isinstance(self.overview_levels, str):
+            ov = self.overview_levels.strip().upper()
+            set_(self, "overview_levels", int(ov) if ov.isdigit() else ov)
+
+    @property
+    def lossless(self) -> bool:
+        if self.compression in LOSSY:
+            return False
+        return not (self.compression in LERC and self.max_z_error > 0)
+
+    def creation_options(self, threads: str | int = "ALL_CPUS") -> dict[str, str]:
+        """Options of GDAL's COG driver for this profile."""
+        opts = {
+            "COMPRESS": self.compression,
+            "BLOCKSIZE": str(self.blocksize),
+            "INTERLEAVE": self.interleave,
+            "NUM_THREADS": str(threads),
+            "BIGTIFF": "IF_SAFER",
+        }
+        if self.level is not None:
+            opts["QUALITY" if self.compression in LOSSY else "LEVEL"] = str(self.level)
+        if self.compression in PREDICTOR_OK:
+            opts["PREDICTOR"] = {None: "NO", 2: "STANDARD", 3: "FLOATING_POINT"}[self.predictor]
+        if self.compression in LERC:
+            opts["MAX_Z_ERROR"] = repr(float(self.max_z_error))
+        if self.overview_levels == 0:
+            opts["OVERVIEWS"] = "NONE"
+        else:
+            opts["OVERVIEWS"] = "IGNORE_EXISTING"
+            opts["OVERVIEW_RESAMPLING"] = self.overview_resampling.upper()
+            if isinstance(self.overview_levels, int):
+                opts["OVERVIEW_COUNT"] = str(self.overview_levels)
+        return opts
+
+
+PROFILES: dict[str, CogProfile] = {
+    "default": CogProfile("default", "DEFLATE", level=6),
+    "optimal_local": CogProfile("optimal_local", "NONE"),
+    "optimal_remote": CogProfile("optimal_remote", "LERC_ZSTD", level=9, max_z_error=0.0),
+}
+
+_SPEC_KEYS = {
+    "name": "name",
+    "compression": "compression", "compress": "compression",
+    "level": "level",
+    "predictor": "predictor",
+    "block": "blocksize", "blocksize": "blocksize", "block_size": "blocksize",
+    "overviews": "overview_levels", "overview_levels": "overview_levels",
+    "resampling": "overview_resampling", "overview_resampling": "overview_resampling",
+    "interleave": "interleave",
+    "max_z_error": "max_z_error", "mze": "max_z_error",
+}
+
+
+def _spec_name(p: dict) -> str:
+    parts = [str(p["compression"]).lower()]
+    if p.get("level") is not None:
+        parts.append(f"l{p['level']}")
+    if p.get("predictor") not in (None, 1):
+        parts.append(f"p{p['predictor']}")
+    parts.append(f"b{p.get('blocksize', 512)}")
+    if str(p.get("interleave", "PIXEL")).upper() == "BAND":
+        parts.append("band")
+    ov = p.get("overview_levels", "AUTO")
+    if str(ov).upper() != "AUTO":
+        parts.append(f"ov{ov}")
+    if p.get("overview_resampling", "nearest") != "nearest":
+        parts.append(str(p["overview_resampling"]))
+    if float(p.get("max_z_error", 0) or 0) > 0:
+        parts.append(f"z{float(p['max_z_error']):g}")
+    return "_".join(parts)
+
+
+def _parse_value(key: str, value: object, spec: object) -> object:
+    if key in ("level", "blocksize", "predictor"):
+        if str(value).lower() in ("none", "no", ""):
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"profile {spec!r}", f"{key}={value!r} is not an integer") from None
+    if key == "max_z_error":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"profile {spec!r}", f"{key}={value!r} is not a number") from None
+    if key == "overview_levels" and str(value).strip().isdigit():
+        return int(value)
+    return value
+
+
+def profile_from_spec(spec: str | dict) -> CogProfile:
+    """A custom profile from a dict or a string like 'zstd:level=1,predictor=2,block=256'."""
+    if isinstance(spec, str):
+        head, _, rest = spec.strip().partition(":")
+        raw: dict[str, object] = {"compression": head}
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = part.partition("=")
+            if not eq:
+                raise InputError(f"profile {spec!r}", f"'{part}' is not key=value")
+            raw[key.strip().lower()] = value.strip()
+    elif isinstance(spec, dict):
+        raw = {str(k).lower(): v for k, v in spec.items()}
+    else:
+        raise InputError(f"profile {spec!r}", "expected a name, a spec string or a dict")
+    fields: dict[str, object] = {}
+    for key, value in raw.items():
+        if key not in _SPEC_KEYS:
+            raise InputError(
+                f"profile {spec!r}", f"unknown key '{key}'; valid: {', '.join(sorted(_SPEC_KEYS))}"
+            )
+        field = _SPEC_KEYS[key]
+        fields[field] = _parse_value(field, value, spec)
+    if not fields.get("compression"):
+        raise InputError(f"profile {spec!r}", "no compression given")
+    fields["compression"] = str(fields["compression"]).upper()
+    fields.setdefault("blocksize", 512)
+    if fields["blocksize"] is None:
+        fields["blocksize"] = 512
+    name = str(fields.pop("name", "") or _spec_name(fields))
+    profile = CogProfile(name=name, **fields)
+    validate_profile(profile, None)
+    return profile
+
+
+def resolve_profile(name_or_spec: str | dict | CogProfile) -> CogProfile:
+    """A named profile, a spec (see profile_from_spec), or the profile itself."""
+    if isinstance(name_or_spec, CogProfile):
+        return name_or_spec
+    if isinstance(name_or_spec, dict):
+        return profile_from_spec(name_or_spec)
+    name = str(name_or_spec).strip()
+    if name in PROFILES:
+        return PROFILES[name]
+    if ":" in name or name.upper() in COMPRESSIONS:
+        return profile_from_spec(name)
+    raise InputError(
+        f"variant '{name}'",
+        f"unknown COG variant; valid: {', '.join(PROFILES)}, or a spec such as "
+        f"'zstd:level=1,predictor=2,block=256,interleave=band' "
+        f"(compressions: {', '.join(COMPRESSIONS)})",
+    )
+
+
+def validate_profile(profile: CogProfile, dtype: str | None, *, bands: int | None = None) -> None:
+    """Raise InputError when `profile` cannot be written (for `dtype`/`bands` when given)."""
+    what = f"profile '{profile.name}'"
+    c = profile.compression
+    if c not in COMPRESSIONS:
+        raise InputError(what, f"unknown compression {c}; valid: {', '.join(COMPRESSIONS)}")
+    b = profile.blocksize
+    if not isinstance(b, int) or not 128 <= b <= 1024 or b % 16:
+        raise InputError(what, f"block size {b} must be a multiple of 16 in 128..1024")
+    if profile.interleave not in ("PIXEL", "BAND"):
+        raise InputError(what, f"interleave {profile.interleave} must be PIXEL or BAND")
+    if profile.level is not None:
+        if c not in LEVEL_RANGE:
+            raise InputError(what, f"{c} takes no level (got {profile.level})")
+        lo, hi = LEVEL_RANGE[c]
+        if not lo <= profile.level <= hi:
+            raise InputError(what, f"{c} level {profile.level} outside {lo}..{hi}")
+    if profile.predictor not in (None, 2, 3):
+        raise InputError(what, f"predictor {profile.predictor} must be 1, 2 or 3")
+    if profile.predictor is not None and c not in PREDICTOR_OK:
+        raise InputError(what, f"predictor applies to {', '.join(PREDICTOR_OK)} only, not {c}")
+    if profile.max_z_error < 0 or (profile.max_z_error > 0 and c not in LERC):
+        raise InputError(what, f"max_z_error {profile.max_z_error} needs LERC and >= 0")
+    ov = profile.overview_levels
+    if not (ov == "AUTO" or (isinstance(ov, int) and 0 <= ov <= 30)):
+        raise InputError(what, f"overview_levels {ov!r} must be a count 0..30 or AUTO")
+    if profile.overview_resampling not in RESAMPLINGS:
+        raise InputError(
+            what, f"overview resampling {profile.overview_resampling!r}; valid: {RESAMPLINGS}"
+        )
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        if c in LOSSY and dt != np.uint8:
+            raise InputError(what, f"{c} needs uint8 data, not {dt.name}")
+        if profile.predictor == 3 and dt.kind != "f":
+            raise InputError(what, f"predictor 3 (floating point) needs float data, not {dt.name}")
+    if bands is not None:
+        if c == "JPEG" and bands not in (1, 3):
+            raise InputError(what, f"JPEG needs 1 or 3 bands, not {bands} (GDAL drops a 4th)")
+        if c == "WEBP" and bands not in (3, 4):
+            raise InputError(what, f"WEBP needs 3 or 4 bands, not {bands}")
+
+
+def mask_profile(profile: CogProfile) -> CogProfile:
+    """The lossless profile a label mask gets beside `profile`'s images (same block size)."""
+    if profile.compression in LERC:
+        comp, level, predictor = "LERC_ZSTD", (profile.level if profile.compression ==
+                                               "LERC_ZSTD" else None), None
+    elif profile.compression in LOSSY:
+        comp, level, predictor = "DEFLATE", 6, None
+    else:
+        comp, level = profile.compression, profile.level
+        predictor = 2 if profile.predictor in (2, 3) else None
+    resampling = "mode" if profile.overview_resampling == "mode" else "nearest"
+    return dataclasses.replace(
+        profile,
+        name=f"{profile.name}_mask",
+        compression=comp,
+        level=level,
+        predictor=predictor,
+        overview_resampling=resampling,
+        interleave="PIXEL",
+        max_z_error=0.0,
+    )
+
+
+@dataclass(frozen=True)
+class CogWriteResult:
+    src: Path
+    dst: Path
+    bytes: int
+    source_decoded_bytes: int
+    compression_ratio: float  # decoded / bytes (overviews included in bytes)
+    write_seconds: float
+    variant: str
+    compression: str
+    level: int | None
+    predictor: int | None
+    block_size: int
+    interleave: str
+    overview_levels: int | str
+    max_z_error: float
+    lossless: bool
+
+
+@dataclass(frozen=True)
+class CogValidation:
+    valid: bool
+    errors: list[str]
+    warnings: list[str]
+
+
+def _open_source(src: Path) -> tuple[str, int, int]:
+    """(dtype, bands, decoded bytes) of a readable raster, or InputError naming the cause."""
+    if not src.exists():
+        raise InputError(src, "no such file")
+    if not src.is_file():
+        raise InputError(src, "not a file")
+    try:
+        with rasterio.open(src) as ds:
+            if ds.driver not in ("GTiff", "COG"):
+                raise InputError(src, f"not a TIFF (GDAL reads it as {ds.driver})")
+            dtype, bands = ds.dtypes[0], ds.count
+            decoded = ds.width * ds.height * ds.count * np.dtype(dtype).itemsize
+    except GDAL_ERRORS as exc:
+        raise InputError(src, f"not a readable TIFF ({exc})") from exc
+    return dtype, bands, decoded
+
+
+def _band_interleaved_cog(src: Path, dst: Path, profile: CogProfile, threads: str | int) -> None:
+    """GDAL < 3.11's COG driver ignores INTERLEAVE=BAND; rio-cogeo's GTiff route honours it
+    (tiled temporary file with overviews, then COPY_SRC_OVERVIEWS, block by block)."""
+    from rio_cogeo.cogeo import cog_translate
+
+    c = profile.compression
+    kw: dict[str, object] = dict(
+        driver="GTiff", interleave="band", tiled=True, blockxsize=profile.blocksize,
+        blockysize=profile.blocksize, compress=c, num_threads=str(threads), bigtiff="IF_SAFER",
+    )
+    if profile.level is not None:
+        key = {"DEFLATE": "zlevel", "LERC_DEFLATE": "zlevel", "ZSTD": "zstd_level",
+               "LERC_ZSTD": "zstd_level", "LZMA": "lzma_preset", "JPEG": "jpeg_quality",
+               "WEBP": "webp_level"}[c]
+        kw[key] = profile.level
+    if c in PREDICTOR_OK and profile.predictor:
+        kw["predictor"] = profile.predictor
+    if c in LERC:
+        kw["max_z_error"] = float(profile.max_z_error)
+    ov = profile.overview_levels
+    cog_translate(
+        src, dst, kw,
+        overview_level=None if ov == "AUTO" else int(ov),
+        overview_resampling=profile.overview_resampling,
+        quiet=True,
+    )
+
+
+def write_cog(
+    src: Path, dst: Path, profile: CogProfile, *, threads: str | int = "ALL_CPUS"
+) -> CogWriteResult:
+    """Write `src` as a COG at `dst` under `profile`; nothing lands at `dst` on failure."""
+    src, dst = Path(src), Path(dst)
+    dtype, bands, decoded = _open_source(src)
+    try:
+        validate_profile(profile, dtype, bands=bands)
+    except InputError as exc:
+        raise InputError(src, str(exc)) from exc
+    t0 = time.perf_counter()
+    try:
+        with atomic_path(dst) as tmp:
+            if profile.interleave == "BAND" and bands > 1:
+                _band_interleaved_cog(src, tmp, profile, threads)
+            else:
+                rasterio.shutil.copy(src, tmp, driver="COG", **profile.creation_options(threads))
+    except GDAL_ERRORS as exc:
+        raise InputError(src, f"GDAL could not write it as a COG ({exc})") from exc
+    seconds = time.perf_counter() - t0
+    size = dst.stat().st_size
+    return CogWriteResult(
+        src=src,
+        dst=dst,
+        bytes=size,
+        source_decoded_bytes=decoded,
+        compression_ratio=decoded / size,
+        write_seconds=seconds,
+        variant=profile.name,
+        compression=profile.compression,
+        level=profile.level,
+        predictor=profile.predictor,
+        block_size=profile.blocksize,
+        interleave=profile.interleave,
+        overview_levels=profile.overview_levels,
+        max_z_error=profile.max_z_error,
+        lossless=profile.lossless,
+    )
+
+
+def validate_cog(path: Path) -> CogValidation:
+    """rio-cogeo's COG rules (tiling, IFD and overview order, header before data)."""
+    from rio_cogeo.cogeo import cog_validate
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        valid, errors, warnings = cog_validate(path, quiet=True)
+    except GDAL_ERRORS as exc:
+        raise InputError(path, f"not a readable TIFF ({exc})") from exc
+    return CogValidation(valid=bool(valid), errors=list(errors), warnings=list(warnings))
+
+
+def check_lossless(src: Path, dst: Path) -> bool:
+    """True when `dst` holds exactly `src`'s full-resolution pixels (read in row blocks)."""
+    src, dst = Path(src), Path(dst)
+    for p in (src, dst):
+        if not p.is_file():
+            raise InputError(p, "no such file")
+    try:
+        with (
+            rasterio.Env(GDAL_CACHEMAX=CHECK_CACHE_BYTES),
+            rasterio.open(src) as a,
+            rasterio.open(dst) as b,
+        ):
+            if (a.count, a.height, a.width, a.dtypes) != (b.count, b.height, b.width, b.dtypes):
+                return False
+            floating = np.dtype(a.dtypes[0]).kind == "f"
+            for y0 in range(0, a.height, CHECK_ROWS):
+                win = Window(0, y0, a.width, min(CHECK_ROWS, a.height - y0))
+                if not np.array_equal(a.read(window=win), b.read(window=win), equal_nan=floating):
+                    return False
+    except GDAL_ERRORS as exc:
+        raise InputError(f"{src} vs {dst}", f"could not read both ({exc})") from exc
+    return True
+
+
+def write_variant(
+    manifest: DatasetManifest, profile: CogProfile, out_dir: Path, *, check: bool = True
+) -> tuple[DatasetManifest, list[dict]]:
+    """Every image and mask of a prepared dataset as COGs under `out_dir`, plus its manifest.
+
+    With check, each COG must pass validate_cog and, for lossless profiles (masks always),
+    match its source pixel for pixel; a failure raises OcogError naming the file.
+    """
+    out_dir = Path(out_dir)
+    if manifest.root is not None and out_dir.resolve() == Path(manifest.root).resolve():
+        raise InputError(out_dir, "variant folder is the prepared dataset's own folder")
+    masks = mask_profile(profile)
+    rows: list[dict] = []
+    for item in manifest.items:
+        pairs = [("image", item.image, manifest.image_path(item), profile)]
+        if item.mask:
+            pairs.append(("mask", item.mask, manifest.mask_path(item), masks))
+        for kind, rel, src, prof in pairs:
+            res = write_cog(src, out_dir / rel, prof)
+            valid = validate_cog(res.dst) if check else None
+            lossless_ok = check_lossless(src, res.dst) if check and prof.lossless else None
+            if valid is not None and not valid.valid:
+                raise OcogError(f"{res.dst}: not a valid COG ({'; '.join(valid.errors)})")
+            if lossless_ok is False:
+                raise OcogError(f"{res.dst}: pixels differ from {src} under lossless {prof.name}")
+            rows.append(
+                dict(
+                    dataset=manifest.dataset,
+                    variant=profile.name,
+                    item=item.name,
+                    kind=kind,
+                    path=str(res.dst),
+                    bytes=res.bytes,
+                    decoded_bytes=res.source_decoded_bytes,
+                    compression_ratio=res.compression_ratio,
+                    write_seconds=res.write_seconds,
+                    compression=res.compression,
+                    level=res.level,
+                    predictor=res.predictor,
+                    block_size=res.block_size,
+                    interleave=res.interleave,
+                    is_valid_cog=None if valid is None else valid.valid,
+                    lossless_ok=lossless_ok,
+                )
+            )
+    variant = DatasetManifest(
+        dataset=manifest.dataset,
+        classes=dict(manifest.classes),
+        items=list(manifest.items),
+        ignore_index=manifest.ignore_index,
+        notes=(manifest.notes + f" COG variant '{profile.name}': {profile}").strip(),
+    )
+    variant.save(out_dir)
+    return variant, rows
