@@ -160,11 +160,11 @@ def write_variant_and_record(settings: Settings, dataset: str, variant: str, *,
 
     manifest = DatasetManifest.load(settings.prepared_dir(dataset))
     profile = resolve_profile(variant)
-    name = getattr(profile, "name", variant)
-    _, rows = write_variant(manifest, profile, settings.variant_dir(dataset, name), check=check)
+    _, rows = write_variant(manifest, profile, settings.variant_dir(dataset, profile.name),
+                            check=check)
     if record:
         results.write_rows(settings.results_db, "variant_stats", rows,
-                           replace_where={"dataset": dataset, "variant": name})
+                           replace_where={"dataset": dataset, "variant": profile.name})
     return rows
 
 

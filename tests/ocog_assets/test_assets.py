@@ -1,0 +1,201 @@
+"""The Dagster layer in-process: real instance (the repo's dagster.yaml), files and DuckDB."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import rasterio
+
+from ocog_assets import definitions
+from ocog_assets.defs.data.assets import PrepareConfig, prepared_datasets, raw_scenes
+from ocog_assets.defs.data.sensors import sample_tiles_sensor
+from ocog_assets.defs.results.assets import DUCKDB_WRITER_POOL, variant_stats
+from ocog_assets.defs.variants.assets import check_files, cog_variants
+from ocog_assets.demo import register_sample_tiles, sample_plan
+from ocog_assets.partitions import DATASETS, SENSOR_TILE, VARIANTS
+from ocog_assets.resources import OcogPaths, ResultsStore
+from ocog_lib import results
+from ocog_lib.cli import main
+from ocog_lib.cog import PROFILES, resolve_profile
+from ocog_lib.data.manifest import DatasetManifest, ManifestItem
+from ocog_lib.data.sample import sample_tiles
+from ocog_lib.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = [raw_scenes, prepared_datasets, cog_variants, variant_stats]
+
+
+@pytest.fixture
+def instance(tmp_path, monkeypatch):
+    """The repo's dagster.yaml in a tmp DAGSTER_HOME; data and DuckDB in tmp; small scenes."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OCOG_BENCH_SIZE", "256")
+    monkeypatch.delenv("OCOG_DUCKDB", raising=False)
+    with dg.DagsterInstance.get() as inst:
+        yield inst
+
+
+def _resources(settings: Settings) -> dict:
+    paths = OcogPaths(data_dir=str(settings.data_dir))
+    return {"paths": paths, "results": ResultsStore(paths=paths)}
+
+
+def _materialize(selection, key, instance, settings, **kw) -> dg.ExecuteInProcessResult:
+    return dg.materialize(ASSETS, selection=selection, partition_key=key, instance=instance,
+                          resources=_resources(settings), **kw)
+
+
+def _decoded_bytes(path: Path) -> int:
+    with rasterio.open(path) as src:
+        return src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
+
+
+def test_sample_chain_writes_files_rows_and_metadata(instance):
+    settings = Settings.from_env()
+    tiles = register_sample_tiles(instance)
+    assert sorted(instance.get_dynamic_partitions(SENSOR_TILE)) == sorted(tiles)
+
+    for tile in tiles:
+        res = _materialize([raw_scenes], tile, instance, settings)
+        meta = res.asset_materializations_for_node("raw_scenes")[0].metadata
+        with rasterio.open(meta["path"].path) as src:
+            assert (meta["width"].value, meta["bands"].value) == (src.width, 4)
+            assert src.tags()["OCOG_TILE_ID"] == tile
+
+    config = dg.RunConfig({"prepared_datasets": PrepareConfig(scene_size=256)})
+    res = _materialize([prepared_datasets], "sample", instance, settings, run_config=config)
+    meta = res.asset_materializations_for_node("prepared_datasets")[0].metadata
+    manifest = DatasetManifest.load(settings.prepared_dir("sample"))
+    assert meta["scenes"].value == len(tiles) and meta["bench_scenes"].value == 2
+    assert len(meta["items"].value.records) == len(manifest.items)
+    for item in manifest.by_role("bench"):  # OCOG_BENCH_SIZE reached the asset
+        with rasterio.open(manifest.image_path(item)) as src:
+            assert (src.width, src.height) == (256, 256)
+
+    expected_files = {(i.name, k) for i in manifest.items for k in ("image", "mask")}
+    for variant in VARIANTS:
+        key = dg.MultiPartitionKey({"dataset": "sample", "variant": variant})
+        res = _materialize([cog_variants, variant_stats], key, instance, settings)
+        assert all(c.passed for c in res.get_asset_check_evaluations())
+        assert {c.check_name for c in res.get_asset_check_evaluations()} == {"cog_valid",
+                                                                             "lossless"}
+        out_dir = settings.variant_dir("sample", variant)
+        files = [p for p in out_dir.rglob("*.tif")]
+        assert len(files) == len(expected_files)
+        meta = res.asset_materializations_for_node("cog_variants")[0].metadata
+        total = sum(p.stat().st_size for p in files)
+        decoded = sum(_decoded_bytes(p) for p in files)
+        assert meta["total_bytes"].value == total
+        assert meta["compression_ratio"].value == pytest.approx(decoded / total)
+        assert meta["all_valid_cog"].value is True
+        stats_meta = res.asset_materializations_for_node("variant_stats")[0].metadata
+        assert stats_meta["dagster/row_count"].value == len(expected_files)
+        assert len(stats_meta["preview"].value.records) == len(expected_files)
+
+    cols, rows = results.query(
+        settings.results_db,
+        "SELECT variant, item, kind, bytes, is_valid_cog, lossless_ok, path FROM variant_stats")
+    assert {(r[0], r[1], r[2]) for r in rows} == {(v, *f) for v in VARIANTS
+                                                   for f in expected_files}
+    for variant, _, _, nbytes, valid, lossless, path in rows:
+        assert nbytes == Path(path).stat().st_size
+        assert valid is True and lossless is PROFILES[variant].lossless is True
+
+    # pixels of a compressed variant equal the prepared scene's
+    bench = manifest.by_role("bench")[0]
+    with rasterio.open(manifest.image_path(bench)) as a, rasterio.open(
+            settings.variant_dir("sample", "optimal_remote") / bench.image) as b:
+        assert np.array_equal(a.read(), b.read())
+
+    # re-materializing a partition replaces its rows
+    before = results.query(settings.results_db,
+                           "SELECT max(written_at) FROM variant_stats WHERE variant='default'")
+    key = dg.MultiPartitionKey({"dataset": "sample", "variant": "default"})
+    _materialize([cog_variants, variant_stats], key, instance, settings)
+    _, counts = results.query(settings.results_db,
+                              "SELECT variant, count(*), max(written_at) FROM variant_stats "
+                              "GROUP BY variant ORDER BY variant")
+    assert [(v, n) for v, n, _ in counts] == [(v, len(expected_files)) for v in sorted(VARIANTS)]
+    assert counts[0][2] > before[1][0][0]
+    # the single DuckDB writer slot was claimed through the instance's pool
+    info = instance.event_log_storage.get_concurrency_info(DUCKDB_WRITER_POOL)
+    assert (info.slot_count, info.claimed_slots) == (1, [])
+
+
+@pytest.mark.parametrize("dataset", [d for d in DATASETS if d != "sample"])
+def test_external_dataset_fails_naming_its_raw_path(instance, dataset):
+    settings = Settings.from_env()
+    res = _materialize([prepared_datasets], dataset, instance, settings, raise_on_error=False)
+    assert not res.success
+    (failure,) = res.get_step_failure_events()
+    message = failure.step_failure_data.error.to_string()
+    assert str(settings.raw_dir(dataset)) in message
+    assert "download" in message and "http" in message
+
+
+def test_check_files_reports_non_cogs_and_changed_pixels(tmp_path):
+    profile = resolve_profile("default")
+    rng = np.random.default_rng(0)
+    # larger than one 512 block and striped: COG rules want it tiled
+    pixels = rng.integers(0, 4000, (4, 640, 640), dtype=np.uint16)
+    plain = dict(driver="GTiff", width=640, height=640, count=4, dtype="uint16",
+                 crs="EPSG:32618", transform=rasterio.Affine(10, 0, 5e5, 0, -10, 4e6))
+    (tmp_path / "prep").mkdir()
+    with rasterio.open(tmp_path / "prep" / "a.tif", "w", **plain) as dst:
+        dst.write(pixels)
+    manifest = DatasetManifest("t", {0: "x"}, [ManifestItem("a", "a.tif", None, "scene")])
+    manifest.save(tmp_path / "prep")
+    # a striped GeoTIFF (not a COG) whose pixels differ by one
+    changed = pixels.copy()
+    changed[0, 5, 7] += 1
+    with rasterio.open(tmp_path / "a_variant.tif", "w", **plain) as dst:
+        dst.write(changed)
+    rows = [{"item": "a", "kind": "image", "path": str(tmp_path / "a_variant.tif")}]
+    invalid, differing = check_files(manifest, profile, rows)
+    assert list(invalid) == [rows[0]["path"]] and invalid[rows[0]["path"]]
+    assert differing == [rows[0]["path"]]
+    assert (rows[0]["is_valid_cog"], rows[0]["lossless_ok"]) == (False, False)
+
+
+def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    settings = Settings.from_env()
+    _, rows = results.query(settings.results_db, "SELECT count(*) FROM variant_stats")
+    n = rows[0][0]
+    assert out.splitlines()[-1] == f"({n} rows)"
+    manifest = DatasetManifest.load(settings.prepared_dir("sample"))
+    assert n == 2 * len(manifest.items) * len(VARIANTS)
+
+    runs = instance.get_run_records()
+    assert len(runs) == len(sample_plan(sample_tiles()))
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    for key in ("raw_scenes", "prepared_datasets", "cog_variants", "variant_stats"):
+        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
+    materialized = instance.get_materialized_partitions(dg.AssetKey("variant_stats"))
+    assert materialized == {f"sample|{v}" for v in VARIANTS}
+
+
+def test_sensor_registers_missing_tiles_once(instance):
+    first = sample_tiles_sensor(dg.build_sensor_context(instance=instance))
+    (request,) = first.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == sorted(sample_tiles())
+    instance.add_dynamic_partitions(SENSOR_TILE, list(request.partition_keys))
+    again = sample_tiles_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(again, dg.SkipReason)
+
+
+def test_definitions_load_like_the_code_server():
+    found = [v for v in vars(definitions).values() if isinstance(v, dg.Definitions)]
+    assert found == [definitions.defs]  # dagster refuses a module with two
+    jobs = {j.name for j in definitions.defs.resolve_all_job_defs()}
+    assert {"raw_scenes_job", "prepared_datasets_job", "cog_variants_job"} <= jobs
+    assert definitions.defs.resolve_assets_def("variant_stats").op.pool == DUCKDB_WRITER_POOL
+    assert set(VARIANTS) == set(PROFILES)
+    assert all(resolve_profile(v).name == v for v in VARIANTS)
