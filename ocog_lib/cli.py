@@ -158,8 +158,8 @@ def write_variant_and_record(settings: Settings, dataset: str, variant: str, *,
     from ocog_lib.cog import resolve_profile, write_variant
     from ocog_lib.data.manifest import DatasetManifest
 
+    profile = resolve_profile(variant)  # a typo fails before any file is read
     manifest = DatasetManifest.load(settings.prepared_dir(dataset))
-    profile = resolve_profile(variant)
     _, rows = write_variant(manifest, profile, settings.variant_dir(dataset, profile.name),
                             check=check)
     if record:

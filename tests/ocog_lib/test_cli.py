@@ -99,3 +99,52 @@ def test_bench_size_from_env(monkeypatch):
     monkeypatch.setenv("OCOG_BENCH_SIZE", "big")
     with pytest.raises(InputError, match="OCOG_BENCH_SIZE"):
         bench_size_from_env()
+
+
+def test_sample_build_then_variants_write_with_a_spec(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    import rasterio
+
+    from ocog_lib.data.manifest import DatasetManifest
+    from ocog_lib.settings import Settings
+
+    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("OCOG_DUCKDB", raising=False)
+    settings = Settings.from_env()
+    assert main(["sample", "build", "--bench-size", "256", "--n-bench", "1"]) == 0
+    manifest = DatasetManifest.load(settings.prepared_dir("sample"))
+    (bench,) = manifest.by_role("bench")
+    with rasterio.open(manifest.image_path(bench)) as src:
+        assert (src.width, src.height, src.count) == (256, 256, 4)
+    capsys.readouterr()
+
+    spec = "zstd:level=1,predictor=2,block=256"
+    assert main(["variants", "write", "--variant", spec, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {(r["item"], r["kind"]) for r in rows} == {
+        (i.name, k) for i in manifest.items for k in ("image", "mask")}
+    variant = rows[0]["variant"]
+    _, db_rows = results.query(settings.results_db,
+                               "SELECT item, kind, bytes, predictor, block_size, is_valid_cog, "
+                               "lossless_ok FROM variant_stats WHERE variant = ?", [variant])
+    assert sorted(db_rows) == sorted((r["item"], r["kind"], r["bytes"], r["predictor"],
+                                      r["block_size"], True, True) for r in rows)
+    image = next(r for r in rows if r["item"] == bench.name and r["kind"] == "image")
+    assert (image["predictor"], image["block_size"]) == (2, 256)
+    with rasterio.open(manifest.image_path(bench)) as a, rasterio.open(image["path"]) as b:
+        assert np.array_equal(a.read(), b.read())
+
+    # the same variant again replaces its rows instead of adding to them
+    assert main(["variants", "write", "--variant", spec]) == 0
+    assert "recorded" in capsys.readouterr().out
+    _, n = results.query(settings.results_db, "SELECT count(*) FROM variant_stats")
+    assert n == [(len(rows),)]
+
+
+def test_variants_write_unknown_variant_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
+    assert main(["variants", "write", "--variant", "default"]) == 1
+    assert "manifest.json" in capsys.readouterr().err  # nothing prepared yet
+    assert main(["variants", "write", "--variant", "fastest"]) == 1
+    err = capsys.readouterr().err
+    assert "fastest" in err
