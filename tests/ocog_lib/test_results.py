@@ -163,3 +163,23 @@ def test_redact_masks_secret_keys_and_signed_urls():
     assert out["uris"][1] == "s3://bucket/x.tif"
     assert out["uris"][2] == "https://user:***@example.org/x.tif"
     assert config["aws_secret_access_key"] == "wJalrXUtnFEMI"  # the input is left as it was
+
+
+def test_writer_waits_for_another_process_holding_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "r.duckdb"
+    results.write_rows(db, "variant_stats", [_stat("a")])
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
+         " time.sleep(1.5); c.close()", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        # DuckDB refuses a second process while the first holds the file: the writer retries
+        results.write_rows(db, "variant_stats", [_stat("b")])
+    finally:
+        holder.wait(timeout=30)
+    assert results.query(db, "SELECT item FROM variant_stats ORDER BY item")[1] == [("a",), ("b",)]
