@@ -199,3 +199,12 @@ def test_definitions_load_like_the_code_server():
     assert definitions.defs.resolve_assets_def("variant_stats").op.pool == DUCKDB_WRITER_POOL
     assert set(VARIANTS) == set(PROFILES)
     assert all(resolve_profile(v).name == v for v in VARIANTS)
+
+
+def test_demo_needs_a_dagster_home(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["demo"]) == 1
+    assert "DAGSTER_HOME" in capsys.readouterr().err
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert main(["demo"]) == 1
+    assert str(tmp_path / "dagster.yaml") in capsys.readouterr().err
