@@ -43,6 +43,9 @@ LEVEL_RANGE = {
 RESAMPLINGS = ("nearest", "average", "bilinear", "cubic", "lanczos", "mode", "rms")
 CHECK_ROWS = 512  # rows per block when comparing pixels
 CHECK_CACHE_BYTES = 64 * 1024 * 1024  # rasterio.Env takes bytes for GDAL_CACHEMAX
+# GDAL's default block cache (5% of RAM) only inflates RSS when writing a 1 GiB scene;
+# 256 MiB writes as fast (measured on the 8192 px bench scenes, 2 cores)
+WRITE_CACHE_BYTES = 256 * 1024 * 1024
 GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 
 
@@ -319,8 +322,9 @@ def _open_source(src: Path) -> tuple[str, int, int]:
 
 
 def _band_interleaved_cog(src: Path, dst: Path, profile: CogProfile, threads: str | int) -> None:
-    """GDAL < 3.11's COG driver ignores INTERLEAVE=BAND; rio-cogeo's GTiff route honours it
-    (tiled temporary file with overviews, then COPY_SRC_OVERVIEWS, block by block)."""
+    """GDAL 3.10's COG driver ignores INTERLEAVE=BAND (it came in 3.11); rio-cogeo's GTiff
+    route honours it: a tiled temporary file beside `dst` gets the overviews, then GTiff's
+    COPY_SRC_OVERVIEWS writes the COG layout."""
     from rio_cogeo.cogeo import cog_translate
 
     c = profile.compression
@@ -342,6 +346,7 @@ def _band_interleaved_cog(src: Path, dst: Path, profile: CogProfile, threads: st
         src, dst, kw,
         overview_level=None if ov == "AUTO" else int(ov),
         overview_resampling=profile.overview_resampling,
+        in_memory=False,  # its default keeps scenes up to 10980 px in RAM
         quiet=True,
     )
 
@@ -358,7 +363,7 @@ def write_cog(
         raise InputError(src, str(exc)) from exc
     t0 = time.perf_counter()
     try:
-        with atomic_path(dst) as tmp:
+        with rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_BYTES), atomic_path(dst) as tmp:
             if profile.interleave == "BAND" and bands > 1:
                 _band_interleaved_cog(src, tmp, profile, threads)
             else:
