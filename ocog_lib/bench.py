@@ -521,6 +521,8 @@ def result_rows_for_db(result: dict, host: dict, git_sha: str | None) -> list[di
                 "ratio_vs_limit": r.get("ratio_vs_limit"),
                 "cache_hit_rate": r.get("cache_hit_rate"),
                 "peak_rss_mb": r.get("peak_rss_mb"),
+                "peak_pss_mb": r.get("peak_pss_mb"),
+                "data_wait_fraction": r.get("data_wait_fraction"),
                 "startup_s": r.get("startup_s"),
                 "batch_mix": r.get("batch_mix"),
                 "rtt_ms": None,

@@ -86,6 +86,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "stream_benchmarks: memory counted once across workers (PSS) and data-wait",
+        (
+            "ALTER TABLE stream_benchmarks ADD COLUMN IF NOT EXISTS peak_pss_mb DOUBLE",
+            "ALTER TABLE stream_benchmarks ADD COLUMN IF NOT EXISTS data_wait_fraction DOUBLE",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
