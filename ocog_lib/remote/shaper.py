@@ -1,0 +1,295 @@
+"""WAN emulation: a TCP proxy on 127.0.0.1 that adds latency per request and caps bandwidth.
+
+Remote numbers measured against a loopback server mean nothing without the link a user
+has. The shaper sits between a client and a server (e.g. the embedded S3) and imposes:
+- RTT per request: the first byte of each response is held `rtt_ms` after it leaves
+  the server (response time = server time + RTT, as on a real link). A request is one
+  write burst of the client; on a keep-alive connection every request pays the RTT,
+  not just the first. A new connection costs no extra RTT: moto closes the connection
+  after every response, and charging a handshake would bill that endpoint limit to the
+  link.
+- a bandwidth cap on the server->client direction, shared by all connections: one
+  virtual link that each chunk reserves for `len / cap` seconds (first come, first
+  served), so N parallel connections share `cap_mb_s` (MB = 1e6 bytes) between them.
+- optional faults for the first `count` responses: a reset (RST) or truncation (clean
+  close) after `after_bytes` of the response, or a stall (bytes stop, socket stays open).
+
+It runs in its own process (asyncio, stdlib only), started and stopped by PID, so it
+never competes for the loader's GIL; it does take CPU (about a core at 1 GB/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from ocog_lib.errors import InputError
+
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Break the first `count` responses once `after_bytes` of each have been forwarded."""
+
+    kind: str  # "reset" (RST), "truncate" (clean close), "stall" (hold the bytes back)
+    after_bytes: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("reset", "truncate", "stall"):
+            raise InputError(self.kind, "fault kind must be reset, truncate or stall")
+        if self.after_bytes < 0 or self.count < 0:
+            raise InputError(self, "after_bytes and count must be >= 0")
+
+
+class Shaper:
+    """The proxy process: `with Shaper(host, port, rtt_ms=30, cap_mb_s=100) as s: s.port`."""
+
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        rtt_ms: float = 30.0,
+        cap_mb_s: float | None = 100.0,
+        *,
+        fault: Fault | None = None,
+        host: str = "127.0.0.1",
+        startup_timeout_s: float = 15.0,
+    ):
+        if rtt_ms < 0 or (cap_mb_s is not None and cap_mb_s <= 0):
+            raise InputError("Shaper", "rtt_ms must be >= 0 and cap_mb_s > 0 (or None)")
+        self.target_host = target_host
+        self.target_port = int(target_port)
+        self.rtt_ms = rtt_ms
+        self.cap_mb_s = cap_mb_s
+        self.fault = fault
+        self.host = host
+        self.startup_timeout_s = startup_timeout_s
+        self.port: int | None = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise InputError("Shaper", "not started: call start() first")
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Shaper:
+        if self._proc is not None:
+            return self
+        cmd = [
+            sys.executable, "-m", "ocog_lib.remote.shaper",
+            "--listen", self.host, "--target-host", self.target_host,
+            "--target-port", str(self.target_port), "--rtt-ms", str(self.rtt_ms),
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        if self.cap_mb_s is not None:
+            cmd += ["--cap-mb-s", str(self.cap_mb_s)]
+        if self.fault is not None:
+            cmd += ["--fault", json.dumps(asdict(self.fault))]
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            self.port = self._wait_for_port()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_port(self) -> int:
+        assert self._proc is not None and self._proc.stdout is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise InputError("Shaper", f"proxy exited at start: {err[-800:].strip()}")
+            ready, _, _ = select.select([self._proc.stdout], [], [], 0.2)
+            if ready:
+                m = re.match(r"PORT (\d+)", self._proc.stdout.readline().decode(errors="replace"))
+                if m:
+                    return int(m.group(1))
+        raise InputError("Shaper", f"proxy not listening after {self.startup_timeout_s:g} s")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        self.port = None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> Shaper:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+
+# ------------------------------------------------------------------ the proxy process
+
+
+class _Link:
+    """The shared downstream link: each chunk reserves it for len/rate seconds, in order."""
+
+    def __init__(self, rate_bytes_s: float | None):
+        self.rate = rate_bytes_s
+        self.free_at = 0.0
+
+    async def transmit(self, n: int) -> None:
+        if not self.rate:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, self.free_at)
+        self.free_at = start + n / self.rate
+        await asyncio.sleep(self.free_at - now)  # the chunk has crossed the link
+
+
+class _Proxy:
+    def __init__(self, target: tuple[str, int], rtt_s: float, link: _Link, fault: Fault | None):
+        self.target = target
+        self.rtt_s = rtt_s
+        self.link = link
+        self.fault = fault
+        self.faults_left = fault.count if fault else 0
+
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            _abort(client_w)
+            return
+        state: dict = {"pending": False}  # a request went up; its response has not started
+        up = state["up"] = asyncio.create_task(self._upstream(client_r, server_w, state))
+        try:
+            await self._downstream(server_r, client_w, state)
+        finally:
+            up.cancel()
+            with contextlib.suppress(BaseException):
+                await up
+            server_w.close()
+            if not client_w.is_closing():
+                client_w.close()
+
+    async def _upstream(
+        self, client_r: asyncio.StreamReader, server_w: asyncio.StreamWriter, state: dict
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while chunk := await client_r.read(_CHUNK):
+                state["pending"] = True
+                server_w.write(chunk)
+                await server_w.drain()
+            if server_w.can_write_eof():
+                server_w.write_eof()  # the client is done sending; let the response finish
+
+    async def _downstream(
+        self, server_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, state: dict
+    ) -> None:
+        sent = 0  # bytes of the current response forwarded so far
+        faulty = False
+        with contextlib.suppress(ConnectionError, OSError):
+            while chunk := await server_r.read(_CHUNK):
+                if state["pending"]:  # the first bytes of a new response
+                    state["pending"] = False
+                    sent = 0
+                    faulty = self.faults_left > 0
+                    if faulty:
+                        self.faults_left -= 1
+                    if self.rtt_s:
+                        await asyncio.sleep(self.rtt_s)
+                if faulty and sent + len(chunk) > self.fault.after_bytes:
+                    head = chunk[: max(0, self.fault.after_bytes - sent)]
+                    if head:
+                        await self.link.transmit(len(head))
+                        client_w.write(head)
+                        await client_w.drain()
+                    await self._break(client_w, state["up"])
+                    return
+                await self.link.transmit(len(chunk))
+                client_w.write(chunk)
+                await client_w.drain()
+                sent += len(chunk)
+
+    async def _break(self, client_w: asyncio.StreamWriter, up: asyncio.Task) -> None:
+        kind = self.fault.kind
+        if kind == "reset":
+            _abort(client_w)
+        elif kind == "truncate":
+            client_w.close()
+        else:  # stall: silent but open until the client hangs up (its read ends `up`)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(up), timeout=3600)
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0): the peer sees 'connection reset by peer'."""
+    sock = writer.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    fault = Fault(**json.loads(args.fault)) if args.fault else None
+    link = _Link(args.cap_mb_s * 1e6 if args.cap_mb_s else None)
+    proxy = _Proxy((args.target_host, args.target_port), args.rtt_ms / 1000.0, link, fault)
+    server = await asyncio.start_server(proxy.handle, args.listen, 0, limit=_CHUNK)
+    port = server.sockets[0].getsockname()[1]
+    print(f"PORT {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if args.parent_pid and os.getppid() != args.parent_pid:
+                break  # orphaned: the parent died without stopping us
+
+
+def _serve(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="ocog WAN shaper (TCP proxy)")
+    parser.add_argument("--listen", default="127.0.0.1")
+    parser.add_argument("--target-host", required=True)
+    parser.add_argument("--target-port", type=int, required=True)
+    parser.add_argument("--rtt-ms", type=float, default=30.0)
+    parser.add_argument("--cap-mb-s", type=float, default=None)
+    parser.add_argument("--fault", default=None, help="JSON of a Fault")
+    parser.add_argument("--parent-pid", type=int, default=0)
+    asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    _serve()
