@@ -7,6 +7,7 @@ imported as modules, not as their `defs` names.
 import dagster as dg
 
 from ocog_assets import jobs
+from ocog_assets.defs.benchmarks import definitions as benchmarks
 from ocog_assets.defs.data import definitions as data
 from ocog_assets.defs.results import definitions as results
 from ocog_assets.defs.variants import definitions as variants
@@ -16,5 +17,6 @@ defs = dg.Definitions.merge(
     data.defs,
     variants.defs,
     results.defs,
+    benchmarks.defs,
     dg.Definitions(jobs=list(jobs.JOBS), resources=default_resources()),
 )

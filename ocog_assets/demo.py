@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from ocog_assets.definitions import defs
+from ocog_assets.defs.benchmarks.schedules import stream_benchmarks_job
 from ocog_assets.defs.data.sensors import missing_sample_tiles
 from ocog_assets.jobs import cog_variants_job, prepared_datasets_job, raw_scenes_job
 from ocog_assets.partitions import SENSOR_TILE, VARIANTS
@@ -27,7 +28,19 @@ def sample_plan(tiles: list[str]) -> list[tuple[str, str | dg.MultiPartitionKey]
     plan.append((prepared_datasets_job.name, "sample"))
     plan += [(cog_variants_job.name, dg.MultiPartitionKey({"dataset": "sample", "variant": v}))
              for v in VARIANTS]
+    plan += [(stream_benchmarks_job.name,
+              dg.MultiPartitionKey({"dataset": "sample", "variant": v})) for v in VARIANTS]
     return plan
+
+
+def _run_config(job_name: str) -> dict:
+    """Quiet console; benchmarks in their quick profile, or $OCOG_BENCH_SECONDS per run."""
+    if job_name != stream_benchmarks_job.name:
+        return _QUIET
+    bench: dict = {"quick": True}
+    if os.environ.get("OCOG_BENCH_SECONDS"):
+        bench["seconds"] = float(os.environ["OCOG_BENCH_SECONDS"])
+    return {**_QUIET, "ops": {"stream_benchmarks": {"config": bench}}}
 
 
 def register_sample_tiles(instance: dg.DagsterInstance) -> list[str]:
@@ -61,7 +74,7 @@ def materialize_sample(instance: dg.DagsterInstance | None = None,
         for job_name, key in sample_plan(register_sample_tiles(instance)):
             progress(f"{job_name} [{key}] ...")
             result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, partition_key=str(key), run_config=_QUIET)
+                instance=instance, partition_key=str(key), run_config=_run_config(job_name))
             progress(f"{job_name} [{key}] done, run {result.run_id}")
             run_ids.append(result.run_id)
         return run_ids

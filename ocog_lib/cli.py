@@ -191,7 +191,8 @@ def register_demo(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="materialize every asset of the sample through Dagster",
         description="Run the sample's assets in-process against the Dagster instance at "
         "$DAGSTER_HOME (the runs show in `make dev`'s UI), then print variant_stats. "
-        "$OCOG_BENCH_SIZE sets the benchmark scene size.",
+        "$OCOG_BENCH_SIZE sets the benchmark scene size, $OCOG_BENCH_SECONDS the seconds per "
+        "benchmark measurement (default: the quick profile).",
     )
     p.set_defaults(func=_cmd_demo)
 
@@ -208,6 +209,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     demo = importlib.import_module("ocog_assets.demo")
     settings = Settings.from_env()
     demo.materialize_sample(progress=lambda m: print(m, file=sys.stderr, flush=True))
+    columns, rows = results.query(
+        settings.results_db,
+        "SELECT name, variant, round(samples_per_s) AS samples_per_s, "
+        "round(ratio_vs_reference_default, 2) AS x_reference, "
+        "round(ratio_vs_limit, 2) AS x_limit, round(cache_hit_rate, 2) AS hit "
+        "FROM stream_benchmarks WHERE run_id IN (SELECT run_id FROM stream_benchmarks "
+        "GROUP BY run_id ORDER BY max(ts) DESC LIMIT 3) ORDER BY variant, samples_per_s DESC",
+    )
+    print("stream_benchmarks (latest run per variant):")
+    print(results.format_table(columns, rows))
+    print()
     columns, rows = results.query(
         settings.results_db,
         "SELECT * FROM variant_stats ORDER BY dataset, variant, item, kind",

@@ -35,7 +35,8 @@ def instance(tmp_path, monkeypatch):
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("OCOG_BENCH_SIZE", "256")
+    monkeypatch.setenv("OCOG_BENCH_SIZE", "512")
+    monkeypatch.setenv("OCOG_BENCH_SECONDS", "0.2")
     monkeypatch.delenv("OCOG_DUCKDB", raising=False)
     with dg.DagsterInstance.get() as inst:
         yield inst
@@ -76,7 +77,7 @@ def test_sample_chain_writes_files_rows_and_metadata(instance):
     assert len(meta["items"].value.records) == len(manifest.items)
     for item in manifest.by_role("bench"):  # OCOG_BENCH_SIZE reached the asset
         with rasterio.open(manifest.image_path(item)) as src:
-            assert (src.width, src.height) == (256, 256)
+            assert (src.width, src.height) == (512, 512)
 
     expected_files = {(i.name, k) for i in manifest.items for k in ("image", "mask")}
     for variant in VARIANTS:
@@ -176,7 +177,8 @@ def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     runs = instance.get_run_records()
     assert len(runs) == len(sample_plan(sample_tiles()))
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    for key in ("raw_scenes", "prepared_datasets", "cog_variants", "variant_stats"):
+    for key in ("raw_scenes", "prepared_datasets", "cog_variants", "variant_stats",
+                "stream_benchmarks"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
     materialized = instance.get_materialized_partitions(dg.AssetKey("variant_stats"))
     assert materialized == {f"sample|{v}" for v in VARIANTS}

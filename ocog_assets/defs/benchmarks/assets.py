@@ -1,0 +1,138 @@
+"""Throughput benchmarks as an asset: one dataset|variant against the yardsticks, in DuckDB."""
+
+from dataclasses import replace
+
+import dagster as dg
+
+from ocog_assets.defs.variants.assets import cog_variants
+from ocog_assets.partitions import dataset_and_variant, dataset_variant
+from ocog_assets.resources import OcogPaths, ResultsStore
+
+# Two benchmarks at once would measure each other: one slot (dagster.yaml default_limit).
+BENCHMARK_POOL = "benchmark"
+REGRESSION = "no_throughput_drop"
+_PREVIEW = (
+    "name",
+    "variant",
+    "samples_per_s",
+    "mb_per_s",
+    "ratio_vs_reference_default",
+    "ratio_vs_limit",
+    "cache_hit_rate",
+    "batch_mix",
+    "peak_rss_mb",
+    "data_wait_fraction",
+)
+
+
+class StreamBenchConfig(dg.Config):
+    """How long to measure; `quick` is the < 60 s profile of `ocog bench compare --quick`."""
+
+    quick: bool = True
+    repeats: int | None = None
+    seconds: float | None = None
+    cache_mb: float = 128.0
+    step_ms: float = 50.0
+    drop_threshold: float = 0.2
+
+
+@dg.asset(
+    partitions_def=dataset_variant,
+    deps=[cog_variants],
+    pool=BENCHMARK_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            REGRESSION,
+            asset="stream_benchmarks",
+            description="No ocog row lost more than 20% samples/s against the previous run of "
+            "this dataset|variant on the same host.",
+        )
+    ],
+    group_name="benchmarks",
+    kinds={"duckdb", "pytorch"},
+    description="ocog vs the OCOG toolkit's loader (reference default config on the default "
+    "variant) vs the decode limit, for one variant; rows appended to the DuckDB "
+    "table stream_benchmarks.",
+)
+def stream_benchmarks(
+    context: dg.AssetExecutionContext,
+    config: StreamBenchConfig,
+    paths: OcogPaths,
+    results: ResultsStore,
+):
+    from ocog_lib.bench import CompareConfig, compare, result_rows_for_db
+    from ocog_lib.bench_history import regressions
+    from ocog_lib.host import git_sha, host_facts
+
+    dataset, variant = dataset_and_variant(context)
+    cfg = CompareConfig.quick() if config.quick else CompareConfig()
+    overrides = {
+        k: v for k, v in (("repeats", config.repeats), ("seconds", config.seconds)) if v is not None
+    }
+    cfg = replace(
+        cfg,
+        dataset=dataset,
+        variants=(variant,),
+        cache_mb=config.cache_mb,
+        step_ms=config.step_ms,
+        **overrides,
+    )
+    result = compare(cfg, paths.settings(), progress=context.log.info)
+    host = host_facts()
+    results.write_rows("stream_benchmarks", result_rows_for_db(result, host, git_sha()))
+
+    ours = [r for r in result["rows"] if r["loader"] == "ocog"]
+    best = max(ours, key=lambda r: r["samples_per_s"])
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({k: _cell(r.get(k)) for k in _PREVIEW}) for r in result["rows"]],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(k, "string" if k in ("name", "variant") else "number")
+                for k in _PREVIEW
+            ]
+        ),
+    )
+    yield dg.MaterializeResult(
+        metadata={
+            "run_id": result["run_id"],
+            "best": f"{best['name']} ({best['samples_per_s']:.0f} samples/s)",
+            "best_samples_per_s": dg.MetadataValue.float(best["samples_per_s"]),
+            "best_ratio_vs_reference_default": dg.MetadataValue.float(
+                best["ratio_vs_reference_default"]
+            ),
+            "decoded_gib": dg.MetadataValue.float(result["decoded_gib"]),
+            "cache_mb": dg.MetadataValue.float(result["cache_mb"]),
+            "rows": table,
+        }
+    )
+    previous, dropped = regressions(
+        results.db_path,
+        dataset,
+        variant,
+        result["run_id"],
+        host["hostname"],
+        threshold=config.drop_threshold,
+    )
+    yield dg.AssetCheckResult(
+        check_name=REGRESSION,
+        passed=not dropped,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "previous_run": previous or "none on this host",
+            "dropped": dg.MetadataValue.json(
+                [
+                    {
+                        "name": r.name,
+                        "previous": r.previous,
+                        "current": r.current,
+                        "drop": round(r.drop, 3),
+                    }
+                    for r in dropped
+                ]
+            ),
+        },
+    )
+
+
+def _cell(v):
+    return round(v, 3) if isinstance(v, float) else v
