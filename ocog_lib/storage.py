@@ -717,6 +717,11 @@ class S3Object(_RemoteObject):
             return f"https://s3.{self.region}.amazonaws.com/{self.bucket}/{key}"
         return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{key}"
 
+    @property
+    def url(self) -> str:
+        """The object's HTTP address (requests are signed in headers: no secret in it)."""
+        return self._object_url
+
     def _url(self) -> str:
         return self._object_url
 

@@ -24,14 +24,26 @@ _REASONS = {500: "InternalError", 502: "BadGateway", 503: "SlowDown", 504: "Gate
 
 
 class FaultFront:
-    """`with FaultFront("http://127.0.0.1:PORT", [503, 500]) as front: front.url`."""
+    """`with FaultFront("http://127.0.0.1:PORT", [503, 500]) as front: front.url`.
 
-    def __init__(self, target_url: str, statuses: Sequence[int] = (503,), host: str = "127.0.0.1"):
+    Only requests whose `METHOD path?query` contains `match` (all when None) draw from
+    the injected statuses, e.g. `match="partNumber=2"` fails one part of an upload.
+    """
+
+    def __init__(
+        self,
+        target_url: str,
+        statuses: Sequence[int] = (503,),
+        *,
+        match: str | None = None,
+        host: str = "127.0.0.1",
+    ):
         target = urlsplit(target_url)
         if target.scheme != "http" or not target.hostname or not target.port:
             raise InputError(target_url, "FaultFront forwards to http://host:port only")
         self.target = (target.hostname, target.port)
         self.host = host
+        self.match = match
         self._statuses = list(statuses)
         self._lock = threading.Lock()
         self.faulted = 0  # requests answered with an injected status
@@ -54,9 +66,9 @@ class FaultFront:
         with self._lock:
             self._statuses.extend(statuses)
 
-    def _next_fault(self) -> int | None:
+    def _next_fault(self, request: str) -> int | None:
         with self._lock:
-            if self._statuses:
+            if self._statuses and (self.match is None or self.match in request):
                 self.faulted += 1
                 return self._statuses.pop(0)
             self.forwarded += 1
@@ -73,7 +85,7 @@ class FaultFront:
         self._server = ThreadingHTTPServer((self.host, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="ocog-fault-front", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="ocog-fault-front", daemon=True
         )
         self._thread.start()
         return self
@@ -96,6 +108,7 @@ class FaultFront:
 
 class _ForwardingHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave as separate writes
     owner: FaultFront
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
@@ -104,7 +117,7 @@ class _ForwardingHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status = self.owner._next_fault()
+        status = self.owner._next_fault(f"{self.command} {self.path}")
         if status is not None:
             code = _REASONS.get(status, "InjectedFault")
             payload = (

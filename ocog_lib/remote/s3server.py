@@ -63,6 +63,7 @@ class EmbeddedS3:
         self.startup_timeout_s = startup_timeout_s
         self.fast_ranges = fast_ranges
         self.port: int | None = None
+        self.fast_ranges_active = False  # the child patched moto's ranged GET
         self.access_key = DUMMY_ACCESS_KEY
         self.secret_key = DUMMY_SECRET_KEY
         self.region = REGION
@@ -121,8 +122,9 @@ class EmbeddedS3:
             ready, _, _ = select.select([self._proc.stdout], [], [], 0.2)
             if ready:
                 line = self._proc.stdout.readline().decode(errors="replace")
-                m = re.match(r"PORT (\d+)", line)
+                m = re.match(r"PORT (\d+) ranges=(\w+)", line)
                 if m:
+                    self.fast_ranges_active = m.group(2) == "fast"
                     return int(m.group(1))
                 if not line:
                     continue
@@ -224,7 +226,9 @@ class EmbeddedS3:
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
-            config=Config(retries={"max_attempts": 2, "mode": "standard"}),
+            config=Config(
+                signature_version="s3v4", retries={"max_attempts": 2, "mode": "standard"}
+            ),
         )
 
     def ensure_bucket(self, name: str) -> None:
@@ -242,7 +246,8 @@ class EmbeddedS3:
     def enable_auth(self, user: str = "ocog") -> None:
         """Turn on moto's SigV4 + IAM checks with a fresh key (full S3 access): requests
         signed with any other key, or not signed, get 403 from then on. Clients made
-        after this (`env()`, `client()`) carry the new key."""
+        after this (`env()`, `client()`) carry the new key. moto (5.x) then answers
+        presigned URLs with HTTP 500: leave auth off where presigned URLs are used."""
         iam = self.client("iam")
         iam.create_user(UserName=user)
         iam.put_user_policy(
@@ -336,12 +341,11 @@ def _serve(argv: list[str] | None = None) -> None:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    if not args.stock_ranges and not _patch_ranged_get():
-        print("ocog: moto internals moved; serving ranges the stock (slow) way", file=sys.stderr)
+    fast = not args.stock_ranges and _patch_ranged_get()
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     _, port = server.get_host_and_port()
-    print(f"PORT {port}", flush=True)
+    print(f"PORT {port} ranges={'fast' if fast else 'stock'}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -11,8 +11,9 @@ has. The shaper sits between a client and a server (e.g. the embedded S3) and im
 - a bandwidth cap on the server->client direction, shared by all connections: one
   virtual link that each chunk reserves for `len / cap` seconds (first come, first
   served), so N parallel connections share `cap_mb_s` (MB = 1e6 bytes) between them.
-- optional faults for the first `count` responses: a reset (RST) or truncation (clean
-  close) after `after_bytes` of the response, or a stall (bytes stop, socket stays open).
+- optional faults for the first `count` responses longer than `after_bytes`: a reset
+  (RST) or a truncation (clean close) right after `after_bytes` of the response, or a
+  stall (bytes stop, socket stays open).
 
 It runs in its own process (asyncio, stdlib only), started and stopped by PID, so it
 never competes for the loader's GIL; it does take CPU (about a core at 1 GB/s).
@@ -42,7 +43,8 @@ _CHUNK = 256 * 1024
 
 @dataclass(frozen=True)
 class Fault:
-    """Break the first `count` responses once `after_bytes` of each have been forwarded."""
+    """Break the first `count` responses that grow past `after_bytes` (headers included),
+    right after those bytes; shorter responses pass untouched and do not count."""
 
     kind: str  # "reset" (RST), "truncate" (clean close), "stall" (hold the bytes back)
     after_bytes: int = 0
@@ -216,18 +218,15 @@ class _Proxy:
         self, server_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, state: dict
     ) -> None:
         sent = 0  # bytes of the current response forwarded so far
-        faulty = False
         with contextlib.suppress(ConnectionError, OSError):
             while chunk := await server_r.read(_CHUNK):
                 if state["pending"]:  # the first bytes of a new response
                     state["pending"] = False
                     sent = 0
-                    faulty = self.faults_left > 0
-                    if faulty:
-                        self.faults_left -= 1
                     if self.rtt_s:
                         await asyncio.sleep(self.rtt_s)
-                if faulty and sent + len(chunk) > self.fault.after_bytes:
+                if self.faults_left > 0 and sent + len(chunk) > self.fault.after_bytes:
+                    self.faults_left -= 1  # one event loop: no other response races us
                     head = chunk[: max(0, self.fault.after_bytes - sent)]
                     if head:
                         await self.link.transmit(len(head))

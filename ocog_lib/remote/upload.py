@@ -70,7 +70,8 @@ def s3_client(client_opts: dict[str, Any] | None = None, max_connections: int = 
     config = Config(max_pool_connections=max_connections, retries={"mode": "standard"})
     if "config" in opts:
         config = config.merge(opts.pop("config"))
-    return boto3.client("s3", config=config, **opts)
+    # a session of its own: boto3's default one keeps the credentials it first found
+    return boto3.session.Session().client("s3", config=config, **opts)
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:
@@ -88,7 +89,8 @@ def _client_error(uri: str, exc: Exception) -> InputError:
     error = response.get("Error", {}) if isinstance(response, dict) else {}
     code, message = error.get("Code"), error.get("Message")
     if not code:  # s3transfer's S3UploadFailedError keeps only the text of the ClientError
-        m = re.search(r"An error occurred \((\w+)\) when calling \w+ operation: (.*)", str(exc))
+        pattern = r"An error occurred \((\w+)\) when calling the \w+ operation: (.*)"
+        m = re.search(pattern, str(exc))
         code, message = (m.group(1), m.group(2)) if m else (None, None)
     if code in ("NoSuchBucket",):
         cause = "bucket does not exist (create it first)"
