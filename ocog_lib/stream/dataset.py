@@ -69,6 +69,10 @@ class StreamConfig:
             shuffle_tiles=self.shuffle_tiles,
         )
 
+    def band_first_tiles(self) -> bool:
+        """Transpose a whole tile once when it serves several patches; else per patch."""
+        return self.patches_per_tile > 2
+
     def threads_per_process(self) -> int:
         if self.threads > 0:
             return self.threads
@@ -94,7 +98,12 @@ class _Engine:
     def __init__(self, rasters: list[RasterSource], cfg: StreamConfig):
         self.cache = TileCache(int(cfg.cache_mb * 1024 * 1024))
         self.fetcher = TileFetcher(
-            rasters, self.cache, cfg.threads_per_process(), cfg.merge_gap, cfg.io_threads
+            rasters,
+            self.cache,
+            cfg.threads_per_process(),
+            cfg.merge_gap,
+            cfg.io_threads,
+            band_first=cfg.band_first_tiles(),
         )
         self.fallback = FallbackReader(rasters)
         self.direct = DirectReader(rasters, budget=self.cache.max_bytes)
@@ -296,6 +305,7 @@ class CogStream(torch.utils.data.IterableDataset):
             self._fill_direct(eng, dst, f, row, col, parts, bands, all_bands)
             return
         planar = r.index.planar == 2
+        band_first = eng.fetcher.band_first
         for ty, tx, y0, x0 in parts:
             ys, ye = max(row, y0), min(row + p, y0 + r.tile_height)
             xs, xe = max(col, x0), min(col + p, x0 + r.tile_width)
@@ -304,11 +314,12 @@ class CogStream(torch.utils.data.IterableDataset):
             if planar:
                 for i, band in enumerate(bands):
                     tile = resolve((f, band, ty, tx), found[(f, band, ty, tx)])
-                    np.copyto(dst[i, dy, dx], tile[0, sy, sx], casting="unsafe")
-            else:
-                tile = resolve((f, 0, ty, tx), found[(f, 0, ty, tx)])
-                src = tile[:, sy, sx] if all_bands else tile[bands, sy, sx]
-                np.copyto(dst[:, dy, dx], src, casting="unsafe")
+                    part = tile[0, sy, sx] if band_first else tile[sy, sx, 0]
+                    np.copyto(dst[i, dy, dx], part, casting="unsafe")
+                continue
+            tile = resolve((f, 0, ty, tx), found[(f, 0, ty, tx)])
+            src = tile[:, sy, sx] if band_first else tile[sy, sx].transpose(2, 0, 1)
+            np.copyto(dst[:, dy, dx], src if all_bands else src[bands], casting="unsafe")
 
     def _fill_direct(self, eng, dst, f, row, col, parts, bands, all_bands) -> None:
         r = self.rasters[f]

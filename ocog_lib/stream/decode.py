@@ -38,10 +38,14 @@ def _decompress(index: TiffIndex, raw: bytes, nbytes: int) -> bytes | np.ndarray
     raise UnsupportedLayout(index.uri, f"compression {index.compression_name} has no fast decoder")
 
 
-def decode_tile(index: TiffIndex, raw: bytes, *, level: int = 0) -> np.ndarray:
+def decode_tile(
+    index: TiffIndex, raw: bytes, *, level: int = 0, band_first: bool = True
+) -> np.ndarray:
     """Decode one stored tile of `index` into a (bands, th, tw) native-endian array.
 
     For band-interleaved files (planar=2) a stored tile holds one band: (1, th, tw).
+    `band_first=False` skips the transpose and returns the stored (th, tw, bands) layout:
+    cheaper when each tile serves about one patch, which then transposes only its part.
     """
     lv = index.levels[level]
     th, tw = lv.tile_height, lv.tile_width
@@ -50,7 +54,8 @@ def decode_tile(index: TiffIndex, raw: bytes, *, level: int = 0) -> np.ndarray:
     nbytes = th * tw * spp * dt.itemsize
     if len(raw) == 0:  # sparse tile: GDAL reads it as nodata (or 0)
         fill = index.nodata if index.nodata is not None else 0
-        return np.full((spp, th, tw), fill, dtype=dt.newbyteorder("="))
+        shape = (spp, th, tw) if band_first else (th, tw, spp)
+        return np.full(shape, fill, dtype=dt.newbyteorder("="))
 
     data = _decompress(index, raw, nbytes)
     if isinstance(data, np.ndarray) and index.compression == 34887:
@@ -67,6 +72,9 @@ def decode_tile(index: TiffIndex, raw: bytes, *, level: int = 0) -> np.ndarray:
             arr = imagecodecs.delta_decode(arr, axis=-2, out=arr if arr.flags.writeable else None)
         elif index.predictor == 3:
             arr = imagecodecs.floatpred_decode(arr, axis=-2)
-    out = np.empty((spp, th, tw), dtype=dt.newbyteorder("="))
+    native = dt.newbyteorder("=")
+    if not band_first:
+        return arr.astype(native, copy=False)
+    out = np.empty((spp, th, tw), dtype=native)
     np.copyto(out, arr.transpose(2, 0, 1), casting="unsafe")
     return out

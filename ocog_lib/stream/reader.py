@@ -109,8 +109,10 @@ class TileFetcher:
         threads: int,
         max_gap: int = 0,
         io_threads: int = 0,
+        band_first: bool = True,
     ):
         self.rasters = rasters
+        self.band_first = band_first
         self.cache = cache
         self.max_gap = max_gap
         self.pool = ThreadPoolExecutor(
@@ -200,7 +202,9 @@ class TileFetcher:
         try:
             out = {}
             for k, r in job:
-                tile = decode_tile(raster.index, blob[r.offset - lo : r.end - lo])
+                tile = decode_tile(
+                    raster.index, blob[r.offset - lo : r.end - lo], band_first=self.band_first
+                )
                 self.cache.put(k, tile)
                 out[k] = tile
             with self._count_lock:
