@@ -20,6 +20,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,20 @@ class _Counters:
             return TransferStats(**self._values)
 
 
+# Every live source, so a forked child can give each fresh locks and zeroed counters: a
+# lock another thread held at fork time would stay held forever in the child.
+_LIVE_SOURCES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _POOLS_LOCK, _CREDENTIALS_LOCK
+    _POOLS_LOCK, _CREDENTIALS_LOCK = threading.Lock(), threading.Lock()
+    _POOLS.clear()
+    _CREDENTIALS.clear()
+    for source in list(_LIVE_SOURCES):
+        source._init_process_state()
+
+
 class ByteSource:
     """Reads byte ranges of one object. Subclasses must stay picklable."""
 
@@ -131,6 +146,10 @@ class LocalFile(ByteSource):
         self.uri = self.path
         self._fd: int | None = None
         self._pid = -1
+        self._init_process_state()
+        _LIVE_SOURCES.add(self)
+
+    def _init_process_state(self) -> None:
         self._lock = threading.Lock()
         self._counters = _Counters()
 
@@ -313,6 +332,7 @@ class _RemoteObject(ByteSource):
         self._size: int | None = None
         self._etag: str | None = None
         self._init_process_state()
+        _LIVE_SOURCES.add(self)
 
     def _init_process_state(self) -> None:
         self._lock = threading.Lock()
@@ -350,6 +370,7 @@ class _RemoteObject(ByteSource):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._init_process_state()
+        _LIVE_SOURCES.add(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
@@ -365,6 +386,10 @@ class _RemoteObject(ByteSource):
             raise InputError(self.uri, f"invalid range: offset {offset}, length {length}")
         if length == 0:
             return b""
+        if self._size is not None and offset + length > self._size:
+            raise self._fail(
+                f"range {offset}+{length} lies past the end of the object ({self._size} bytes)"
+            )
         return self._with_retries(
             f"{length} bytes at offset {offset}",
             lambda deadline: self._get_range(offset, length, deadline)[0],
@@ -401,7 +426,7 @@ class _RemoteObject(ByteSource):
             except _Fatal as exc:
                 raise self._fail(str(exc)) from None
             except _Retryable as exc:
-                last = str(exc)
+                last = redact_text(exc, self._secrets())
             log.debug("%s: %s failed (%s), attempt %d", self.uri, what, last, attempt + 1)
             left = deadline - time.monotonic()
             if attempt + 1 == opts.attempts or left <= 0:
@@ -465,7 +490,8 @@ class _RemoteObject(ByteSource):
         try:
             n = resp.headers.get("Content-Length")
             if keep_if_small and n is not None and n.isdigit() and int(n) <= 65536:
-                body = resp.read(int(n))
+                body = resp.read()  # all of it, so the connection can serve the next request
+                resp.drain_conn()
                 self._counters.add(bytes=len(body))
             else:
                 resp.close()
@@ -891,6 +917,8 @@ def open_source(uri: str | os.PathLike[str], **opts: Any) -> ByteSource:
         f"URI scheme '{parsed.scheme}' is not supported (local paths, file://, s3://, http(s)://)",
     )
 
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = [
     "ByteRange",

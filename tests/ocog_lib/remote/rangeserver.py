@@ -2,7 +2,7 @@
 
 Stands in for a static host or Azure Blob in tests: keep-alive connections, ETags,
 an optional SAS-like `sig` check (403 with an Azure-style body when it is wrong), and
-a switch that makes it ignore Range the way http.server does.
+a switch that makes it ignore Range the way http.server does, and 302 redirects.
 """
 
 from __future__ import annotations
@@ -15,8 +15,16 @@ from urllib.parse import parse_qs, urlsplit
 
 
 class RangeServer:
-    def __init__(self, files: dict[str, bytes], *, sig: str | None = None, ignore_range=False):
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        *,
+        sig: str | None = None,
+        ignore_range: bool = False,
+        redirects: dict[str, str] | None = None,
+    ):
         self.files = dict(files)
+        self.redirects = dict(redirects or {})
         self.sig = sig
         self.ignore_range = ignore_range
         self.connections = 0
@@ -74,6 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.sig is not None and parse_qs(parts.query).get("sig") != [owner.sig]:
             body = b"<Error><Code>AuthenticationFailed</Code><Message>Signature did not match."
             self._reply(403, body + b"</Message></Error>", {"Content-Type": "application/xml"})
+            return
+        if parts.path in owner.redirects:
+            self._reply(302, b"", {"Location": owner.redirects[parts.path]})
             return
         data = owner.files.get(parts.path)
         if data is None:

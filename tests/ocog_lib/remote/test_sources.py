@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 import pickle
@@ -222,3 +223,41 @@ def test_server_that_ignores_range_is_refused(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_debug_logs_never_show_the_signature(caplog):
+    data = bytes(range(256)) * 10
+    with RangeServer({"/f": data}, sig="hush-hush") as server:
+        with caplog.at_level(logging.DEBUG):
+            src = HttpObject(f"{server.url}/f?sv=1&sig=hush-hush")
+            assert src.read(0, 10) == data[:10]
+            with pytest.raises(InputError):
+                HttpObject(f"{server.url}/f?sig=wrong-one", options=QUICK).read(0, 10)
+    assert "/f?sv=1&sig=***" in caplog.text  # urllib3's request line, masked
+    assert "hush-hush" not in caplog.text and "wrong-one" not in caplog.text
+
+
+def test_http_redirects_are_followed_with_the_range():
+    data = bytes(range(256)) * 100
+    with RangeServer({"/real.tif": data}, redirects={"/old.tif": "/real.tif"}) as server:
+        src = HttpObject(f"{server.url}/old.tif")
+        assert src.read(1000, 500) == data[1000:1500]
+        assert src.size() == len(data)
+
+
+def _read_in_forked_child(src, offset, length, queue):
+    queue.put(src.read(offset, length))
+
+
+def test_a_source_inherited_by_fork_gets_fresh_locks(s3_env, objects):
+    """A lock held by another thread at fork time must not stay held in the child."""
+    src = open_source(objects.blob_uri)
+    src.read(0, 10)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    with src._lock:  # as if an I/O thread were inside it when the DataLoader forks
+        child = ctx.Process(target=_read_in_forked_child, args=(src, 2000, 3000, queue))
+        child.start()
+        child.join(timeout=30)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == local_bytes(objects.blob, 2000, 3000)
