@@ -146,12 +146,17 @@ def test_s3_wrong_credentials_are_a_clear_403_without_secrets(s3, objects, monke
 
 
 def test_s3_past_the_end_is_an_input_error(s3_env, objects):
-    src = S3Object(objects.blob_uri, options=QUICK)
-    size = src.size()
+    fresh = S3Object(objects.blob_uri, options=QUICK)  # size unknown: the server says so
+    size = objects.blob.stat().st_size
+    with pytest.raises(InputError, match=f"past the end of the object \\({size} bytes"):
+        fresh.read(size - 10, 20)
+    with pytest.raises(InputError, match="HTTP 416"):
+        S3Object(objects.blob_uri, options=QUICK).read(size + 10, 20)
+    known = S3Object(objects.blob_uri, options=QUICK)
+    known.size()
     with pytest.raises(InputError, match="past the end"):
-        src.read(size - 10, 20)
-    with pytest.raises(InputError, match="416"):
-        src.read(size + 10, 20)
+        known.read(size + 10, 20)
+    assert known.stats().requests == 1  # the HEAD only: no request for a hopeless range
 
 
 def test_presigned_url_reads_and_redacts(objects):
