@@ -22,8 +22,9 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, fields
+from http.client import HTTPException
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urljoin, urlsplit
 
 from ocog_lib.errors import InputError
@@ -226,7 +227,7 @@ class RemoteOptions:
     max_connections: int = 64
 
     # environment variable -> field, so a run can be tuned without code
-    ENV = {
+    ENV: ClassVar[dict[str, str]] = {
         "OCOG_REMOTE_ATTEMPTS": "attempts",
         "OCOG_REMOTE_CONNECT_TIMEOUT_S": "connect_timeout_s",
         "OCOG_REMOTE_READ_TIMEOUT_S": "read_timeout_s",
@@ -479,7 +480,7 @@ class _RemoteObject(ByteSource):
             raise _Fatal(f"bad URL or proxy ({exc})") from None
         except EmptyPoolError:
             raise _Retryable(f"no free connection within {budget:.1f} s") from None
-        except (HTTPError, OSError) as exc:
+        except (HTTPError, HTTPException, OSError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         self._counters.add(requests=1)
         return resp
@@ -618,7 +619,7 @@ class _RemoteObject(ByteSource):
                     break
                 chunks.append(chunk)
                 got += len(chunk)
-        except (HTTPError, OSError) as exc:
+        except (HTTPError, HTTPException, OSError) as exc:
             self._counters.add(bytes=got)
             resp.close()
             raise _Retryable(

@@ -266,3 +266,10 @@ def test_a_source_inherited_by_fork_gets_fresh_locks(s3_env, objects):
         child.join(timeout=30)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == local_bytes(objects.blob, 2000, 3000)
+
+
+def test_gdal_reads_the_same_pixels_with_the_servers_env(s3_env, objects):
+    """`EmbeddedS3.env()` also points GDAL's /vsis3/ (the fallback and reference path) here."""
+    window = Window(100, 50, 300, 200)
+    with rasterio.open(objects.cog_uri) as remote, rasterio.open(objects.cog) as local:
+        np.testing.assert_array_equal(remote.read(window=window), local.read(window=window))
