@@ -9,6 +9,7 @@ import dagster as dg
 from ocog_assets import jobs
 from ocog_assets.defs.benchmarks import definitions as benchmarks
 from ocog_assets.defs.data import definitions as data
+from ocog_assets.defs.packaging import definitions as packaging
 from ocog_assets.defs.results import definitions as results
 from ocog_assets.defs.variants import definitions as variants
 from ocog_assets.resources import default_resources
@@ -18,5 +19,6 @@ defs = dg.Definitions.merge(
     variants.defs,
     results.defs,
     benchmarks.defs,
+    packaging.defs,
     dg.Definitions(jobs=list(jobs.JOBS), resources=default_resources()),
 )

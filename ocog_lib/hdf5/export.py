@@ -4,7 +4,8 @@ The windows come from the engine's samplers and the pixels from the engine itsel
 (`CogStream.iter_batches`), so a package holds exactly what training on the COGs sees.
 
 Splits are spatial: each window belongs to the coarse block (`split_block` px) of its
-centre, blocks are dealt to test, val and train in a seeded order, and (with
+centre; blocks are dealt in a seeded order, each to the split furthest below its share of
+samples (so a split can stay empty when there are only a few blocks), and (with
 `split_guard`) a window reaching into a block of another split is left out, so no two
 windows of different splits overlap.
 
@@ -108,6 +109,7 @@ class ExportResult:
     skipped: bool
     fingerprint: str
     compression: str = "gzip"
+    image_bytes_per_sample: int = 0  # one sample of the image modality, decoded
     extra: dict = field(default_factory=dict)
 
     @property
@@ -232,16 +234,14 @@ def assign_splits(windows: np.ndarray, cfg: ExportConfig) -> tuple[np.ndarray, n
     blocks, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(blocks))
-    targets = {1: cfg.split_fractions[1] * n, 2: cfg.split_fractions[2] * n}
-    filled = {1: 0, 2: 0}
+    # blocks in a seeded order, each to the split furthest below its share of samples
+    targets = np.asarray(cfg.split_fractions, dtype=np.float64) * n
+    filled = np.zeros(3)
     block_split = np.zeros(len(blocks), dtype=np.int8)
-    for bi in order:
-        for s in (2, 1):
-            if filled[s] < targets[s]:
-                block_split[bi] = s
-                filled[s] += int(counts[bi])
-                break
+    for bi in rng.permutation(len(blocks)):
+        s = int(np.argmax(targets - filled))
+        block_split[bi] = s
+        filled[s] += counts[bi]
     split = block_split[inverse]
     keep = np.ones(n, dtype=bool)
     if cfg.split_guard:
@@ -444,6 +444,7 @@ def existing_result(path: Path, fp: str) -> ExportResult | None:
         skipped=True,
         fingerprint=fp,
         compression=stats["compression"],
+        image_bytes_per_sample=stats["image_bytes_per_sample"],
     )
 
 
@@ -471,9 +472,13 @@ class _Plan:
         return out
 
     @property
+    def image_bytes_per_sample(self) -> int:
+        return self.bands * self.patch * self.patch * self.dtype.itemsize
+
+    @property
     def decoded_bytes(self) -> int:
-        n, p = len(self.windows), self.patch
-        return n * (self.bands * p * p * self.dtype.itemsize + (p * p if self.label_key else 0))
+        label = self.patch * self.patch if self.label_key else 0
+        return len(self.windows) * (self.image_bytes_per_sample + label)
 
 
 def export_hdf5(
@@ -548,6 +553,7 @@ def export_hdf5(
             "decoded_bytes": plan.decoded_bytes,
             "source_bytes": source_bytes,
             "compression": cfg.compression,
+            "image_bytes_per_sample": plan.image_bytes_per_sample,
         }
         attrs = {
             L.ATTR_FORMAT: L.FORMAT,
@@ -594,6 +600,7 @@ def export_hdf5(
         skipped=False,
         fingerprint=fp,
         compression=cfg.compression,
+        image_bytes_per_sample=plan.image_bytes_per_sample,
     )
 
 
