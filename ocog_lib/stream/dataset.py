@@ -57,7 +57,12 @@ class StreamConfig:
     start_method: str | None = None  # DataLoader multiprocessing context, e.g. "spawn"
     merge_gap: int = 0  # bytes: merge reads of tiles this close together
     direct: bool = True  # uncompressed local files: copy patches from the page cache
-    io_threads: int = 0  # requests in flight per process for remote sources (0 = none)
+    io_threads: int = -1  # requests in flight per process for remote sources; -1 = auto
+    on_error: str = "raise"  # "skip": leave out a sample whose tiles cannot be read, count it
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
@@ -68,6 +73,12 @@ class StreamConfig:
             patches_per_tile=self.patches_per_tile,
             shuffle_tiles=self.shuffle_tiles,
         )
+
+    def io_threads_for(self, rasters: list[RasterSource]) -> int:
+        """Remote files want many requests in flight (latency, not CPU, is the limit)."""
+        if self.io_threads >= 0:
+            return self.io_threads
+        return 32 if any(r.remote for r in rasters) else 0
 
     def band_first_tiles(self) -> bool:
         """Transpose a whole tile once when it serves several patches; else per patch."""
@@ -85,6 +96,7 @@ class StreamStats:
     samples: int = 0
     tile_refs: int = 0  # tiles the batches needed (unique within a batch)
     tiles_decoded: int = 0
+    skipped: int = 0  # samples left out with on_error="skip"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -102,7 +114,7 @@ class _Engine:
             self.cache,
             cfg.threads_per_process(),
             cfg.merge_gap,
-            cfg.io_threads,
+            cfg.io_threads_for(rasters),
             band_first=cfg.band_first_tiles(),
         )
         self.fallback = FallbackReader(rasters)
@@ -263,31 +275,33 @@ class CogStream(torch.utils.data.IterableDataset):
         found, fresh = eng.fetcher.request(list(keys))
         resolve = eng.fetcher.resolve
 
+        skipped: list[int] = []
         for b, fid, parts in plan:
             _, row, col = wins[b].tolist()
-            self._fill(eng, found, resolve, out[b], fid, row, col, parts, self.bands, all_bands)
-            if mask is not None:
-                self._fill(
-                    eng,
-                    found,
-                    resolve,
-                    mask.numpy()[b][None],
-                    fid + n_img,
-                    row,
-                    col,
-                    parts,
-                    [0],
-                    True,
-                )
+            try:
+                self._fill(eng, found, resolve, out[b], fid, row, col, parts, self.bands, all_bands)
+                if mask is not None:
+                    m = mask.numpy()[b][None]
+                    self._fill(eng, found, resolve, m, fid + n_img, row, col, parts, [0], True)
+            except InputError:
+                if cfg.on_error != "skip":
+                    raise
+                skipped.append(b)
+        if skipped:  # leave the unreadable samples out; the batch is smaller, never wrong
+            keep = torch.tensor([b for b in range(nb) if b not in set(skipped)], dtype=torch.long)
+            image = image.index_select(0, keep)
+            mask = mask.index_select(0, keep) if mask is not None else None
+            wins = wins[keep.numpy()]
         with self._lock:
             self.stats.batches += 1
-            self.stats.samples += nb
+            self.stats.samples += nb - len(skipped)
+            self.stats.skipped += len(skipped)
             self.stats.tile_refs += len(keys)
             self.stats.tiles_decoded += fresh
         batch = {"image": image, "window": torch.from_numpy(np.ascontiguousarray(wins))}
         if mask is not None:
             batch["mask"] = mask
-        batch["stats"] = torch.tensor([len(keys), fresh], dtype=torch.int64)
+        batch["stats"] = torch.tensor([len(keys), fresh, len(skipped)], dtype=torch.int64)
         return batch
 
     def _alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:

@@ -41,10 +41,15 @@ class RasterSource:
     tile_height: int
     tile_width: int
     fallback_reason: str | None = None
+    gdal_uri: str | None = None  # what GDAL opens (may carry a SAS token: never shown)
 
     @property
     def fast(self) -> bool:
         return self.index is not None
+
+    @property
+    def remote(self) -> bool:
+        return self.source is not None and not isinstance(self.source, LocalFile)
 
     @property
     def direct(self) -> bool:
@@ -57,15 +62,21 @@ class RasterSource:
 
 
 def open_raster(uri: str) -> RasterSource:
-    """Parse a raster's header once (in the parent); fall back to GDAL where needed."""
+    """Parse a raster's header once (in the parent); fall back to GDAL where needed.
+
+    `RasterSource.uri` is the redacted form (safe in messages); GDAL gets the raw one.
+    """
+    from ocog_lib.remote.secrets import redact_uri
+
     problem: str | None = None
+    shown = redact_uri(str(uri))
     try:
         src = open_source(uri)
         idx = parse_tiff(src)
         problem = idx.fast_path_problem
         if problem is None:
             return RasterSource(
-                uri=str(uri),
+                uri=shown,
                 index=idx,
                 source=src,
                 height=idx.height,
@@ -84,7 +95,8 @@ def open_raster(uri: str) -> RasterSource:
         with rasterio.open(str(uri)) as ds:
             bh, bw = ds.block_shapes[0]
             return RasterSource(
-                uri=str(uri),
+                uri=shown,
+                gdal_uri=str(uri),
                 index=None,
                 source=None,
                 height=ds.height,
@@ -96,7 +108,7 @@ def open_raster(uri: str) -> RasterSource:
                 fallback_reason=problem,
             )
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(uri, f"GDAL cannot read it either ({exc})") from exc
+        raise InputError(shown, f"GDAL cannot read it either ({redact_uri(str(exc))})") from exc
 
 
 class TileFetcher:
@@ -300,5 +312,6 @@ class FallbackReader:
             self._local.pid = os.getpid()
         ds = handles.get(fid)
         if ds is None:
-            ds = handles[fid] = rasterio.open(self.rasters[fid].uri)
+            r = self.rasters[fid]
+            ds = handles[fid] = rasterio.open(r.gdal_uri or r.uri)
         return ds.read([b + 1 for b in bands], window=Window(col, row, size, size))
