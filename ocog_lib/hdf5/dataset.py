@@ -61,6 +61,7 @@ class Hdf5Dataset(torch.utils.data.Dataset):
         self.std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
         self._h5 = None
         self._dsets: dict[str, Any] = {}
+        self._inherited: list = []
         self._pid = -1
 
     def __len__(self) -> int:
@@ -69,8 +70,10 @@ class Hdf5Dataset(torch.utils.data.Dataset):
     def _datasets(self) -> dict[str, Any]:
         pid = os.getpid()
         if self._h5 is None or self._pid != pid:
-            # an inherited (forked) handle is dropped unused, never closed here: its state
-            # belongs to the parent
+            if self._h5 is not None:
+                # inherited through fork: kept referenced (not closed, not used), so its
+                # copied state is never torn down here
+                self._inherited.append(self._h5)
             self._h5 = open_h5(self.uri, **self.source_opts)
             self._pid = pid
             keys = [self.image_key, *([self.label_key] if self.label_key else [])]
@@ -95,6 +98,7 @@ class Hdf5Dataset(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_h5"] = None
         state["_dsets"] = {}
+        state["_inherited"] = []
         state["_pid"] = -1
         return state
 

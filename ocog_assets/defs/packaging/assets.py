@@ -1,7 +1,5 @@
 """HDF5 training packages per dataset, checked pixel for pixel against their COG windows."""
 
-from collections.abc import Iterator
-
 import dagster as dg
 from pydantic import Field
 
@@ -54,7 +52,7 @@ class Hdf5PackageConfig(dg.Config):
 )
 def hdf5_packages(
     context: dg.AssetExecutionContext, config: Hdf5PackageConfig, paths: OcogPaths
-) -> Iterator:
+) -> dg.MaterializeResult:
     from ocog_lib.hdf5.export import ExportConfig, export_dataset
     from ocog_lib.hdf5.validate import compare_with_sources
 
@@ -77,8 +75,8 @@ def hdf5_packages(
         force=config.force,
         progress=context.log.info,
     )
-    yield dg.Output(
-        result.summary(),
+    check = compare_with_sources(result.path, samples=config.check_samples, seed=config.seed)
+    return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(result.path)),
             "bytes": dg.MetadataValue.int(result.bytes),
@@ -92,14 +90,16 @@ def hdf5_packages(
             "modalities": dg.MetadataValue.json(result.modalities),
             "skipped": dg.MetadataValue.bool(result.skipped),
             "seconds": dg.MetadataValue.float(result.seconds),
+            "fingerprint": dg.MetadataValue.text(result.fingerprint),
         },
-    )
-    check = compare_with_sources(result.path, samples=config.check_samples, seed=config.seed)
-    yield dg.AssetCheckResult(
-        check_name=MATCHES_COGS,
-        passed=check.passed,
-        metadata={
-            "checked": dg.MetadataValue.int(len(check.checked)),
-            "mismatches": dg.MetadataValue.json(check.mismatches),
-        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=MATCHES_COGS,
+                passed=check.passed,
+                metadata={
+                    "checked": dg.MetadataValue.int(len(check.checked)),
+                    "mismatches": dg.MetadataValue.json(check.mismatches),
+                },
+            )
+        ],
     )
