@@ -109,14 +109,3 @@ def read_bytes(uri: str | os.PathLike[str], **source_opts: Any) -> bytes:
     source = open_source(str(uri), **source_opts)
     return source.read(0, source.size())
 
-
-def exists(uri: str | os.PathLike[str], **source_opts: Any) -> bool:
-    if not is_remote(uri):
-        return Path(uri).exists()
-    from ocog_lib.errors import InputError
-
-    try:
-        open_source(str(uri), **source_opts).size()
-    except InputError:
-        return False
-    return True

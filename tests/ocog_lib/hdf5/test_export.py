@@ -250,3 +250,22 @@ def test_a_crash_between_renames_leaves_no_h5_under_the_final_name(
         validate_package(out)
     export_tiny(tiny_sample, out)
     validate_package(out)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_threaded_gzip_chunks_are_the_bytes_hdf5_itself_writes(tmp_path, shuffle):
+    cfg = ExportConfig(compression="gzip", gzip_level=5, shuffle=shuffle, threads=2)
+    data = real_pixels(3, 64, 64, "uint16", seed=2).reshape(1, 3, 64, 64).repeat(4, axis=0)
+    data[1] += 7
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        ours = f.create_dataset("x", shape=data.shape, dtype="<u2", chunks=(1, 3, 64, 64),
+                                **export_mod._filters(cfg))
+        hdf5 = f.create_dataset("y", shape=data.shape, dtype="<u2", chunks=(1, 3, 64, 64),
+                                **export_mod._filters(cfg))
+        with export_mod.ChunkWriter(cfg) as writer:
+            writer.write(ours, 0, data)
+        hdf5[:] = data
+        for i in range(len(data)):
+            assert ours.id.read_direct_chunk((i, 0, 0, 0)) == hdf5.id.read_direct_chunk(
+                (i, 0, 0, 0))
+        np.testing.assert_array_equal(ours[()], data)

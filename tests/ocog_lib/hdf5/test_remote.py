@@ -54,3 +54,12 @@ def test_remote_package_items_equal_the_local_ones(package):
             for k, idx in enumerate(batch["index"].tolist()):
                 np.testing.assert_array_equal(batch["image"][k].numpy(),
                                               local[idx]["image"].numpy())
+
+
+def test_measure_package_streams_a_remote_package(package):
+    from ocog_lib.hdf5.bench import measure_package
+
+    with RangeServer(_serve(package)) as server:
+        uri = f"{server.url}/pkg/{package.result.path.name}"
+        m = measure_package(uri, batch_size=4, workers=1, seconds=0.2)
+    assert m.samples > 0 and m.samples_per_s > 0 and m.startup_s > 0
