@@ -247,14 +247,46 @@ def assign_splits(windows: np.ndarray, cfg: ExportConfig) -> tuple[np.ndarray, n
     split = block_split[inverse]
     keep = np.ones(n, dtype=bool)
     if cfg.split_guard:
-        lookup = {tuple(k): int(s) for k, s in zip(blocks.tolist(), block_split, strict=True)}
-        for i, (f, row, col) in enumerate(windows.tolist()):
-            for by in range(row // b, (row + p - 1) // b + 1):
-                for bx in range(col // b, (col + p - 1) // b + 1):
-                    other = lookup.get((f, by, bx))
-                    if other is not None and other != split[i]:
-                        keep[i] = False
+        keep = _guard(windows, split, blocks, block_split, b, p)
     return split, keep
+
+
+def _guard(
+    windows: np.ndarray,
+    split: np.ndarray,
+    blocks: np.ndarray,
+    block_split: np.ndarray,
+    b: int,
+    p: int,
+) -> np.ndarray:
+    """Keep a window only where no block it touches is touched by another split.
+
+    A block holding window centres belongs to their split; a block holding none goes to
+    the split with most windows reaching into it (ties: train, val, test), so no pixel is
+    ever covered by windows of two splits.
+    """
+    owner = {tuple(k): int(s) for k, s in zip(blocks.tolist(), block_split, strict=True)}
+    touched: list[list[tuple[int, int, int]]] = []
+    keep = np.ones(len(windows), dtype=bool)
+    reach: dict[tuple[int, int, int], np.ndarray] = {}
+    for i, (f, row, col) in enumerate(windows.tolist()):
+        cells = [
+            (f, by, bx)
+            for by in range(row // b, (row + p - 1) // b + 1)
+            for bx in range(col // b, (col + p - 1) // b + 1)
+        ]
+        touched.append(cells)
+        for cell in cells:
+            s = owner.get(cell)
+            if s is None:
+                reach.setdefault(cell, np.zeros(3, dtype=np.int64))[split[i]] += 1
+            elif s != split[i]:
+                keep[i] = False
+    unowned = {cell: int(np.argmax(votes)) for cell, votes in reach.items()}
+    for i, cells in enumerate(touched):
+        if keep[i] and any(unowned.get(c, split[i]) != split[i] for c in cells):
+            keep[i] = False
+    return keep
 
 
 # ---- band statistics ------------------------------------------------------------------------
