@@ -104,6 +104,6 @@ def external_dataset(name: str) -> ExternalDataset:
 def how_to_obtain(name: str, raw_dir: Path) -> str:
     """One paragraph for an error message: what to download, from where, where to put it."""
     d = external_dataset(name)
-    return (f"Download the {d.title} from {d.url} ({', '.join(d.archives)}) and put the "
+    return (f"download the {d.title} from {d.url} ({', '.join(d.archives)}) and put the "
             f"archives, unpacked or not, in {raw_dir}; ocog looks for {d.expected}. "
             f"Terms: {d.terms}")

@@ -321,7 +321,7 @@ def missing_raw(raw_dir: Path, dataset: str, what: str, nested: list[str]) -> In
     from ocog_lib.data.external import how_to_obtain
 
     hint = (f"; unpack the nested archive(s) {', '.join(nested[:3])} first" if nested else "")
-    return InputError(raw_dir, f"no {what} found{hint}. {how_to_obtain(dataset, raw_dir)}")
+    return InputError(raw_dir, f"no {what} found{hint}; {how_to_obtain(dataset, raw_dir)}")
 
 
 def safe_name(text: str) -> str:

@@ -34,6 +34,7 @@ from ocog_lib.atomic import atomic_path, atomic_write_text
 from ocog_lib.data.download import DownloadResult, download
 from ocog_lib.data.mgrs import COLUMN_SETS, LATITUDE_BANDS, ROW_LETTERS, utm_epsg
 from ocog_lib.errors import InputError
+from ocog_lib.settings import Settings
 from ocog_lib.storage import HttpObject, RemoteOptions, open_source
 
 BANDS = ("blue", "green", "red", "nir")
@@ -238,17 +239,18 @@ class Scene:
         return cls(tile=data["tile"], api=StacApi(**data["api"]), item=data["item"])
 
 
-def _rank(item: dict) -> tuple:
-    """Least cloudy first, then least nodata, then newest, then by id (deterministic)."""
+def _rank(item: dict, prefer: str = "least_cloudy") -> tuple:
+    """least_cloudy: least cloud, then least nodata, then newest; newest: newest first,
+    then least cloud. The id breaks ties, so the choice is deterministic."""
     props = item.get("properties", {})
     cloud = props.get("eo:cloud_cover")
     nodata = props.get("s2:nodata_pixel_percentage")
-    return (
-        float(cloud) if isinstance(cloud, int | float) else math.inf,
-        float(nodata) if isinstance(nodata, int | float) else math.inf,
-        -_timestamp(props.get("datetime")),
-        str(item.get("id")),
-    )
+    cloud_key = float(cloud) if isinstance(cloud, int | float) else math.inf
+    nodata_key = float(nodata) if isinstance(nodata, int | float) else math.inf
+    newest_key = -_timestamp(props.get("datetime"))
+    if prefer == "newest":
+        return (newest_key, cloud_key, nodata_key, str(item.get("id")))
+    return (cloud_key, nodata_key, newest_key, str(item.get("id")))
 
 
 def _timestamp(text: object) -> float:
@@ -269,6 +271,7 @@ class SceneQuery:
     end: str | None = None
     max_cloud_cover: float | None = 20.0
     scene_ids: tuple[str, ...] = ()
+    prefer: str = "least_cloudy"  # or "newest" (the latest scene under the cloud limit)
     max_items_per_tile: int = 500
 
     def __post_init__(self) -> None:
@@ -276,6 +279,8 @@ class SceneQuery:
         object.__setattr__(self, "scene_ids", tuple(str(s) for s in self.scene_ids))
         if not self.tiles and not self.scene_ids:
             raise InputError("scene query", "give MGRS tiles or scene ids")
+        if self.prefer not in ("least_cloudy", "newest"):
+            raise InputError(f"prefer={self.prefer!r}", "must be least_cloudy or newest")
         if self.max_cloud_cover is not None and not 0 <= self.max_cloud_cover <= 100:
             raise InputError(f"max_cloud_cover={self.max_cloud_cover}", "must be in 0..100")
 
@@ -389,7 +394,7 @@ def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
 
     seen_ids: set[str] = set()
     for tile in sorted(candidates):
-        for item in sorted(candidates[tile], key=_rank):
+        for item in sorted(candidates[tile], key=lambda i: _rank(i, query.prefer)):
             item_id = str(item.get("id"))
             if item_id in seen_ids:
                 continue
@@ -403,7 +408,7 @@ def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
                 if query.scene_ids and item_id in query.scene_ids:
                     out.skipped.append(Skipped(
                         item_id, tile, f"{out.scenes[tile].id} was chosen for this tile "
-                                       "(one scene per tile; it is less cloudy)"))
+                                       f"(one scene per tile, {query.prefer.replace('_', ' ')})"))
                 continue
             out.scenes[tile] = Scene(tile, api, item)
     wanted = list(query.tiles)
@@ -412,6 +417,30 @@ def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
 
 
 # ------------------------------------------------------------------ catalog
+
+
+def catalog_path(settings: Settings) -> Path:
+    """The scene catalog: which scene each Sentinel-2 tile's raw scene is made from."""
+    return settings.raw_dir("sentinel-2") / "catalog.json"
+
+
+def downloads_dir(settings: Settings) -> Path:
+    """Band downloads (and their part files) until they are stacked."""
+    return settings.raw_dir("sentinel-2") / "downloads"
+
+
+def scene_for_tile(settings: Settings, tile: str) -> Scene:
+    """The catalog's scene for `tile`, or an error saying how to get one."""
+    tile = normalize_tile(tile)
+    path = catalog_path(settings)
+    scenes = load_catalog(path)
+    if tile not in scenes:
+        known = ", ".join(sorted(scenes)) or "none"
+        raise InputError(f"sensor tile {tile}",
+                         f"no Sentinel-2 scene chosen for it in {path} (tiles there: {known}); "
+                         f"run discovery first: materialize sentinel2_scenes with this tile, "
+                         f"or `ocog data s2 search --tiles {tile}`")
+    return scenes[tile]
 
 
 def load_catalog(path: Path) -> dict[str, Scene]:

