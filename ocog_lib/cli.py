@@ -26,6 +26,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli:register_variants",
     "ocog_lib.cli:register_demo",
     "ocog_lib.cli_bench:register_bench",
+    "ocog_lib.cli_data:register_data",
     "ocog_lib.cli_export:register_export",
 )
 

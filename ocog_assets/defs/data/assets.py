@@ -17,7 +17,7 @@ from pydantic import Field
 from ocog_assets.partitions import SENSOR_TILE, datasets, sensor_tiles
 from ocog_assets.resources import OcogPaths
 from ocog_lib.cli import bench_size_from_env, raw_scene_path
-from ocog_lib.data.external import EXTERNAL_DATASETS, how_to_obtain
+from ocog_lib.data.external import EXTERNAL_DATASETS
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.data.sentinel2 import OCOG_TOOLKIT_PERIOD, OCOG_TOOLKIT_TILES
 from ocog_lib.errors import InputError
@@ -206,27 +206,12 @@ def prepared_datasets(context: dg.AssetExecutionContext, config: PrepareConfig,
 
 def _prepare_benchmark(context: dg.AssetExecutionContext, dataset: str, config: PrepareConfig,
                        settings) -> dg.MaterializeResult:
-    from ocog_lib.data.dfc22 import Dfc22Config, prepare_dfc22
-    from ocog_lib.data.potsdam import PotsdamConfig, prepare_potsdam
-    from ocog_lib.data.vaihingen import VaihingenConfig, prepare_vaihingen
+    from ocog_lib.cli_data import prepare_benchmark
 
-    raw = settings.raw_dir(dataset)
-    if not raw.exists():
-        raise InputError(raw, f"no raw data for {dataset}: {how_to_obtain(dataset, raw)}")
-    out_dir = settings.prepared_dir(dataset)
-    limit = config.limit or None
-    crs = config.crs or None
-    if dataset == "vaihingen":
-        result = prepare_vaihingen(raw, out_dir, VaihingenConfig(
-            eroded=config.eroded, crs=crs, limit=limit), progress=context.log.info)
-    elif dataset == "potsdam":
-        result = prepare_potsdam(raw, out_dir, PotsdamConfig(
-            imagery=config.imagery or None, eroded=config.eroded, crs=crs, limit=limit),
-            progress=context.log.info)
-    elif dataset == "dfc22":
-        result = prepare_dfc22(raw, out_dir, Dfc22Config(limit=limit), progress=context.log.info)
-    else:
-        raise InputError(f"dataset {dataset!r}", "has no preparer")
+    raw, out_dir = settings.raw_dir(dataset), settings.prepared_dir(dataset)
+    result = prepare_benchmark(dataset, raw, out_dir, eroded=config.eroded,
+                               imagery=config.imagery or None, crs=config.crs or None,
+                               limit=config.limit or None, progress=context.log.info)
     for name, reason in result.skipped:
         context.log.warning(f"skipped {name}: {reason}")
     skipped = dg.MetadataValue.table(
