@@ -39,6 +39,8 @@ class Measurement:
     peak_pss_mb: float | None = None
     cache_hit_rate: float | None = None
     batch_mix: float | None = None
+    wire_bytes_per_sample: float | None = None  # remote sources: bytes received / sample
+    skipped: int = 0
 
 
 @dataclass
@@ -90,8 +92,14 @@ def measure(
     min_seconds: float,
     max_batches: int | None = None,
     on_done: Callable[[], dict] | None = None,
+    warmup_seconds: float = 0.0,
 ) -> Measurement:
-    """Iterate batches; time to the first batch apart, then steady-state samples/s."""
+    """Iterate batches; time to the first batch apart, then steady-state samples/s.
+
+    Batches already in flight when the first one lands (prefetch, worker queues) would
+    arrive almost free and flatter a short window: `warmup_seconds` after the first batch
+    are consumed without being counted.
+    """
     from ocog_lib.rss import PeakMemory
 
     with PeakMemory() as mem:
@@ -100,6 +108,10 @@ def measure(
         first = next(it)
         startup = time.perf_counter() - t0
         del first
+        warm_end = time.perf_counter() + warmup_seconds
+        while warmup_seconds > 0 and time.perf_counter() < warm_end:
+            if next(it, None) is None:
+                break
         n = 0
         nb = 0
         t1 = time.perf_counter()
@@ -139,7 +151,12 @@ def data_wait(make_batches: Callable[[], Iterable], *, step_ms: float, seconds: 
 
 
 def run_ocog(
-    images: list[str], masks: list[str], cfg: StreamConfig, *, min_seconds: float
+    images: list[str],
+    masks: list[str],
+    cfg: StreamConfig,
+    *,
+    min_seconds: float,
+    warmup_seconds: float = 0.0,
 ) -> Measurement:
     """One steady-state measurement of our engine (a fresh engine: cold cache, new pools)."""
     stream = CogStream(images, masks or None, cfg)
@@ -154,10 +171,19 @@ def run_ocog(
 
     def done() -> dict:
         hit = 1.0 - needed[1] / needed[0] if needed[0] else 0.0
-        return {"cache_hit_rate": hit, "batch_mix": stream.batch_mix()}
+        wire = sum(r.source.stats().bytes for r in stream.rasters if r.remote)
+        per_sample = wire / stream.stats.samples if wire and stream.stats.samples else None
+        return {
+            "cache_hit_rate": hit,
+            "batch_mix": stream.batch_mix(),
+            "wire_bytes_per_sample": per_sample,
+            "skipped": stream.stats.skipped,
+        }
 
     try:
-        return measure(counted(), min_seconds=min_seconds, on_done=done)
+        return measure(
+            counted(), min_seconds=min_seconds, on_done=done, warmup_seconds=warmup_seconds
+        )
     finally:
         stream.close()
 
@@ -172,6 +198,7 @@ def run_reference(
     min_seconds: float,
     patch_size: int = 256,
     batch_size: int = 32,
+    warmup_seconds: float = 0.0,
 ) -> Measurement:
     from ocog_lib.reference import REFERENCE_CONFIGS, make_reference_loader
 
@@ -180,7 +207,7 @@ def run_reference(
     cfg = replace(REFERENCE_CONFIGS[name], patch_size=patch_size, batch_size=batch_size)
     loader = make_reference_loader(images, cfg, length=length, seed=seed, mask_paths=masks or None)
     try:
-        return measure(loader, min_seconds=min_seconds)
+        return measure(loader, min_seconds=min_seconds, warmup_seconds=warmup_seconds)
     finally:
         it = getattr(loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
@@ -202,6 +229,7 @@ class CompareConfig:
     seed: int = 0
     best_reuse: int = BEST_REUSE
     with_masks: bool = True
+    warmup_seconds: float = 0.5  # after the first batch, not counted (see measure)
     # data-wait: a consumer eating one batch per step_ms (what a GPU would); 0 = skip
     step_ms: float = 50.0
 
@@ -242,12 +270,12 @@ def compare(
             cache_mb=cfg.cache_mb,
             patches_per_tile=reuse,
             shuffle_tiles=32,
-            length=_length_for(cfg.seconds, 12000 if reuse > 1 else 4000, b),
+            length=_length_for(cfg.seconds + cfg.warmup_seconds, 12000 if reuse > 1 else 8000, b),
         )
 
     # the runs, interleaved over repeats
     plan: list[tuple[str, str, str, str, Callable[[], Measurement], dict]] = []
-    ref_len = _length_for(cfg.seconds, 400, b)
+    ref_len = _length_for(cfg.seconds + cfg.warmup_seconds, 1500, b)
     plan.append(
         (
             "reference default",
@@ -263,6 +291,7 @@ def compare(
                 min_seconds=cfg.seconds,
                 patch_size=p,
                 batch_size=b,
+                warmup_seconds=cfg.warmup_seconds,
             ),
             {"reference_config": "default"},
         )
@@ -283,6 +312,7 @@ def compare(
                     min_seconds=cfg.seconds,
                     patch_size=p,
                     batch_size=b,
+                    warmup_seconds=cfg.warmup_seconds,
                 ),
                 {"reference_config": "local_optimal"},
             )
@@ -302,7 +332,11 @@ def compare(
                         s,
                         (
                             lambda v=v, sc=sc: run_ocog(
-                                files[v][0], masks_of(v), sc, min_seconds=cfg.seconds
+                                files[v][0],
+                                masks_of(v),
+                                sc,
+                                min_seconds=cfg.seconds,
+                                warmup_seconds=cfg.warmup_seconds,
                             )
                         ),
                         _config_dict(sc),
@@ -470,7 +504,7 @@ def stream_once(images: list[str], masks: list[str], sc: StreamConfig, *, second
     }
 
 
-def format_rows(rows: list[dict]) -> str:
+def format_rows(rows: list[dict], extra: tuple[str, ...] = ()) -> str:
     cols = [
         ("name", "name", "{}"),
         ("variant", "variant", "{}"),
@@ -485,9 +519,11 @@ def format_rows(rows: list[dict]) -> str:
         ("start s", "startup_s", "{:.2f}"),
         ("wait", "data_wait_fraction", "{:.2f}"),
     ]
+    cols += [(k.replace("_per_sample", "/sample").replace("_", " "), k, "{:.0f}") for k in extra]
     table = [[h for h, _, _ in cols]]
     for r in rows:
-        table.append(["-" if r.get(k) is None else f.format(r[k]) for _, k, f in cols])
+        vals = {**(r.get("config") or {}), **r}
+        table.append(["-" if vals.get(k) is None else f.format(vals[k]) for _, k, f in cols])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     lines = [
         "  ".join(

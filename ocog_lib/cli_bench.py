@@ -58,6 +58,18 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--seconds", type=float, default=None, help="steady-state seconds per run")
     c.add_argument("--cache-mb", type=float, default=None)
     c.add_argument("--variants", default=None, help="comma-separated variant names")
+    c.add_argument(
+        "--remote",
+        action="store_true",
+        help="read from S3 (the embedded endpoint unless AWS_ENDPOINT_URL_S3 is set) "
+        "through the WAN shaper",
+    )
+    c.add_argument("--rtt-ms", type=float, default=30.0, help="remote: per-request delay")
+    c.add_argument(
+        "--caps",
+        default=None,
+        help="remote: comma-separated bandwidth caps in MB/s (default 100,1000)",
+    )
     c.set_defaults(func=_cmd_compare)
 
 
@@ -140,6 +152,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    if args.remote:
+        return _cmd_compare_remote(args)
     from dataclasses import replace
 
     from ocog_lib.bench import CompareConfig, compare, format_rows
@@ -172,4 +186,48 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"cache budget {result['cache_mb']:.0f} MB for every loader"
         )
         print(format_rows(result["rows"]))
+    return 0
+
+
+def _cmd_compare_remote(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ocog_lib.bench import format_rows
+    from ocog_lib.bench_remote import RemoteCompareConfig, check_remote_rows, compare_remote
+
+    cfg = RemoteCompareConfig.quick() if args.quick else RemoteCompareConfig()
+    overrides: dict = {"dataset": args.dataset, "rtt_ms": args.rtt_ms}
+    if args.repeats is not None:
+        overrides["repeats"] = args.repeats
+    if args.seconds is not None:
+        overrides["seconds"] = args.seconds
+    if args.cache_mb is not None:
+        overrides["cache_mb"] = args.cache_mb
+    if args.variants:
+        overrides["variants"] = tuple(args.variants.split(","))
+    if args.caps:
+        overrides["caps_mb_s"] = tuple(float(c) for c in args.caps.split(","))
+    cfg = replace(cfg, **overrides)
+    settings = Settings.from_env()
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    result = compare_remote(cfg, settings, progress=progress)
+    if not args.no_record:
+        _record(result, settings)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(
+            f"dataset {result['dataset']} from S3 through the shaper: RTT {cfg.rtt_ms:g} ms, "
+            f"caps {cfg.caps_mb_s} MB/s; the endpoint itself serves "
+            f"{result['endpoint_mb_s']:.0f} MB/s unshaped"
+        )
+        for cap in cfg.caps_mb_s:
+            rows = [r for r in result["rows"] if r["config"].get("cap_mb_s") == cap]
+            print(f"\ncap {cap:g} MB/s")
+            print(format_rows(rows, extra=("wire_bytes_per_sample",)))
+    check_remote_rows(result)
     return 0

@@ -8,7 +8,9 @@ MB here is 1e6 bytes, as everywhere in ocog's reports.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psutil
@@ -23,12 +25,42 @@ class MemorySample:
     processes: int
 
 
+# Helper processes that belong to the test bench, not to the loader (an S3 server, a WAN
+# shaper): they and their descendants are left out of every sample while registered.
+_NOT_MEASURED: set[int] = set()
+
+
+@contextlib.contextmanager
+def not_measured(*pids: int | None) -> Iterator[None]:
+    """Leave these processes (e.g. the embedded S3 server) out of loader memory."""
+    added = {p for p in pids if p is not None} - _NOT_MEASURED
+    _NOT_MEASURED.update(added)
+    try:
+        yield
+    finally:
+        _NOT_MEASURED.difference_update(added)
+
+
+def _excluded(procs: list[psutil.Process]) -> set[int]:
+    out = set(_NOT_MEASURED)
+    for proc in procs:
+        if proc.pid in _NOT_MEASURED:
+            try:
+                out.update(c.pid for c in proc.children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+    return out
+
+
 def sample_tree(root: psutil.Process, *, pss: bool = True) -> MemorySample:
     """Summed memory of `root` and all its descendants right now; vanished processes skipped."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return MemorySample(0, None, 0)
+    if _NOT_MEASURED:
+        skip = _excluded(procs)
+        procs = [p for p in procs if p.pid not in skip]
     rss = 0
     pss_total: int | None = 0 if pss else None
     counted = 0

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from ocog_lib.bench import CompareConfig, bench_files, compare, result_rows_for_db
-from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.errors import InputError
-from ocog_lib.settings import Settings
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.ocog_lib.benchdata import PROFILES, make_bench_variants
 
-PROFILES = {
-    "default": dict(compress="DEFLATE", level=6, blocksize=256),
-    "optimal_local": dict(compress="NONE", blocksize=256),
-    "optimal_remote": dict(compress="LERC_ZSTD", max_z_error=0, blocksize=256),
-}
 ROW_KEYS = {
     "name",
     "variant",
@@ -33,22 +25,7 @@ ROW_KEYS = {
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    root = tmp_path_factory.mktemp("benchdata")
-    s = Settings(data_dir=root, results_db=root / "ocog.duckdb")
-    for variant, opts in PROFILES.items():
-        folder = s.variant_dir("sample", variant)
-        folder.mkdir(parents=True)
-        items = []
-        for i in range(2):
-            arr = real_pixels(4, 768, 768, "uint16", seed=i)
-            write_raster(folder / f"bench_{i}.tif", arr, **opts)
-            labels = (arr[3] > arr[2]).astype(np.uint8)[None]
-            write_raster(folder / f"bench_{i}_mask.tif", labels, compress="DEFLATE", blocksize=256)
-            items.append(
-                ManifestItem(f"bench_{i}", f"bench_{i}.tif", f"bench_{i}_mask.tif", "bench")
-            )
-        DatasetManifest("sample", {0: "other", 1: "vegetation"}, items).save(folder)
-    return s
+    return make_bench_variants(tmp_path_factory.mktemp("benchdata"))
 
 
 def test_compare_rows_keep_the_contract(settings):

@@ -1,0 +1,393 @@
+"""`ocog bench compare --remote`: the same comparison from object storage, over an emulated WAN.
+
+The variants' benchmark scenes are uploaded (idempotently) to an S3-compatible endpoint
+(the embedded moto server on 127.0.0.1 when none is configured); every loader then reads
+them through the WAN shaper (per-request RTT, shared bandwidth cap). Rows carry the RTT,
+the cap and bytes on the wire per sample; the ceilings are the link limit (cap x the
+variant's compression ratio, in patches/s) and the decode limit for the same windows.
+The embedded server's own throughput on this machine is measured and reported too: past
+it, no loader can go faster whatever the cap says.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ocog_lib.bench import (
+    BenchRow,
+    Measurement,
+    _config_dict,
+    _decoded_gib,
+    _length_for,
+    bench_files,
+    run_ocog,
+    run_reference,
+)
+from ocog_lib.errors import InputError
+from ocog_lib.settings import Settings
+from ocog_lib.stream.dataset import CogStream, StreamConfig
+
+
+@dataclass(frozen=True)
+class RemoteCompareConfig:
+    dataset: str = "sample"
+    variants: tuple[str, ...] = ("default", "optimal_local", "optimal_remote")
+    samplers: tuple[str, ...] = ("random", "block")
+    caps_mb_s: tuple[float, ...] = (100.0, 1000.0)
+    rtt_ms: float = 30.0
+    patch_size: int = 256
+    batch_size: int = 32
+    repeats: int = 1
+    seconds: float = 8.0
+    warmup_seconds: float = 3.0  # after the first batch: queues filled at start-up drain here
+    cache_mb: float = 128.0
+    best_reuse: int = 8
+    io_threads: int = 32
+    seed: int = 0
+    # the toolkit's configs run against the remote files: default and remote-optimal
+    reference_configs: tuple[str, ...] = ("default", "remote_optimal")
+    bucket: str = "ocog-bench"
+
+    @classmethod
+    def quick(cls, **overrides) -> RemoteCompareConfig:
+        # the toolkit's 64-worker config needs minutes and ~10 GB here: full runs only
+        quick = cls(
+            seconds=3.0, warmup_seconds=2.0, caps_mb_s=(100.0,), reference_configs=("default",)
+        )
+        return replace(quick, **overrides)
+
+
+@contextmanager
+def _endpoint(bucket: str) -> Iterator[tuple[str, Callable[[str | None], dict], object]]:
+    """(endpoint url, env for a given front url, client) of the configured or embedded S3."""
+    configured = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if configured:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=configured)
+
+        def env(front: str | None) -> dict:
+            url = front or configured
+            return {
+                "AWS_ENDPOINT_URL_S3": url,
+                "AWS_S3_ENDPOINT": url.split("://", 1)[-1],
+                "AWS_HTTPS": "YES" if url.startswith("https") else "NO",
+                "AWS_VIRTUAL_HOSTING": "FALSE",
+            }
+
+        yield configured, env, client
+        return
+    from ocog_lib.remote.s3server import EmbeddedS3
+    from ocog_lib.rss import not_measured
+
+    with EmbeddedS3() as server, not_measured(server.pid):
+        server.ensure_bucket(bucket)
+        yield server.endpoint_url, server.env, server.client()
+
+
+@contextmanager
+def _environ(values: dict) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _ratio(images: list[str]) -> float:
+    """Decoded bytes / file bytes of a variant's images (its compression ratio)."""
+    decoded = 0
+    for p in images:
+        r = CogStream([p], None, StreamConfig(length=1)).rasters[0]
+        decoded += r.height * r.width * r.bands * r.dtype.itemsize
+    return decoded / sum(Path(p).stat().st_size for p in images)
+
+
+def _server_ceiling(url: str, uri: str, seconds: float = 2.0) -> float:
+    """MB/s the endpoint itself serves (1 MiB ranges, 16 in flight, no shaper)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ocog_lib.storage import open_source
+
+    src = open_source(uri)
+    size = src.size()
+    chunk = 1 << 20
+    deadline = time.perf_counter() + seconds
+
+    def pull(i: int) -> int:
+        got = 0
+        k = i
+        while time.perf_counter() < deadline:
+            got += len(src.read((k * chunk * 7) % max(1, size - chunk), chunk))
+            k += 16
+        return got
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        total = sum(pool.map(pull, range(16)))
+    return total / (time.perf_counter() - t0) / 1e6
+
+
+def compare_remote(
+    cfg: RemoteCompareConfig,
+    settings: Settings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """ocog vs the reference loader vs the link and decode limits, from object storage."""
+    from ocog_lib.limits import decode_limit
+    from ocog_lib.remote.shaper import Shaper
+    from ocog_lib.remote.upload import upload_file
+    from ocog_lib.rss import not_measured
+
+    settings = settings or Settings.from_env()
+    say = progress or (lambda _m: None)
+    os.environ["GDAL_CACHEMAX"] = str(int(cfg.cache_mb))
+    variants = tuple(dict.fromkeys(("default", *cfg.variants)))
+    if "remote_optimal" in cfg.reference_configs and "optimal_remote" not in variants:
+        variants = (*variants, "optimal_remote")
+    local = {v: bench_files(cfg.dataset, v, settings)[0] for v in variants}
+    p = cfg.patch_size
+    threads = os.cpu_count() or 1
+    patch_bytes = {}
+    for v in variants:
+        r0 = CogStream(local[v][:1], None, StreamConfig(length=1)).rasters[0]
+        patch_bytes[v] = p * p * r0.bands * r0.dtype.itemsize
+
+    rows: list[BenchRow] = []
+    with _endpoint(cfg.bucket) as (url, env_for, client):
+        uris: dict[str, list[str]] = {}
+        for v in variants:
+            uris[v] = []
+            for path in local[v]:
+                uri = f"s3://{cfg.bucket}/bench/{cfg.dataset}/{v}/{Path(path).name}"
+                say(f"upload {Path(path).name} ({v})")
+                upload_file(path, uri, client=client)
+                uris[v].append(uri)
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        with _environ(env_for(None)):
+            ceiling = _server_ceiling(url, uris["default"][0])
+        say(f"endpoint serves {ceiling:.0f} MB/s unshaped (1 MiB ranges, 16 in flight)")
+
+        for cap in cfg.caps_mb_s:
+            with (
+                Shaper(host, int(port), rtt_ms=cfg.rtt_ms, cap_mb_s=cap) as shaper,
+                not_measured(shaper.pid),
+                _environ(env_for(shaper.url)),
+            ):
+                rows += _runs_at_cap(cfg, cap, uris, shaper, patch_bytes, say)
+
+    # ceilings per variant and sampler: link (cap x ratio) and decode (same windows, local)
+    ratios = {v: _ratio(local[v]) for v in variants}
+    decode: dict[tuple[str, str], float] = {}
+    for v in variants:
+        r0 = CogStream(local[v][:1], None, StreamConfig(length=1)).rasters[0]
+        for s in cfg.samplers:
+            if r0.index is not None and r0.index.compression != 1:
+                wins = CogStream(
+                    local[v], None, StreamConfig(sampler=s, patch_size=p, length=128, seed=cfg.seed)
+                ).windows
+                say(f"decode limit: {s} on {v}")
+                decode[(v, s)] = decode_limit(
+                    local[v], wins, p, threads=threads, min_seconds=max(0.5, cfg.seconds / 2)
+                ).samples_per_s
+    limit_rows = []
+    for cap in cfg.caps_mb_s:
+        for v in variants:
+            link = cap * 1e6 * ratios[v] / patch_bytes[v]
+            limit_rows.append(
+                BenchRow(
+                    name="link limit",
+                    loader="link_limit",
+                    variant=v,
+                    sampler="-",
+                    samples_per_s=link,
+                    mb_per_s=link * patch_bytes[v] / 1e6,
+                    config={"cap_mb_s": cap, "rtt_ms": cfg.rtt_ms, "compression_ratio": ratios[v]},
+                )
+            )
+    ref = next(
+        (
+            r
+            for r in rows
+            if r.name == "reference default" and r.config.get("cap_mb_s") == cfg.caps_mb_s[0]
+        ),
+        None,
+    )
+    for row in rows:
+        cap = row.config["cap_mb_s"]
+        link = cap * 1e6 * ratios[row.variant] / patch_bytes[row.variant]
+        dec = decode.get((row.variant, row.sampler))
+        ceiling_sps = min(link, dec) if dec else link
+        row.ratio_vs_limit = row.samples_per_s / ceiling_sps
+        row.config = {**row.config, "link_limit_sps": link, "decode_limit_sps": dec}
+        same_cap_ref = next(
+            (r for r in rows if r.name == "reference default" and r.config["cap_mb_s"] == cap), ref
+        )
+        if same_cap_ref is not None:
+            row.ratio_vs_reference_default = row.samples_per_s / same_cap_ref.samples_per_s
+    return {
+        "run_id": uuid.uuid4().hex[:12],
+        "dataset": cfg.dataset,
+        "storage": "remote",
+        "rtt_ms": cfg.rtt_ms,
+        "caps_mb_s": list(cfg.caps_mb_s),
+        "endpoint_mb_s": ceiling,
+        "cache_mb": cfg.cache_mb,
+        "decoded_gib": _decoded_gib(local["default"]),
+        "compare": asdict(cfg),
+        "rows": [asdict(r) for r in rows + limit_rows],
+    }
+
+
+def _runs_at_cap(
+    cfg: RemoteCompareConfig,
+    cap: float,
+    uris: dict[str, list[str]],
+    shaper,
+    patch_bytes: dict[str, int],
+    say: Callable[[str], None],
+) -> list[BenchRow]:
+    p, b = cfg.patch_size, cfg.batch_size
+    plan: list[tuple[str, str, str, str, Callable[[], tuple[Measurement, float | None]], dict]]
+    plan = []
+    ref_len = _length_for(cfg.seconds + cfg.warmup_seconds, 200, b)
+    ref_variant = {
+        "default": "default",
+        "remote_optimal": "optimal_remote",
+        "local_optimal": "optimal_local",
+    }
+    ref_sampler = {"default": "random", "remote_optimal": "block", "local_optimal": "block"}
+    for name in cfg.reference_configs:
+        v = ref_variant[name]
+        plan.append(
+            (
+                f"reference {name}",
+                "reference",
+                v,
+                ref_sampler[name],
+                lambda v=v, name=name: (
+                    run_reference(
+                        uris[v],
+                        [],
+                        name,
+                        length=ref_len,
+                        seed=cfg.seed,
+                        min_seconds=cfg.seconds,
+                        patch_size=p,
+                        batch_size=b,
+                    ),
+                    None,
+                ),
+                {"reference_config": name},
+            )
+        )
+    for v in cfg.variants:
+        for s in cfg.samplers:
+            for reuse in (1, cfg.best_reuse) if cfg.best_reuse > 1 else (1,):
+                if reuse > 1 and s != "block":
+                    continue
+                sc = StreamConfig(
+                    sampler=s,
+                    patch_size=p,
+                    batch_size=b,
+                    seed=cfg.seed,
+                    cache_mb=cfg.cache_mb,
+                    patches_per_tile=reuse,
+                    shuffle_tiles=32,
+                    io_threads=cfg.io_threads,
+                    prefetch=4,
+                    length=_length_for(cfg.seconds, 3000, b),
+                )
+                label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
+                plan.append(
+                    (
+                        label,
+                        "ocog",
+                        v,
+                        s,
+                        lambda v=v, sc=sc: _ours_with_wire(
+                            uris[v], sc, cfg.seconds, cfg.warmup_seconds
+                        ),
+                        _config_dict(sc),
+                    )
+                )
+    results: dict[int, list[tuple[Measurement, float | None, float | None]]] = {
+        i: [] for i in range(len(plan))
+    }
+    counters = getattr(shaper, "counters", None)
+    for r in range(cfg.repeats):
+        for i, (label, _l, v, _s, fn, _c) in enumerate(plan):
+            say(f"cap {cap:g} MB/s, repeat {r + 1}/{cfg.repeats}: {label} on {v}")
+            before = counters() if counters else None
+            m, wire = fn()
+            if counters and wire is None:
+                after = counters()
+                samples = m.samples + cfg.batch_size  # the first batch counts on the wire too
+                wire = (after.bytes_down - before.bytes_down) / max(1, samples)
+            results[i].append((m, wire, None))
+    out = []
+    for i, (label, loader, v, s, _fn, conf) in enumerate(plan):
+        ms = [m for m, _, _ in results[i]]
+        wires = [w for _, w, _ in results[i] if w is not None]
+        sps = statistics.median(m.samples_per_s for m in ms)
+        out.append(
+            BenchRow(
+                name=label,
+                loader=loader,
+                variant=v,
+                sampler=s,
+                samples_per_s=sps,
+                mb_per_s=sps * patch_bytes[v] / 1e6,
+                startup_s=statistics.median(m.startup_s for m in ms),
+                cache_hit_rate=_med([m.cache_hit_rate for m in ms]),
+                batch_mix=_med([m.batch_mix for m in ms]),
+                peak_rss_mb=max(m.peak_rss_mb for m in ms),
+                peak_pss_mb=_max([m.peak_pss_mb for m in ms]),
+                repeats=[m.samples_per_s for m in ms],
+                config={
+                    **conf,
+                    "cap_mb_s": cap,
+                    "rtt_ms": cfg.rtt_ms,
+                    "wire_bytes_per_sample": statistics.median(wires) if wires else None,
+                    "failed_samples": sum(m.skipped for m in ms),
+                },
+            )
+        )
+    return out
+
+
+def _ours_with_wire(
+    uris: list[str], sc: StreamConfig, seconds: float, warmup: float
+) -> tuple[Measurement, float | None]:
+    """Our engine; it counts its own bytes on the wire per sample it assembled."""
+    m = run_ocog(uris, [], sc, min_seconds=seconds, warmup_seconds=warmup)
+    return m, m.wire_bytes_per_sample
+
+
+def _med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _max(vals):
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
+def check_remote_rows(result: dict) -> None:
+    """Raise when a benchmark delivered failed reads: zero failed reads is the rule."""
+    bad = [r["name"] for r in result["rows"] if (r.get("config") or {}).get("failed_samples")]
+    if bad:
+        raise InputError("remote benchmark", f"failed reads in {bad}")

@@ -1,0 +1,49 @@
+"""`bench compare --remote` end to end on tiny data: S3, shaper, rows and ceilings."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocog_lib.bench_remote import RemoteCompareConfig, check_remote_rows, compare_remote
+from tests.ocog_lib.benchdata import make_bench_variants
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return make_bench_variants(tmp_path_factory.mktemp("remote_bench"), size=640)
+
+
+def test_remote_compare_rows_and_limits(settings, monkeypatch):
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = RemoteCompareConfig(
+        variants=("default", "optimal_remote"),
+        caps_mb_s=(200.0,),
+        rtt_ms=10,
+        seconds=0.3,
+        warmup_seconds=0.0,
+        patch_size=128,
+        batch_size=8,
+        best_reuse=4,
+        reference_configs=("default",),
+        cache_mb=8,
+    )
+    result = compare_remote(cfg, settings)
+    check_remote_rows(result)  # zero failed reads
+    rows = result["rows"]
+    assert result["storage"] == "remote" and result["endpoint_mb_s"] > 0
+    ours = [r for r in rows if r["loader"] == "ocog"]
+    assert {(r["name"], r["variant"]) for r in ours} >= {
+        ("ocog random", "default"),
+        ("ocog block reuse x4", "optimal_remote"),
+    }
+    for r in ours:
+        c = r["config"]
+        assert c["cap_mb_s"] == 200.0 and c["rtt_ms"] == 10
+        assert c["wire_bytes_per_sample"] > 0
+        ceiling = min(x for x in (c["link_limit_sps"], c["decode_limit_sps"]) if x)
+        assert r["ratio_vs_limit"] == pytest.approx(r["samples_per_s"] / ceiling)
+        assert r["ratio_vs_reference_default"] > 0
+    links = {r["variant"]: r for r in rows if r["loader"] == "link_limit"}
+    assert set(links) == {"default", "optimal_remote"}
+    assert all(r["config"]["compression_ratio"] > 1 for r in links.values())
