@@ -176,6 +176,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             print(f"  {msg}", file=sys.stderr, flush=True)
 
     result = compare(cfg, settings, progress=progress)
+    if args.hdf5:
+        from ocog_lib.hdf5.bench import add_hdf5_rows, hdf5_rows
+
+        add_hdf5_rows(result, hdf5_rows(cfg, None, settings, progress))
     if not args.no_record:
         _record(result, settings)
     if args.json:
