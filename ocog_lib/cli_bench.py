@@ -59,6 +59,12 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--cache-mb", type=float, default=None)
     c.add_argument("--variants", default=None, help="comma-separated variant names")
     c.add_argument(
+        "--hdf5",
+        action="store_true",
+        help="add HDF5 rows: the same patches packaged (gzip, lzf, none), read by a "
+        "DataLoader with one worker per core",
+    )
+    c.add_argument(
         "--remote",
         action="store_true",
         help="read from S3 (the embedded endpoint unless AWS_ENDPOINT_URL_S3 is set) "
