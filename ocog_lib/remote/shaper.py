@@ -17,6 +17,12 @@ has. The shaper sits between a client and a server (e.g. the embedded S3) and im
 
 It runs in its own process (asyncio, stdlib only), started and stopped by PID, so it
 never competes for the loader's GIL; it does take CPU (about a core at 1 GB/s).
+
+It also counts what crosses it (`Shaper.counters()`): bytes each way (HTTP headers
+included: these are bytes on the wire), responses started and connections accepted. The
+proxy process writes them into a small file-backed shared memory block the parent reads
+at any moment, so a benchmark can charge wire bytes to every loader, GDAL-based ones
+whose traffic it cannot see otherwise. Counters run from the start of the process.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import mmap
 import os
 import re
 import select
@@ -33,12 +40,91 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ocog_lib.errors import InputError
 
 _CHUNK = 256 * 1024
+# The counter block: a sequence number (odd while the proxy writes), then the counters.
+_BLOCK = struct.Struct("=5q")
+_SEQ = struct.Struct("=q")
+_FIELDS = ("bytes_down", "bytes_up", "requests", "connections")
+_DOWN, _UP, _REQUESTS, _CONNECTIONS = range(len(_FIELDS))
+
+
+@dataclass(frozen=True)
+class ShaperCounters:
+    """What crossed the shaper since it started. `bytes_down` (server->client) and
+    `bytes_up` (client->server) are raw TCP payload, HTTP headers included; `requests`
+    counts responses that started; `connections` counts accepted client connections."""
+
+    bytes_down: int = 0
+    bytes_up: int = 0
+    requests: int = 0
+    connections: int = 0
+
+    def __sub__(self, other: ShaperCounters) -> ShaperCounters:
+        """The traffic between two readings: `after - before`."""
+        return ShaperCounters(*(getattr(self, f) - getattr(other, f) for f in _FIELDS))
+
+
+def _counter_dir() -> str | None:
+    """/dev/shm where there is one (memory, never written back to disk), else the tmp dir."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+class _CounterBlock:
+    """The file-backed shared block: one writer (the proxy's event loop), any readers.
+
+    A seqlock keeps a reading consistent across the four counters without a lock the
+    other process could hold: the writer makes the sequence odd, writes, makes it even;
+    a reader retries until it sees the same even sequence before and after.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fd: int | None = None):
+        self.path = Path(path)
+        if fd is None:
+            fd = os.open(self.path, os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size < _BLOCK.size:
+                os.ftruncate(fd, _BLOCK.size)
+            self._map = mmap.mmap(fd, _BLOCK.size)
+        finally:
+            os.close(fd)
+        self._seq = 0
+        self._values = [0] * len(_FIELDS)
+
+    @classmethod
+    def create(cls) -> _CounterBlock:
+        fd, name = tempfile.mkstemp(prefix="ocog-shaper-", suffix=".counters", dir=_counter_dir())
+        return cls(name, fd)
+
+    def add(self, index: int, n: int) -> None:
+        self._values[index] += n
+        self._seq += 1
+        _SEQ.pack_into(self._map, 0, self._seq)
+        _BLOCK.pack_into(self._map, 0, self._seq, *self._values)
+        self._seq += 1
+        _SEQ.pack_into(self._map, 0, self._seq)
+
+    def read(self) -> ShaperCounters:
+        while True:
+            (before,) = _SEQ.unpack_from(self._map, 0)
+            if before % 2 == 0:
+                seq, *values = _BLOCK.unpack_from(self._map, 0)
+                if seq == before:
+                    return ShaperCounters(*values)
+            time.sleep(0)  # the writer is mid-update: let it finish
+
+    def close(self, *, unlink: bool = False) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self._map.close()
+        if unlink:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -82,6 +168,8 @@ class Shaper:
         self.startup_timeout_s = startup_timeout_s
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
+        self._counters: _CounterBlock | None = None
+        self._final: ShaperCounters | None = None  # the last reading, kept after stop()
 
     @property
     def pid(self) -> int | None:
@@ -96,11 +184,12 @@ class Shaper:
     def start(self) -> Shaper:
         if self._proc is not None:
             return self
+        self._counters, self._final = _CounterBlock.create(), None
         cmd = [
             sys.executable, "-m", "ocog_lib.remote.shaper",
             "--listen", self.host, "--target-host", self.target_host,
             "--target-port", str(self.target_port), "--rtt-ms", str(self.rtt_ms),
-            "--parent-pid", str(os.getpid()),
+            "--parent-pid", str(os.getpid()), "--counters", str(self._counters.path),
         ]  # fmt: skip
         if self.cap_mb_s is not None:
             cmd += ["--cap-mb-s", str(self.cap_mb_s)]
@@ -130,21 +219,36 @@ class Shaper:
                     return int(m.group(1))
         raise InputError("Shaper", f"proxy not listening after {self.startup_timeout_s:g} s")
 
+    def counters(self) -> ShaperCounters:
+        """What has crossed the shaper so far (cheap: a read of shared memory, no I/O).
+
+        Take one reading before and one after a run and subtract them. After `stop()`
+        this keeps answering the final counts.
+        """
+        if self._counters is not None:
+            return self._counters.read()
+        if self._final is not None:
+            return self._final
+        raise InputError("Shaper", "not started: call start() first")
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         self.port = None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        block, self._counters = self._counters, None
+        if block is not None:
+            self._final = block.read()  # the proxy has exited: these are final
+            block.close(unlink=True)
 
     def __enter__(self) -> Shaper:
         return self.start()
@@ -177,15 +281,31 @@ class _Link:
         await asyncio.sleep(self.free_at - now)  # the chunk has crossed the link
 
 
+class _NoCounters:
+    """Counting switched off (a proxy started by hand, without --counters)."""
+
+    def add(self, index: int, n: int) -> None:
+        pass
+
+
 class _Proxy:
-    def __init__(self, target: tuple[str, int], rtt_s: float, link: _Link, fault: Fault | None):
+    def __init__(
+        self,
+        target: tuple[str, int],
+        rtt_s: float,
+        link: _Link,
+        fault: Fault | None,
+        counters: _CounterBlock | _NoCounters | None = None,
+    ):
         self.target = target
         self.rtt_s = rtt_s
         self.link = link
         self.fault = fault
         self.faults_left = fault.count if fault else 0
+        self.counters = counters or _NoCounters()
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.counters.add(_CONNECTIONS, 1)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
@@ -210,6 +330,7 @@ class _Proxy:
             while chunk := await client_r.read(_CHUNK):
                 state["pending"] = True
                 server_w.write(chunk)
+                self.counters.add(_UP, len(chunk))
                 await server_w.drain()
             if server_w.can_write_eof():
                 server_w.write_eof()  # the client is done sending; let the response finish
@@ -223,6 +344,7 @@ class _Proxy:
                 if state["pending"]:  # the first bytes of a new response
                     state["pending"] = False
                     sent = 0
+                    self.counters.add(_REQUESTS, 1)
                     if self.rtt_s:
                         await asyncio.sleep(self.rtt_s)
                 if self.faults_left > 0 and sent + len(chunk) > self.fault.after_bytes:
@@ -231,11 +353,13 @@ class _Proxy:
                     if head:
                         await self.link.transmit(len(head))
                         client_w.write(head)
+                        self.counters.add(_DOWN, len(head))
                         await client_w.drain()
                     await self._break(client_w, state["up"])
                     return
                 await self.link.transmit(len(chunk))
                 client_w.write(chunk)
+                self.counters.add(_DOWN, len(chunk))
                 await client_w.drain()
                 sent += len(chunk)
 
@@ -262,7 +386,9 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 async def _main(args: argparse.Namespace) -> None:
     fault = Fault(**json.loads(args.fault)) if args.fault else None
     link = _Link(args.cap_mb_s * 1e6 if args.cap_mb_s else None)
-    proxy = _Proxy((args.target_host, args.target_port), args.rtt_ms / 1000.0, link, fault)
+    counters = _CounterBlock(args.counters) if args.counters else None
+    target = (args.target_host, args.target_port)
+    proxy = _Proxy(target, args.rtt_ms / 1000.0, link, fault, counters)
     server = await asyncio.start_server(proxy.handle, args.listen, 0, limit=_CHUNK)
     port = server.sockets[0].getsockname()[1]
     print(f"PORT {port}", flush=True)
@@ -287,6 +413,7 @@ def _serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--cap-mb-s", type=float, default=None)
     parser.add_argument("--fault", default=None, help="JSON of a Fault")
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--counters", default=None, help="counter block file (made by Shaper)")
     asyncio.run(_main(parser.parse_args(argv)))
 
 
