@@ -94,6 +94,103 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE stream_benchmarks ADD COLUMN IF NOT EXISTS data_wait_fraction DOUBLE",
         ),
     ),
+    Migration(
+        3,
+        "search_trials, grid_cells and the best_configs view",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS search_trials (
+                study VARCHAR NOT NULL,
+                dataset VARCHAR NOT NULL,
+                storage VARCHAR NOT NULL,
+                trial INTEGER NOT NULL,
+                params JSON,
+                value DOUBLE,
+                mb_per_s DOUBLE,
+                state VARCHAR NOT NULL,
+                reason VARCHAR,
+                warmup_s DOUBLE,
+                seconds DOUBLE,
+                started_at TIMESTAMPTZ,
+                finished_at TIMESTAMPTZ,
+                host JSON,
+                git_sha VARCHAR,
+                PRIMARY KEY (study, trial)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS grid_cells (
+                grid_id VARCHAR NOT NULL,
+                dataset VARCHAR NOT NULL,
+                storage VARCHAR NOT NULL,
+                var1 VARCHAR NOT NULL,
+                value1 VARCHAR NOT NULL,
+                var2 VARCHAR NOT NULL,
+                value2 VARCHAR NOT NULL,
+                repeats INTEGER,
+                mean_samples_per_s DOUBLE,
+                std_samples_per_s DOUBLE,
+                mean_mb_per_s DOUBLE,
+                config JSON,
+                ts TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE OR REPLACE VIEW best_configs AS
+            SELECT dataset, storage,
+                   arg_max(params, value) AS params,
+                   max(value) AS samples_per_s,
+                   arg_max(mb_per_s, value) AS mb_per_s,
+                   arg_max(study, value) AS study,
+                   arg_max(trial, value) AS trial
+            FROM search_trials
+            WHERE state = 'COMPLETE' AND value IS NOT NULL
+            GROUP BY dataset, storage
+            """,
+        ),
+    ),
+    Migration(
+        4,
+        "training_runs and the model_comparison view",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS training_runs (
+                run VARCHAR NOT NULL,
+                dataset VARCHAR NOT NULL,
+                loader_config VARCHAR NOT NULL,
+                step INTEGER NOT NULL,
+                seconds DOUBLE,
+                samples_seen BIGINT,
+                loss DOUBLE,
+                miou DOUBLE,
+                per_class_iou JSON,
+                data_wait DOUBLE,
+                samples_per_s DOUBLE,
+                device VARCHAR,
+                config JSON,
+                ts TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )
+            """,
+            """
+            CREATE OR REPLACE VIEW model_comparison AS
+            WITH latest AS (
+                SELECT dataset, loader_config, arg_max(run, ts) AS run
+                FROM training_runs GROUP BY dataset, loader_config
+            )
+            SELECT t.dataset, t.loader_config, t.run,
+                   max(t.seconds) AS seconds,
+                   max(t.samples_seen) AS samples_seen,
+                   arg_max(t.miou, t.step) AS final_miou,
+                   max(t.miou) AS best_miou,
+                   arg_max(t.samples_per_s, t.step) AS samples_per_s,
+                   arg_max(t.data_wait, t.step) AS data_wait,
+                   any_value(t.device) AS device
+            FROM training_runs t JOIN latest l USING (dataset, loader_config, run)
+            GROUP BY t.dataset, t.loader_config, t.run
+            ORDER BY t.dataset, t.loader_config
+            """,
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
