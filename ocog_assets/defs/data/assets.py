@@ -17,13 +17,10 @@ from pydantic import Field
 from ocog_assets.partitions import SENSOR_TILE, datasets, sensor_tiles
 from ocog_assets.resources import OcogPaths
 from ocog_lib.cli import bench_size_from_env, raw_scene_path
-from ocog_lib.data.external import EXTERNAL_DATASETS
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.data.sentinel2 import OCOG_TOOLKIT_PERIOD, OCOG_TOOLKIT_TILES
 from ocog_lib.errors import InputError
 
-# Facts about where to get each external dataset live in ocog_lib.data.external.
-EXTERNAL_SOURCES = {name: f"{d.title} ({d.url})" for name, d in EXTERNAL_DATASETS.items()}
 RAW_SOURCES = ("auto", "sample", "stac")
 
 
