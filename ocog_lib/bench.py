@@ -17,6 +17,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from ocog_lib.data.manifest import DatasetManifest
@@ -276,47 +277,16 @@ def compare(
     # the runs, interleaved over repeats
     plan: list[tuple[str, str, str, str, Callable[[], Measurement], dict]] = []
     ref_len = _length_for(cfg.seconds + cfg.warmup_seconds, 1500, b)
-    plan.append(
-        (
-            "reference default",
-            "reference",
-            "default",
-            "random",
-            lambda: run_reference(
-                files["default"][0],
-                masks_of("default"),
-                "default",
-                length=ref_len,
-                seed=cfg.seed,
-                min_seconds=cfg.seconds,
-                patch_size=p,
-                batch_size=b,
-                warmup_seconds=cfg.warmup_seconds,
-            ),
-            {"reference_config": "default"},
-        )
-    )
+    refs = [("default", "default", "random")]  # the yardstick, always
     if "optimal_local" in cfg.variants:
-        plan.append(
-            (
-                "reference local_optimal",
-                "reference",
-                "optimal_local",
-                "block",
-                lambda: run_reference(
-                    files["optimal_local"][0],
-                    masks_of("optimal_local"),
-                    "local_optimal",
-                    length=ref_len,
-                    seed=cfg.seed,
-                    min_seconds=cfg.seconds,
-                    patch_size=p,
-                    batch_size=b,
-                    warmup_seconds=cfg.warmup_seconds,
-                ),
-                {"reference_config": "local_optimal"},
-            )
-        )
+        refs.append(("local_optimal", "optimal_local", "block"))
+    for name, v, sampler in refs:
+        run = partial(
+            run_reference, files[v][0], masks_of(v), name, length=ref_len, seed=cfg.seed,
+            min_seconds=cfg.seconds, patch_size=p, batch_size=b,
+            warmup_seconds=cfg.warmup_seconds,
+        )  # fmt: skip
+        plan.append((f"reference {name}", "reference", v, sampler, run, {"reference_config": name}))
     for v in cfg.variants:
         for s in cfg.samplers:
             for reuse in (1, cfg.best_reuse) if cfg.best_reuse > 1 else (1,):

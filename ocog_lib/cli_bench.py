@@ -157,6 +157,25 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    """Compare settings given on the command line (local and remote share them)."""
+    out: dict = {"dataset": args.dataset}
+    for name in ("repeats", "seconds", "cache_mb"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    if args.variants:
+        out["variants"] = tuple(args.variants.split(","))
+    return out
+
+
+def _progress(args: argparse.Namespace):
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     if args.remote:
         return _cmd_compare_remote(args)
@@ -164,23 +183,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     from ocog_lib.bench import CompareConfig, compare, format_rows
 
-    cfg = CompareConfig.quick() if args.quick else CompareConfig()
-    overrides = {"dataset": args.dataset}
-    if args.repeats is not None:
-        overrides["repeats"] = args.repeats
-    if args.seconds is not None:
-        overrides["seconds"] = args.seconds
-    if args.cache_mb is not None:
-        overrides["cache_mb"] = args.cache_mb
-    if args.variants:
-        overrides["variants"] = tuple(args.variants.split(","))
-    cfg = replace(cfg, **overrides)
+    cfg = replace(CompareConfig.quick() if args.quick else CompareConfig(), **_overrides(args))
     settings = Settings.from_env()
-
-    def progress(msg: str) -> None:
-        if not args.json:
-            print(f"  {msg}", file=sys.stderr, flush=True)
-
+    progress = _progress(args)
     result = compare(cfg, settings, progress=progress)
     if args.hdf5:
         from ocog_lib.hdf5.bench import add_hdf5_rows, hdf5_rows
@@ -205,24 +210,12 @@ def _cmd_compare_remote(args: argparse.Namespace) -> int:
     from ocog_lib.bench import format_rows
     from ocog_lib.bench_remote import RemoteCompareConfig, check_remote_rows, compare_remote
 
-    cfg = RemoteCompareConfig.quick() if args.quick else RemoteCompareConfig()
-    overrides: dict = {"dataset": args.dataset, "rtt_ms": args.rtt_ms}
-    if args.repeats is not None:
-        overrides["repeats"] = args.repeats
-    if args.seconds is not None:
-        overrides["seconds"] = args.seconds
-    if args.cache_mb is not None:
-        overrides["cache_mb"] = args.cache_mb
-    if args.variants:
-        overrides["variants"] = tuple(args.variants.split(","))
+    overrides = {**_overrides(args), "rtt_ms": args.rtt_ms}
     if args.caps:
         overrides["caps_mb_s"] = tuple(float(c) for c in args.caps.split(","))
-    cfg = replace(cfg, **overrides)
+    cfg = replace(RemoteCompareConfig.quick() if args.quick else RemoteCompareConfig(), **overrides)
     settings = Settings.from_env()
-
-    def progress(msg: str) -> None:
-        if not args.json:
-            print(f"  {msg}", file=sys.stderr, flush=True)
+    progress = _progress(args)
 
     result = compare_remote(cfg, settings, progress=progress)
     if not args.no_record:

@@ -245,17 +245,12 @@ class CogStream(torch.utils.data.IterableDataset):
         eng = self.engine()
         cfg = self.cfg
         p, nb = cfg.patch_size, len(wins)
-        pin = self._pin
-        image = torch.empty(
-            (nb, len(self.bands), p, p), dtype=_torch_dtype(self.out_dtype), pin_memory=pin
-        )
+        image = self._alloc((nb, len(self.bands), p, p), self.out_dtype)
         out = image.numpy()
         n_img = len(self.images)
         mask = None
         if self.masks is not None:
-            mask = torch.empty(
-                (nb, p, p), dtype=_torch_dtype(self.rasters[n_img].dtype), pin_memory=pin
-            )
+            mask = self._alloc((nb, p, p), self.rasters[n_img].dtype)
         all_bands = self.bands == list(range(self.rasters[0].bands))
 
         # every (file, plane, ty, tx) this batch needs, image and mask
@@ -320,11 +315,7 @@ class CogStream(torch.utils.data.IterableDataset):
             return
         planar = r.index.planar == 2
         band_first = eng.fetcher.band_first
-        for ty, tx, y0, x0 in parts:
-            ys, ye = max(row, y0), min(row + p, y0 + r.tile_height)
-            xs, xe = max(col, x0), min(col + p, x0 + r.tile_width)
-            dy, dx = slice(ys - row, ye - row), slice(xs - col, xe - col)
-            sy, sx = slice(ys - y0, ye - y0), slice(xs - x0, xe - x0)
+        for ty, tx, dy, dx, sy, sx in self._pieces(r, row, col, parts):
             if planar:
                 for i, band in enumerate(bands):
                     tile = resolve((f, band, ty, tx), found[(f, band, ty, tx)])
@@ -335,25 +326,30 @@ class CogStream(torch.utils.data.IterableDataset):
             src = tile[:, sy, sx] if band_first else tile[sy, sx].transpose(2, 0, 1)
             np.copyto(dst[:, dy, dx], src if all_bands else src[bands], casting="unsafe")
 
-    def _fill_direct(self, eng, dst, f, row, col, parts, bands, all_bands) -> None:
-        r = self.rasters[f]
+    def _pieces(self, r: RasterSource, row: int, col: int, parts: list):
+        """For each tile a window touches: where its piece goes in the patch (dy, dx) and
+        where it comes from in the tile (sy, sx)."""
         p = self.cfg.patch_size
-        planar = r.index.planar == 2
-        fill = r.index.nodata if r.index.nodata is not None else 0
         for ty, tx, y0, x0 in parts:
             ys, ye = max(row, y0), min(row + p, y0 + r.tile_height)
             xs, xe = max(col, x0), min(col + p, x0 + r.tile_width)
-            dy, dx = slice(ys - row, ye - row), slice(xs - col, xe - col)
-            sy, sx = slice(ys - y0, ye - y0), slice(xs - x0, xe - x0)
+            yield (ty, tx, slice(ys - row, ye - row), slice(xs - col, xe - col),
+                   slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))  # fmt: skip
+
+    def _fill_direct(self, eng, dst, f, row, col, parts, bands, all_bands) -> None:
+        r = self.rasters[f]
+        planar = r.index.planar == 2
+        fill = r.index.nodata if r.index.nodata is not None else 0
+        for ty, tx, dy, dx, sy, sx in self._pieces(r, row, col, parts):
             if planar:
                 for i, band in enumerate(bands):
-                    tile = eng.direct.tile(f, band, ty, tx, ye - ys)
+                    tile = eng.direct.tile(f, band, ty, tx, sy.stop - sy.start)
                     if tile is None:
                         dst[i, dy, dx] = fill
                     else:
                         np.copyto(dst[i, dy, dx], tile[sy, sx, 0], casting="unsafe")
                 continue
-            tile = eng.direct.tile(f, 0, ty, tx, ye - ys)
+            tile = eng.direct.tile(f, 0, ty, tx, sy.stop - sy.start)
             if tile is None:
                 dst[:, dy, dx] = fill
                 continue
