@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ocog_lib import __version__
-from ocog_lib.errors import InputError, OcogError
-from ocog_lib.settings import Settings
+from ocog_lib.errors import OcogError
+from ocog_lib.settings import DEFAULT_BENCH_SIZE, Settings, bench_size_from_env
 
 COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli:register_query",
@@ -31,29 +30,9 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli_s3:register_s3",
 )
 
-DEFAULT_BENCH_SIZE = 8192
 # Columns `ocog variants write` prints; the full rows go to DuckDB.
 _STAT_COLUMNS = ("item", "kind", "bytes", "compression_ratio", "write_seconds", "is_valid_cog",
                  "lossless_ok")
-
-
-def bench_size_from_env() -> int:
-    """Benchmark scene edge in pixels: $OCOG_BENCH_SIZE (tests and demos on small data)."""
-    raw = os.environ.get("OCOG_BENCH_SIZE", "")
-    if not raw:
-        return DEFAULT_BENCH_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if size <= 0:
-        raise InputError("OCOG_BENCH_SIZE", f"{raw!r} is not a positive integer")
-    return size
-
-
-def raw_scene_path(settings: Settings, tile_id: str) -> Path:
-    """Where `raw_scenes[tile]` lives: one GeoTIFF per sensor tile."""
-    return settings.raw_dir("tiles") / f"{tile_id}.tif"
 
 
 # --- query ---------------------------------------------------------------------------------
@@ -113,7 +92,7 @@ def build_sample(settings: Settings, *, bench_size: int, n_bench: int = 2,
 
     raws = {}
     for tile in sample_tiles():
-        raws[tile] = build_raw_scene(tile, raw_scene_path(settings, tile))
+        raws[tile] = build_raw_scene(tile, settings.raw_scene_path(tile))
         progress(f"raw scene {tile}: {raws[tile]}")
     return prepare_sample(raws, settings.prepared_dir("sample"), bench_size=bench_size,
                           n_bench=n_bench)

@@ -148,7 +148,6 @@ def _cmd_s2_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_s2_acquire(args: argparse.Namespace) -> int:
-    from ocog_lib.cli import raw_scene_path
     from ocog_lib.data.sentinel2 import (
         acquire_scene,
         catalog_path,
@@ -165,7 +164,7 @@ def _cmd_s2_acquire(args: argparse.Namespace) -> int:
         raise InputError(catalog_path(settings), "no scenes yet: run `ocog data s2 search`")
     for tile in tiles:
         scene = scene_for_tile(settings, tile)
-        got = acquire_scene(scene, raw_scene_path(settings, tile), downloads_dir(settings),
+        got = acquire_scene(scene, settings.raw_scene_path(tile), downloads_dir(settings),
                             keep_bands=args.keep_bands, connections=args.connections,
                             progress=lambda m: print(m, file=sys.stderr, flush=True))
         how = "kept (same scene)" if got.reused else f"{got.bytes_fetched / 1e6:.1f} MB fetched"

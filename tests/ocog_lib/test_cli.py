@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from ocog_lib import __version__, results
-from ocog_lib.cli import bench_size_from_env, build_parser, main
+from ocog_lib.cli import build_parser, main
 from ocog_lib.errors import InputError
+from ocog_lib.settings import bench_size_from_env
 
 OCOG = Path(sys.executable).with_name("ocog")
 

