@@ -11,6 +11,7 @@ from ocog_assets.defs.benchmarks import definitions as benchmarks
 from ocog_assets.defs.data import definitions as data
 from ocog_assets.defs.packaging import definitions as packaging
 from ocog_assets.defs.results import definitions as results
+from ocog_assets.defs.search import definitions as search
 from ocog_assets.defs.variants import definitions as variants
 from ocog_assets.resources import default_resources
 
@@ -20,5 +21,6 @@ defs = dg.Definitions.merge(
     results.defs,
     benchmarks.defs,
     packaging.defs,
+    search.defs,
     dg.Definitions(jobs=list(jobs.JOBS), resources=default_resources()),
 )

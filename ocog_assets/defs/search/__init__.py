@@ -1,0 +1,1 @@
+"""Finding the fastest configuration: Bayesian search and grids per dataset|storage."""
