@@ -149,10 +149,10 @@ class SearchSpace:
         codec = trial.suggest_categorical("codec", list(self.codecs))
         level = None
         if codec != "none" and self.levels.get(codec):
-            level = trial.suggest_categorical(f"{codec}_level", list(self.levels[codec]))
+            level = self._one_of(trial, f"{codec}_level", self.levels[codec])
         predictor = None
-        if codec in PREDICTOR_CODECS and len(self.predictors) > 1:
-            predictor = trial.suggest_categorical(f"{codec}_predictor", list(self.predictors))
+        if codec in PREDICTOR_CODECS and self.predictors:
+            predictor = self._one_of(trial, f"{codec}_predictor", self.predictors)
         sampler = trial.suggest_categorical("sampler", list(self.samplers))
         cores = self.max_threads or (os.cpu_count() or 1)
         return TrialConfig(
@@ -234,7 +234,7 @@ def _describe_variant(dataset: str, name: str, settings: Settings) -> TrialConfi
 def baseline_params(cfg: TrialConfig, storage: str, space: SearchSpace) -> dict[str, Any]:
     """The optuna params that make `space.suggest` return `cfg` (for enqueue_trial)."""
     p: dict[str, Any] = {"codec": cfg.codec, "block_size": cfg.block_size, "sampler": cfg.sampler}
-    if cfg.codec != "none" and space.levels.get(cfg.codec):
+    if cfg.codec != "none" and len(space.levels.get(cfg.codec, ())) > 1:
         p[f"{cfg.codec}_level"] = cfg.level
     if cfg.codec in PREDICTOR_CODECS and len(space.predictors) > 1:
         p[f"{cfg.codec}_predictor"] = cfg.predictor or 1
