@@ -10,6 +10,7 @@ from ocog_assets import jobs
 from ocog_assets.defs.benchmarks import definitions as benchmarks
 from ocog_assets.defs.data import definitions as data
 from ocog_assets.defs.packaging import definitions as packaging
+from ocog_assets.defs.remote import definitions as remote
 from ocog_assets.defs.results import definitions as results
 from ocog_assets.defs.search import definitions as search
 from ocog_assets.defs.variants import definitions as variants
@@ -22,5 +23,6 @@ defs = dg.Definitions.merge(
     benchmarks.defs,
     packaging.defs,
     search.defs,
+    remote.defs,
     dg.Definitions(jobs=list(jobs.JOBS), resources=default_resources()),
 )

@@ -53,5 +53,8 @@ def _env(name: str) -> dg.EnvVar | None:
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
+    from ocog_assets.defs.remote.resources import object_store_from_env  # imports OcogPaths
+
     paths = OcogPaths(data_dir=_env("OCOG_DATA_DIR"), results_db=_env("OCOG_DUCKDB"))
-    return {"paths": paths, "results": ResultsStore(paths=paths)}
+    return {"paths": paths, "results": ResultsStore(paths=paths),
+            "object_store": object_store_from_env(paths)}
