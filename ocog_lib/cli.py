@@ -27,6 +27,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli_bench:register_bench",
     "ocog_lib.cli_data:register_data",
     "ocog_lib.cli_export:register_export",
+    "ocog_lib.cli_train:register_train",
     "ocog_lib.cli_search:register_search",
     "ocog_lib.cli_s3:register_s3",
 )

@@ -348,6 +348,20 @@ def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: l
     record = dict(cfg.to_dict(), loader=loader.to_dict(), norm={
         "mean": norm["mean"].tolist(), "std": norm["std"].tolist()}, majority_class=majority)
 
+    def budget_used() -> float:
+        c, used = counters, 0.0
+        if cfg.iterations is not None:
+            used = max(used, c["step"] / cfg.iterations)
+        if cfg.max_time is not None:
+            used = max(used, c["seconds"] / cfg.max_time)
+        return min(used, 1.0)
+
+    def set_lr() -> None:
+        # cosine decay over the budget to 5% of lr: the last evaluations settle
+        frac = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * budget_used()))
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * frac
+
     def spent() -> bool:
         c = counters
         return ((cfg.iterations is not None and c["step"] >= cfg.iterations)
@@ -401,6 +415,7 @@ def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: l
                 x = (batch["image"].to(device, non_blocking=True) - mean_d) / std_d
                 with _autocast(device, cfg.amp):
                     loss = crit(model(x), y)
+                set_lr()
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
