@@ -111,13 +111,15 @@ class _CounterBlock:
         self._seq += 1
         _SEQ.pack_into(self._map, 0, self._seq)
 
-    def read(self) -> ShaperCounters:
+    def read(self, patience_s: float = 0.5) -> ShaperCounters:
+        give_up = time.monotonic() + patience_s
         while True:
             (before,) = _SEQ.unpack_from(self._map, 0)
-            if before % 2 == 0:
-                seq, *values = _BLOCK.unpack_from(self._map, 0)
-                if seq == before:
-                    return ShaperCounters(*values)
+            seq, *values = _BLOCK.unpack_from(self._map, 0)
+            if before % 2 == 0 and seq == before:
+                return ShaperCounters(*values)
+            if time.monotonic() > give_up:  # the writer died mid-update (SIGKILL)
+                return ShaperCounters(*values)
             time.sleep(0)  # the writer is mid-update: let it finish
 
     def close(self, *, unlink: bool = False) -> None:

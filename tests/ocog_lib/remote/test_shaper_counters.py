@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 import rasterio
 from rasterio.windows import Window
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.shaper import Shaper, ShaperCounters
+from ocog_lib.remote.shaper import Shaper, ShaperCounters, _CounterBlock
 from ocog_lib.storage import HttpObject, S3Object
 from tests.ocog_lib.remote.conftest import local_bytes
 from tests.ocog_lib.remote.rangeserver import RangeServer
@@ -103,3 +105,14 @@ def test_the_counter_file_is_removed_on_stop():
         shaper.stop()
     assert not path.exists()
     assert shaper.counters().requests == 1
+
+
+def test_a_writer_killed_mid_update_does_not_hang_the_reader():
+    block = _CounterBlock.create()
+    try:
+        block.add(0, 1234)
+        block._map[:8] = struct.pack("=q", 7)  # an odd sequence: mid-update, forever
+        assert block.read(patience_s=0.05).bytes_down == 1234
+    finally:
+        block.close(unlink=True)
+    assert not block.path.exists()
