@@ -179,6 +179,14 @@ class SearchSpace:
             ),
         ).normalized()
 
+    def fit_cache(self, decoded_mb: float | None, ratio: float = 4.0) -> SearchSpace:
+        """Cap the engine cache at 1/ratio of the data (BENCHMARKS.md: data >= 4x any cache),
+        so no trial wins by holding the whole dataset in memory."""
+        if not decoded_mb:
+            return self
+        hi = max(1, min(self.cache_mb[1], int(decoded_mb / ratio)))
+        return replace(self, cache_mb=(min(self.cache_mb[0], hi), hi))
+
     @staticmethod
     def _one_of(trial, name: str, values: tuple[int, ...]) -> int:
         return values[0] if len(values) == 1 else trial.suggest_categorical(name, list(values))
@@ -206,13 +214,35 @@ def baseline_configs(
                 batch_size=space.batch_size,
                 threads=cores,
                 prefetch=4 if storage == "remote" else 2,
-                cache_mb=128.0,
+                cache_mb=float(min(128, space.cache_mb[1])),
                 patches_per_tile=min(reuse, space.patches_per_tile[1]),
                 io_threads=32 if storage == "remote" else -1,
                 variant=name,
             )
             out.append((f"{name} {sampler}" + (" reuse x8" if reuse > 1 else ""), cfg))
     return out
+
+
+def decoded_mb(dataset: str, settings: Settings) -> float | None:
+    """Decoded size of the benchmark scenes (a named variant's, else the prepared ones)."""
+    import numpy as np
+    import rasterio
+
+    from ocog_lib.data.manifest import DatasetManifest
+
+    images: list[str] = []
+    for name in NAMED_BASELINES:
+        if (settings.variant_dir(dataset, name) / "manifest.json").exists():
+            images = bench_files(dataset, name, settings)[0]
+            break
+    if not images and (settings.prepared_dir(dataset) / "manifest.json").exists():
+        m = DatasetManifest.load(settings.prepared_dir(dataset))
+        images = [str(m.image_path(i)) for i in (m.by_role("bench") or m.items)]
+    total = 0
+    for path in images:
+        with rasterio.open(path) as src:
+            total += src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize
+    return total / 1e6 if images else None
 
 
 def _describe_variant(dataset: str, name: str, settings: Settings) -> TrialConfig:
@@ -521,6 +551,7 @@ class BayesianOptions:
     write_variants: bool = True
     remote: RemoteOptions = field(default_factory=RemoteOptions)
     prune: bool = True
+    cache_vs_data: float = 4.0  # data >= this x the engine cache; 0 = leave the cache range
 
 
 def optuna_storage(settings: Settings, storage_url: str | None = None):
@@ -559,6 +590,11 @@ def run_bayesian(
 
     settings = settings or Settings.from_env()
     opts = options or BayesianOptions()
+    if storage not in STORAGES:
+        raise InputError(f"storage '{storage}'", f"choose one of {', '.join(STORAGES)}")
+    if opts.cache_vs_data:
+        opts = replace(opts, space=opts.space.fit_cache(decoded_mb(dataset, settings),
+                                                        opts.cache_vs_data))  # fmt: skip
     if trials < 0:
         raise InputError(f"trials {trials}", "must be 0 or more")
     if seconds <= 0:
@@ -578,6 +614,7 @@ def run_bayesian(
     )
     study.set_user_attr("dataset", dataset)
     study.set_user_attr("storage", storage)
+    study.set_user_attr("cache_mb_range", list(opts.space.cache_mb))
     host, sha = host_facts(), git_sha()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     timeout = opts.timeout_s or 10 * (seconds + opts.warmup_seconds) + 60

@@ -23,6 +23,7 @@ from ocog_lib.search import (
     TrialConfig,
     baseline_configs,
     baseline_params,
+    decoded_mb,
     load_study,
     optuna_storage,
     run_bayesian,
@@ -67,6 +68,9 @@ def test_search_matches_or_beats_the_named_profiles(shared):
     best, base = result.best, result.best_baseline
     assert base is not None and best.value >= base.value
     assert result.summary()["speedup_vs_baseline"] >= 1.0
+    # no trial may hold more than a quarter of the data in its cache (BENCHMARKS.md)
+    cap = decoded_mb("sample", shared) / 4
+    assert all(0 < t.config["cache_mb"] <= cap for t in result.trials)
 
     rows = results.query(
         shared.results_db,
