@@ -52,6 +52,7 @@ PORT_VAR = "OCOG_S3_PORT"
 DEFAULT_BUCKET = "ocog"
 HOST = "127.0.0.1"
 _SERVER_MODULE = "ocog_lib.remote.s3server"
+_LOG_VAR = "OCOG_S3_LOG"  # in the server's environment: tells our server from another's
 # credential variables the embedded server's own process must not inherit
 _AWS_CREDENTIAL_VARS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
@@ -291,12 +292,20 @@ def _process_info(pid: int) -> tuple[str, str] | None:
     return state[:1], command
 
 
-def _is_server(pid: int) -> bool:
-    """The PID is a live (not zombie) embedded S3 server: never signal anything else."""
+def _is_server(pid: int, log: str | None = None) -> bool:
+    """The PID is a live (not zombie) embedded S3 server, and where the system shows a
+    process's environment, the one writing to `log` (ours, not another data folder's
+    that got a recycled PID): never signal anything else."""
     info = _process_info(pid)
-    if info is None or info[0] in ("Z", "X"):
+    if info is None or info[0] in ("Z", "X") or (info[1] and _SERVER_MODULE not in info[1]):
         return False
-    return info[1] == "" or _SERVER_MODULE in info[1]
+    if log:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return True  # no /proc (or not ours to read): the command line must do
+        return f"{_LOG_VAR}={log}".encode() in environ
+    return True
 
 
 def _answers(url: str, timeout_s: float = 2.0) -> bool:
@@ -311,11 +320,19 @@ def _answers(url: str, timeout_s: float = 2.0) -> bool:
         http.clear()
 
 
+def _answers_patiently(url: str, attempts: int = 3, timeout_s: float = 5.0) -> bool:
+    """A server busy with a benchmark may answer late: only a server silent for several
+    tries counts as hung (and gets replaced, losing its objects)."""
+    return any(_answers(url, timeout_s) for _ in range(attempts))
+
+
 def embedded_status(settings: Settings) -> EmbeddedState | None:
     """The running embedded server (its PID is the server and it answers), or None.
     Starts and changes nothing."""
     state = _read_state(state_path(settings))
-    if state is None or not _is_server(state.pid) or not _answers(state.url):
+    if state is None or not _is_server(state.pid, state.log):
+        return None
+    if not _answers_patiently(state.url):
         return None
     return state
 
@@ -326,8 +343,8 @@ def start_embedded(settings: Settings, *, startup_timeout_s: float = 30.0) -> Em
     with _locked(settings):
         path = state_path(settings)
         state = _read_state(path)
-        if state is not None and _is_server(state.pid):
-            if _answers(state.url):
+        if state is not None and _is_server(state.pid, state.log):
+            if _answers_patiently(state.url):
                 return state
             _terminate(state.pid)  # alive but not answering: replace it
         path.unlink(missing_ok=True)
@@ -344,7 +361,7 @@ def stop_embedded(settings: Settings, *, timeout_s: float = 10.0) -> int | None:
         path = state_path(settings)
         state = _read_state(path)
         stopped = None
-        if state is not None and _is_server(state.pid):
+        if state is not None and _is_server(state.pid, state.log):
             _terminate(state.pid, timeout_s)
             stopped = state.pid
         path.unlink(missing_ok=True)
@@ -395,9 +412,9 @@ def _launch(settings: Settings, startup_timeout_s: float) -> EmbeddedState:
     log.write_bytes(b"")
     env = {k: v for k, v in os.environ.items() if k not in _AWS_CREDENTIAL_VARS}
     env.update(AWS_ACCESS_KEY_ID=DUMMY_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=DUMMY_SECRET_KEY,
-               AWS_DEFAULT_REGION=REGION, OCOG_S3_LOG=str(log))  # fmt: skip
+               AWS_DEFAULT_REGION=REGION, **{_LOG_VAR: str(log)})  # fmt: skip
     cmd = [sys.executable, "-m", _SERVER_MODULE, "--host", HOST, "--port", str(port)]
-    script = '"$@" </dev/null >>"$OCOG_S3_LOG" 2>&1 & echo $!'
+    script = f'"$@" </dev/null >>"${_LOG_VAR}" 2>&1 & echo $!'
     launcher = subprocess.run(
         [shutil.which("sh") or "/bin/sh", "-c", script, "sh", *cmd],
         env=env,

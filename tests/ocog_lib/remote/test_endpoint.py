@@ -164,6 +164,15 @@ def test_a_foreign_pid_in_the_state_file_is_never_signalled(settings):
     path.write_text(json.dumps(foreign))
     endpoint = resolve_endpoint(settings)  # replaced by a real server
     assert endpoint.pid != os.getpid() and json.loads(path.read_text())["pid"] == endpoint.pid
+
+    # another data folder's state file names this live server (a recycled PID): hands off
+    other = Settings(data_dir=settings.data_dir.parent / "other", results_db=Path("x.duckdb"))
+    theirs = dict(json.loads(path.read_text()), log=str(state_path(other).parent / "server.log"))
+    state_path(other).parent.mkdir(parents=True)
+    state_path(other).write_text(json.dumps(theirs))
+    assert embedded_status(other) is None and stop_embedded(other) is None
+    assert _alive(endpoint.pid) and embedded_status(settings).pid == endpoint.pid
+
     assert stop_embedded(settings) == endpoint.pid
     path.write_text("{half a json")  # unreadable state: treated as no server
     assert embedded_status(settings) is None and stop_embedded(settings) is None
