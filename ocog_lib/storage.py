@@ -680,8 +680,12 @@ def _env_flag(name: str) -> bool:
 
 
 def s3_endpoint_from_env() -> str | None:
-    """The endpoint the AWS SDKs would use: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    """ocog's own OCOG_S3_ENDPOINT, else what the AWS SDKs would use: AWS_ENDPOINT_URL_S3,
+    else AWS_ENDPOINT_URL (the same order as ocog_lib.remote.endpoint)."""
+    for var in ("OCOG_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
 
 
 def _s3_region(profile: str | None) -> str:
