@@ -877,7 +877,9 @@ def run_grid(
         raise InputError(f"repeats {repeats}", "must be at least 1")
     v1 = [str(v) for v in (values1 or GRID_DEFAULTS[f1])]
     v2 = [str(v) for v in (values2 or GRID_DEFAULTS[f2])]
-    base = base or TrialConfig(threads=os.cpu_count() or 1)
+    if base is None:  # the cache capped at a quarter of the data, as in the search
+        cap = SearchSpace(cache_mb=(128, 128)).fit_cache(decoded_mb(dataset, settings)).cache_mb
+        base = TrialConfig(threads=os.cpu_count() or 1, cache_mb=float(cap[1]))
     cells = []
     for a in v1:
         for b in v2:
