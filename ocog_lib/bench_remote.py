@@ -67,7 +67,9 @@ class RemoteCompareConfig:
 @contextmanager
 def _endpoint(bucket: str) -> Iterator[tuple[str, Callable[[str | None], dict], object]]:
     """(endpoint url, env for a given front url, client) of the configured or embedded S3."""
-    configured = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    from ocog_lib.storage import s3_endpoint_from_env
+
+    configured = s3_endpoint_from_env()
     if configured:
         import boto3
 
