@@ -290,8 +290,6 @@ def compare(
     for v in cfg.variants:
         for s in cfg.samplers:
             for reuse in (1, cfg.best_reuse) if cfg.best_reuse > 1 else (1,):
-                if reuse > 1 and s != "block":
-                    continue
                 sc = ours(v, s, reuse)
                 label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
                 plan.append(

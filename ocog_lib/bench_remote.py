@@ -298,8 +298,6 @@ def _runs_at_cap(
     for v in cfg.variants:
         for s in cfg.samplers:
             for reuse in (1, cfg.best_reuse) if cfg.best_reuse > 1 else (1,):
-                if reuse > 1 and s != "block":
-                    continue
                 sc = StreamConfig(
                     sampler=s,
                     patch_size=p,
