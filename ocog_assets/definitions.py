@@ -13,6 +13,7 @@ from ocog_assets.defs.packaging import definitions as packaging
 from ocog_assets.defs.remote import definitions as remote
 from ocog_assets.defs.results import definitions as results
 from ocog_assets.defs.search import definitions as search
+from ocog_assets.defs.training import definitions as training
 from ocog_assets.defs.variants import definitions as variants
 from ocog_assets.resources import default_resources
 
@@ -22,6 +23,7 @@ defs = dg.Definitions.merge(
     results.defs,
     benchmarks.defs,
     packaging.defs,
+    training.defs,
     search.defs,
     remote.defs,
     dg.Definitions(jobs=list(jobs.JOBS), resources=default_resources()),

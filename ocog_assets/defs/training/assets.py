@@ -1,0 +1,90 @@
+"""trained_models[dataset|loader_config]: a U-Net trained on streamed COGs, scored in DuckDB."""
+
+import base64
+
+import dagster as dg
+
+from ocog_assets.defs.variants.assets import cog_variants
+from ocog_assets.partitions import datasets
+from ocog_assets.resources import OcogPaths
+
+# One GPU, one training at a time; raise with `dagster instance concurrency set gpu <n>`.
+GPU_POOL = "gpu"
+LOADER_CONFIGS = ("local-default", "local-optimal", "remote-default", "remote-optimal")
+dataset_loader = dg.MultiPartitionsDefinition(
+    {"dataset": datasets, "loader_config": dg.StaticPartitionsDefinition(list(LOADER_CONFIGS))}
+)
+K8S_GPU_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
+    }
+}
+
+
+class TrainingConfig(dg.Config):
+    """Budget and model size; the defaults are `ocog train`'s."""
+
+    max_time: float = 600.0
+    iterations: int | None = None
+    device: str = "auto"
+    patch_size: int = 128
+    batch_size: int = 16
+    width: int = 16
+    lr: float = 2e-3
+    eval_every: int = 100
+    seed: int = 0
+    resume: bool = True
+    model_store: str | None = None  # folder or s3://bucket/prefix; default $OCOG_MODEL_STORE
+
+
+@dg.asset(
+    partitions_def=dataset_loader,
+    deps=[cog_variants],
+    pool=GPU_POOL,
+    op_tags=K8S_GPU_TAGS,
+    group_name="training",
+    kinds={"pytorch", "duckdb"},
+    description="A compact U-Net trained on one dataset streamed under one loader config; "
+    "model file in the model store, one training_runs row per evaluation (see the "
+    "model_comparison view).",
+)
+def trained_models(context: dg.AssetExecutionContext, config: TrainingConfig,
+                   paths: OcogPaths) -> dg.MaterializeResult:
+    from ocog_lib.train.loop import TrainConfig, train_and_record
+    from ocog_lib.train.metrics import miou_curve_png
+    from ocog_lib.train.store import model_store
+
+    keys = context.partition_key.keys_by_dimension
+    settings = paths.settings()
+    cfg = TrainConfig(
+        dataset=keys["dataset"], loader_config=keys["loader_config"],
+        max_time=config.max_time, iterations=config.iterations, device=config.device,
+        patch_size=config.patch_size, batch_size=config.batch_size, width=config.width,
+        lr=config.lr, eval_every=config.eval_every, seed=config.seed, resume=config.resume,
+    )
+
+    def progress(ev: dict) -> None:
+        if ev["event"] == "eval":
+            context.log.info(f"step {ev['step']}: mIoU {ev['miou']:.3f}")
+
+    r = train_and_record(cfg, settings, store=model_store(config.model_store, settings),
+                         progress=progress)
+    png = miou_curve_png([x["step"] for x in r.rows], [x["miou"] for x in r.rows],
+                         baseline=r.baseline_miou, title=f"{r.dataset} | {r.loader_config}")
+    metadata = {
+        "run": r.run,
+        "model": dg.MetadataValue.path(r.model_uri),
+        "device": r.device,
+        "steps": dg.MetadataValue.int(r.steps),
+        "final_miou": dg.MetadataValue.float(r.miou),
+        "baseline_miou": dg.MetadataValue.float(r.baseline_miou),
+        "per_class_iou": dg.MetadataValue.json(r.per_class_iou),
+        "samples_per_s": dg.MetadataValue.float(r.samples_per_s),
+        "data_wait_fraction": dg.MetadataValue.float(r.data_wait),
+        "loader": dg.MetadataValue.json(r.loader),
+        "miou_curve": dg.MetadataValue.md(
+            f"![mIoU](data:image/png;base64,{base64.b64encode(png).decode()})"),
+    }
+    if r.gpu_util is not None:
+        metadata["gpu_utilization"] = dg.MetadataValue.float(r.gpu_util)
+    return dg.MaterializeResult(metadata=metadata)
