@@ -337,7 +337,10 @@ def test_cache_is_bounded_and_reuse_hits(pair):
         pass
     eng = stream.engine()
     assert eng.cache.nbytes <= 0.5 * 1024 * 1024
-    assert stream.stats.cache_hit_rate > 0.5  # eight windows per decoded tile
+    # Eight windows per tile, four tiles per batch of 16: each tile is needed by two
+    # batches, so at least half of the per-batch tile references must be cache hits.
+    assert stream.stats.cache_hit_rate >= 0.5
+    assert stream.stats.samples / stream.stats.tiles_decoded >= 4
     assert 0 < stream.batch_mix() <= 1
 
 
