@@ -42,6 +42,7 @@ class Measurement:
     batch_mix: float | None = None
     wire_bytes_per_sample: float | None = None  # remote sources: bytes received / sample
     skipped: int = 0
+    delivered: int = 0  # every sample handed over, first batch and warm-up included
 
 
 @dataclass
@@ -108,11 +109,14 @@ def measure(
         it = iter(batches)
         first = next(it)
         startup = time.perf_counter() - t0
+        warm = _batch_len(first)
         del first
         warm_end = time.perf_counter() + warmup_seconds
         while warmup_seconds > 0 and time.perf_counter() < warm_end:
-            if next(it, None) is None:
+            batch = next(it, None)
+            if batch is None:
                 break
+            warm += _batch_len(batch)
         n = 0
         nb = 0
         t1 = time.perf_counter()
@@ -128,6 +132,7 @@ def measure(
         startup_s=startup,
         samples=n,
         seconds=elapsed,
+        delivered=warm + n,
         peak_rss_mb=mem.peak_rss_mb,
         peak_pss_mb=mem.peak_pss_mb,
         **extra,

@@ -54,6 +54,11 @@ class RemoteCompareConfig:
     # the toolkit's configs run against the remote files: default and remote-optimal
     reference_configs: tuple[str, ...] = ("default", "remote_optimal")
     bucket: str = "ocog-bench"
+    # HDF5 packages of the same windows read by byte ranges (h5py over ocog's storage);
+    # h5py reads one chunk at a time per process, so the workers are processes
+    hdf5: tuple[str, ...] = ()  # compressions, e.g. ("gzip", "none"); () = no HDF5 rows
+    hdf5_workers: int = 16
+    hdf5_samples: int = 2048
 
     @classmethod
     def quick(cls, **overrides) -> RemoteCompareConfig:
@@ -168,6 +173,7 @@ def compare_remote(
         patch_bytes[v] = p * p * r0.bands * r0.dtype.itemsize
 
     rows: list[BenchRow] = []
+    hdf5_ratio: dict[str, float] = {}
     with _endpoint(cfg.bucket) as (url, env_for, client):
         uris: dict[str, list[str]] = {}
         for v in variants:
@@ -177,6 +183,11 @@ def compare_remote(
                 say(f"upload {Path(path).name} ({v})")
                 upload_file(path, uri, client=client)
                 uris[v].append(uri)
+        packages = _hdf5_packages(cfg, settings, client, say) if cfg.hdf5 else []
+        for _s, _uri, pkg in packages:
+            v = f"hdf5_{pkg.compression}"
+            patch_bytes[v] = pkg.image_bytes_per_sample
+            hdf5_ratio[v] = pkg.decoded_bytes / max(1, pkg.h5_bytes)
         host, port = url.split("://", 1)[1].rsplit(":", 1)
         with _environ(env_for(None)):
             ceiling = _server_ceiling(url, uris["default"][0])
@@ -189,9 +200,10 @@ def compare_remote(
                 _environ(env_for(shaper.url)),
             ):
                 rows += _runs_at_cap(cfg, cap, uris, shaper, patch_bytes, say)
+                rows += _hdf5_at_cap(cfg, cap, packages, shaper, say)
 
     # ceilings per variant and sampler: link (cap x ratio) and decode (same windows, local)
-    ratios = {v: _ratio(local[v]) for v in variants}
+    ratios = {**{v: _ratio(local[v]) for v in variants}, **hdf5_ratio}
     decode: dict[tuple[str, str], float] = {}
     for v in variants:
         r0 = CogStream(local[v][:1], None, StreamConfig(length=1)).rasters[0]
@@ -206,7 +218,7 @@ def compare_remote(
                 ).samples_per_s
     limit_rows = []
     for cap in cfg.caps_mb_s:
-        for v in variants:
+        for v in (*variants, *hdf5_ratio):
             link = cap * 1e6 * ratios[v] / patch_bytes[v]
             limit_rows.append(
                 BenchRow(
@@ -362,6 +374,85 @@ def _runs_at_cap(
                     "rtt_ms": cfg.rtt_ms,
                     "wire_bytes_per_sample": statistics.median(wires) if wires else None,
                     "failed_samples": sum(m.skipped for m in ms),
+                },
+            )
+        )
+    return out
+
+
+def _hdf5_packages(cfg: RemoteCompareConfig, settings: Settings, client, say) -> list:
+    """Packages of the windows our plain rows stream, exported locally and uploaded."""
+    from ocog_lib.bench import CompareConfig
+    from ocog_lib.hdf5.bench import Hdf5BenchConfig, remote_packages
+    from ocog_lib.remote.upload import upload_file
+
+    local_cfg = CompareConfig(
+        dataset=cfg.dataset,
+        samplers=cfg.samplers,
+        patch_size=cfg.patch_size,
+        batch_size=cfg.batch_size,
+        seconds=cfg.seconds,
+        seed=cfg.seed,
+        with_masks=False,  # the remote rows stream images only
+    )
+    return remote_packages(
+        local_cfg,
+        cfg.hdf5,
+        Hdf5BenchConfig(samples=cfg.hdf5_samples),
+        settings,
+        lambda path, uri: upload_file(path, uri, client=client),
+        f"s3://{cfg.bucket}/bench/{cfg.dataset}/hdf5",
+        say,
+    )
+
+
+def _hdf5_at_cap(cfg: RemoteCompareConfig, cap: float, packages: list, shaper, say) -> list:
+    """One row per package: read through the shaper by DataLoader worker processes."""
+    from ocog_lib.hdf5.bench import measure_package
+
+    out = []
+    for s, uri, pkg in packages:
+        ms, wires = [], []
+        for r in range(cfg.repeats):
+            say(f"cap {cap:g} MB/s, repeat {r + 1}/{cfg.repeats}: hdf5 {pkg.compression} {s}")
+            before = shaper.counters()
+            m = measure_package(
+                uri,
+                batch_size=cfg.batch_size,
+                workers=cfg.hdf5_workers,
+                seconds=cfg.seconds,
+                warmup_seconds=cfg.warmup_seconds,
+            )
+            after = shaper.counters()
+            ms.append(m)
+            # includes chunks still in worker queues at the end: an upper bound
+            wires.append((after.bytes_down - before.bytes_down) / max(1, m.delivered))
+        sps = statistics.median(m.samples_per_s for m in ms)
+        out.append(
+            BenchRow(
+                name=f"hdf5 {pkg.compression} {s}",
+                loader="hdf5",
+                variant=f"hdf5_{pkg.compression}",
+                sampler=s,
+                samples_per_s=sps,
+                mb_per_s=sps * pkg.image_bytes_per_sample / 1e6,
+                startup_s=statistics.median(m.startup_s for m in ms),
+                peak_rss_mb=max(m.peak_rss_mb for m in ms),
+                peak_pss_mb=_max([m.peak_pss_mb for m in ms]),
+                repeats=[m.samples_per_s for m in ms],
+                config={
+                    "compression": pkg.compression,
+                    "workers": cfg.hdf5_workers,
+                    "batch_size": cfg.batch_size,
+                    "samples": pkg.samples,
+                    "package": uri,
+                    "h5_bytes": pkg.h5_bytes,
+                    "source_variant": "default",
+                    "storage": "remote",
+                    "cap_mb_s": cap,
+                    "rtt_ms": cfg.rtt_ms,
+                    "wire_bytes_per_sample": statistics.median(wires),
+                    "failed_samples": 0,
                 },
             )
         )

@@ -62,7 +62,8 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
         "--hdf5",
         action="store_true",
         help="add HDF5 rows: the same patches packaged (gzip, lzf, none), read by a "
-        "DataLoader with one worker per core",
+        "DataLoader with one worker per core (with --remote: 16 workers, by byte ranges "
+        "from the same endpoint through the same shaper)",
     )
     c.add_argument(
         "--remote",
@@ -211,6 +212,10 @@ def _cmd_compare_remote(args: argparse.Namespace) -> int:
     from ocog_lib.bench_remote import RemoteCompareConfig, check_remote_rows, compare_remote
 
     overrides = {**_overrides(args), "rtt_ms": args.rtt_ms}
+    if args.hdf5:
+        from ocog_lib.hdf5.bench import Hdf5BenchConfig
+
+        overrides["hdf5"] = Hdf5BenchConfig().compressions
     if args.caps:
         overrides["caps_mb_s"] = tuple(float(c) for c in args.caps.split(","))
     cfg = replace(RemoteCompareConfig.quick() if args.quick else RemoteCompareConfig(), **overrides)

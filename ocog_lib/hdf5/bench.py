@@ -66,6 +66,7 @@ def measure_package(
     prefetch: int = 2,
     start_method: str | None = None,
     source_opts: dict[str, Any] | None = None,
+    warmup_seconds: float = 0.0,
 ) -> Measurement:
     """Steady-state samples/s of a package (local or remote) read in sample order."""
     from ocog_lib.hdf5.dataset import Hdf5Dataset, loader
@@ -83,7 +84,7 @@ def measure_package(
         )
     )
     try:
-        return measure(gen, min_seconds=seconds)
+        return measure(gen, min_seconds=seconds, warmup_seconds=warmup_seconds)
     finally:
         gen.close()  # ends the loader; its workers exit with it
         ds.close()
@@ -131,6 +132,33 @@ def bench_package(
     return export_hdf5(
         scenes, work / name, config, windows=windows, dataset=dataset, progress=progress
     )
+
+
+def remote_packages(
+    cfg: CompareConfig,
+    compressions: tuple[str, ...],
+    hcfg: Hdf5BenchConfig,
+    settings: Settings,
+    upload: Callable[[Path, str], None],
+    prefix: str,
+    progress: Callable[[str], None] | None = None,
+) -> list[tuple[str, str, Any]]:
+    """(sampler, uri, export result) of packages exported locally and uploaded under prefix.
+
+    The sidecars travel beside each .h5, as `Hdf5Dataset` fetches them from the same place.
+    """
+    say = progress or (lambda _msg: None)
+    out = []
+    for s in cfg.samplers:
+        for comp in compressions:
+            say(f"hdf5 package: {s} {comp}")
+            pkg = bench_package(cfg.dataset, s, comp, cfg, hcfg, settings, say)
+            uri = f"{prefix.rstrip('/')}/{pkg.path.name}"
+            for path in (pkg.path, *pkg.sidecars.values()):
+                say(f"upload {path.name}")
+                upload(path, f"{prefix.rstrip('/')}/{path.name}")
+            out.append((s, uri, pkg))
+    return out
 
 
 def hdf5_rows(

@@ -47,3 +47,36 @@ def test_remote_compare_rows_and_limits(settings, monkeypatch):
     links = {r["variant"]: r for r in rows if r["loader"] == "link_limit"}
     assert set(links) == {"default", "optimal_remote"}
     assert all(r["config"]["compression_ratio"] > 1 for r in links.values())
+
+
+def test_remote_compare_hdf5_rows(settings, monkeypatch):
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = RemoteCompareConfig(
+        variants=("default",),
+        samplers=("random",),
+        caps_mb_s=(200.0,),
+        rtt_ms=10,
+        seconds=0.3,
+        warmup_seconds=0.0,
+        patch_size=128,
+        batch_size=8,
+        best_reuse=1,
+        reference_configs=("default",),
+        cache_mb=8,
+        hdf5=("gzip",),
+        hdf5_workers=2,
+        hdf5_samples=64,
+    )
+    result = compare_remote(cfg, settings)
+    check_remote_rows(result)
+    rows = result["rows"]
+    (h5,) = [r for r in rows if r["loader"] == "hdf5"]
+    c = h5["config"]
+    assert h5["variant"] == "hdf5_gzip" and c["storage"] == "remote"
+    assert c["package"].startswith("s3://ocog-bench/") and c["package"].endswith(".h5")
+    assert h5["samples_per_s"] > 0 and c["wire_bytes_per_sample"] > 0
+    assert c["link_limit_sps"] > 0 and c["decode_limit_sps"] is None
+    assert h5["ratio_vs_limit"] == pytest.approx(h5["samples_per_s"] / c["link_limit_sps"])
+    link = next(r for r in rows if r["loader"] == "link_limit" and r["variant"] == "hdf5_gzip")
+    assert link["config"]["compression_ratio"] > 1  # gzip of real pixels
