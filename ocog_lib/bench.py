@@ -338,13 +338,26 @@ def compare(
                 wins = CogStream(
                     images, None, replace(ours(v, s, 1), length=128 // b * b or b)
                 ).windows
-                lim = decode_limit(images, wins, p, threads=threads, min_seconds=cfg.seconds / 2)
+                lim = decode_limit(
+                    images,
+                    wins,
+                    p,
+                    threads=threads,
+                    min_seconds=cfg.seconds / 2,
+                    masks=masks_of(v) or None,
+                )
                 kind = "decode_limit"
             else:
                 from ocog_lib.limits import memory_limit
 
                 lim = memory_limit(
-                    images, p, bands, itemsize, threads=threads, min_seconds=cfg.seconds / 2
+                    images,
+                    p,
+                    bands,
+                    itemsize,
+                    threads=threads,
+                    min_seconds=cfg.seconds / 2,
+                    mask_itemsize=1 if masks_of(v) else 0,  # uint8 class masks
                 )
                 kind = "memory_limit"
             limits[(v, s)] = BenchRow(
@@ -354,7 +367,11 @@ def compare(
                 sampler=s,
                 samples_per_s=lim.samples_per_s,
                 mb_per_s=lim.mb_per_s,
-                config={"threads": lim.threads, "tiles_per_sample": lim.tiles_per_sample},
+                config={
+                    "threads": lim.threads,
+                    "tiles_per_sample": lim.tiles_per_sample,
+                    "with_masks": bool(masks_of(v)),
+                },
             )
 
     rows: list[BenchRow] = []

@@ -256,10 +256,16 @@ def validate_profile(profile: CogProfile, dtype: str | None, *, bands: int | Non
 
 
 def mask_profile(profile: CogProfile) -> CogProfile:
-    """The lossless profile a label mask gets beside `profile`'s images (same block size)."""
+    """The lossless profile a label mask gets beside `profile`'s images (same block size).
+
+    LERC buys nothing on class ids and decodes ~10x slower than plain ZSTD or DEFLATE on
+    them (0.86 vs 0.08 ms for a 512 x 512 uint8 tile here, at about the same size), so
+    masks beside LERC_ZSTD / LERC images take ZSTD, beside LERC_DEFLATE take DEFLATE.
+    """
     if profile.compression in LERC:
-        comp, level, predictor = "LERC_ZSTD", (profile.level if profile.compression ==
-                                               "LERC_ZSTD" else None), None
+        comp = "DEFLATE" if profile.compression == "LERC_DEFLATE" else "ZSTD"
+        level = profile.level if profile.compression != "LERC" else None
+        predictor = None
     elif profile.compression in LOSSY:
         comp, level, predictor = "DEFLATE", 6, None
     else:

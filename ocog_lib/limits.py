@@ -3,7 +3,9 @@
 - decode limit: for each sample, the tiles its window needs, decoded by the same codec
   library the engine uses (imagecodecs), on all cores, with no per-patch Python work,
   no IPC and no cache. Compressed bytes are read into memory first, so only decoding
-  is timed. A sample that needs 2.25 tiles on average costs 2.25 decodes here.
+  is timed. A sample that needs 2.25 tiles on average costs 2.25 decodes here. A sample
+  is its window's bands plus its mask where the loaders stream masks, so the mask tiles
+  of each window are decoded too.
 - memory limit (uncompressed variants): the rate at which all cores copy file bytes
   from the page cache into an aligned buffer, expressed in patches per second.
 """
@@ -50,21 +52,26 @@ def decode_limit(
     *,
     threads: int | None = None,
     min_seconds: float = 2.0,
+    masks: list[str] | None = None,
 ) -> LimitResult:
-    """Samples/s if decoding the tiles each window needs were the only work."""
+    """Samples/s if decoding the tiles each window needs (image and mask) were the only work."""
     threads = threads or os.cpu_count() or 1
-    sources = [open_source(p) for p in paths]
+    if masks and len(masks) != len(paths):
+        raise ValueError(f"{len(masks)} masks for {len(paths)} images")
+    files = [*paths, *(masks or [])]
+    sources = [open_source(p) for p in files]
     indices = [parse_tiff(s) for s in sources]
     jobs: list[tuple[int, bytes]] = []  # (file, compressed tile) for every tile of every sample
     blobs: dict[tuple[int, int], bytes] = {}
     for fid, row, col in windows.tolist():
-        for off, n in _tiles_for(indices[fid], row, col, patch):
-            key = (fid, off)
-            if key not in blobs:
-                blobs[key] = sources[fid].read(off, n)
-            jobs.append((fid, blobs[key]))
+        for f in (fid, fid + len(paths)) if masks else (fid,):
+            for off, n in _tiles_for(indices[f], row, col, patch):
+                key = (f, off)
+                if key not in blobs:
+                    blobs[key] = sources[f].read(off, n)
+                jobs.append((f, blobs[key]))
     n_samples = len(windows)
-    tiles_per_sample = len(jobs) / max(1, n_samples)
+    tiles_per_sample = len(jobs) / max(1, n_samples)  # mask tiles included
 
     def run(chunk: list[tuple[int, bytes]]) -> None:
         # the same decompress + predictor path as the engine, into a reused buffer
@@ -108,6 +115,7 @@ def memory_limit(
     threads: int | None = None,
     min_seconds: float = 2.0,
     chunk: int = 4 << 20,
+    mask_itemsize: int = 0,
 ) -> LimitResult:
     """Patches/s if a patch cost only its bytes copied from the page cache (all cores)."""
     threads = threads or os.cpu_count() or 1
@@ -136,5 +144,5 @@ def memory_limit(
         for fd in fds:
             os.close(fd)
     mb_s = total / elapsed / 1e6
-    patch_bytes = patch * patch * bands * itemsize
+    patch_bytes = patch * patch * (bands * itemsize + mask_itemsize)  # a mask where streamed
     return LimitResult("memory", mb_s * 1e6 / patch_bytes, mb_s, 0.0, threads, elapsed)
