@@ -1,8 +1,12 @@
-"""`ocog demo`: every asset of the embedded sample, run in-process on the real instance.
+"""`ocog demo`: the embedded sample's asset graph, run in-process on the real instance.
 
 Dagster runs one partition key per run and a job covers one partitions definition, so the
-sample is a plan of runs: each sample tile, then dataset=sample, then each variant. The
-runs land in the instance at $DAGSTER_HOME and show in the UI like any other.
+sample is a plan of runs: each sample tile, then dataset=sample, then each variant (COGs,
+then benchmarks), a short search and grid on local storage, brief training under two
+loader configs, and the HDF5 package. The runs land in the instance at $DAGSTER_HOME and
+show in the UI like any other. `remote_variants` (and the remote partitions of search and
+training) need the S3 endpoint, which outlives a run: materialize them from the UI or
+the CLI once `ocog s3 serve` (or a configured endpoint) is up.
 """
 
 import os
@@ -14,7 +18,15 @@ import dagster as dg
 from ocog_assets.definitions import defs
 from ocog_assets.defs.benchmarks.schedules import stream_benchmarks_job
 from ocog_assets.defs.data.sensors import missing_sample_tiles
-from ocog_assets.jobs import cog_variants_job, prepared_datasets_job, raw_scenes_job
+from ocog_assets.jobs import (
+    cog_variants_job,
+    grid_results_job,
+    hdf5_packages_job,
+    prepared_datasets_job,
+    raw_scenes_job,
+    search_results_job,
+    trained_models_job,
+)
 from ocog_assets.partitions import SENSOR_TILE, VARIANTS
 from ocog_lib.errors import InputError
 
@@ -30,11 +42,47 @@ def sample_plan(tiles: list[str]) -> list[tuple[str, str | dg.MultiPartitionKey]
              for v in VARIANTS]
     plan += [(stream_benchmarks_job.name,
               dg.MultiPartitionKey({"dataset": "sample", "variant": v})) for v in VARIANTS]
+    local = dg.MultiPartitionKey({"dataset": "sample", "storage": "local"})
+    plan += [(search_results_job.name, local), (grid_results_job.name, local)]
+    plan += [(trained_models_job.name,
+              dg.MultiPartitionKey({"dataset": "sample", "loader_config": c}))
+             for c in DEMO_LOADER_CONFIGS]
+    plan.append((hdf5_packages_job.name, "sample"))
     return plan
+
+
+# training compares loader configs; the remote two need the S3 endpoint (see the module doc)
+DEMO_LOADER_CONFIGS = ("local-default", "local-optimal")
+
+
+def _seconds() -> float | None:
+    raw = os.environ.get("OCOG_BENCH_SECONDS")
+    return float(raw) if raw else None
+
+
+def _demo_op_config(job_name: str) -> dict | None:
+    """Short versions of the search, grid and training: the demo shows them, it does not
+    tune anything (run the assets with their defaults for that)."""
+    seconds = _seconds()
+    if job_name == search_results_job.name:
+        return {"search_results": {"config": {"trials": 3, "seconds": seconds or 1.5,
+                                               "warmup_seconds": 0.3}}}
+    if job_name == grid_results_job.name:
+        # the named variants (already written) x the two samplers: no new COGs to write
+        return {"grid_results": {"config": {"var1": "variant", "var2": "sampler", "repeats": 1,
+                                             "seconds": seconds or 1.5, "warmup_seconds": 0.3}}}
+    if job_name == trained_models_job.name:
+        budget = 20.0 if seconds is None else max(3.0, 10 * seconds)
+        return {"trained_models": {"config": {"max_time": budget, "eval_every": 20,
+                                               "resume": False}}}
+    return None
 
 
 def _run_config(job_name: str) -> dict:
     """Quiet console; benchmarks in their quick profile, or $OCOG_BENCH_SECONDS per run."""
+    ops = _demo_op_config(job_name)
+    if ops is not None:
+        return {**_QUIET, "ops": ops}
     if job_name != stream_benchmarks_job.name:
         return _QUIET
     bench: dict = {"quick": True}

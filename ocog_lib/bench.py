@@ -338,28 +338,37 @@ def compare(
                 wins = CogStream(
                     images, None, replace(ours(v, s, 1), length=128 // b * b or b)
                 ).windows
-                lim = decode_limit(
-                    images,
-                    wins,
-                    p,
-                    threads=threads,
-                    min_seconds=cfg.seconds / 2,
-                    masks=masks_of(v) or None,
-                )
+
+                def one(images=images, wins=wins, v=v):
+                    return decode_limit(
+                        images,
+                        wins,
+                        p,
+                        threads=threads,
+                        min_seconds=cfg.seconds / 2,
+                        masks=masks_of(v) or None,
+                    )
+
                 kind = "decode_limit"
             else:
                 from ocog_lib.limits import memory_limit
 
-                lim = memory_limit(
-                    images,
-                    p,
-                    bands,
-                    itemsize,
-                    threads=threads,
-                    min_seconds=cfg.seconds / 2,
-                    mask_itemsize=1 if masks_of(v) else 0,  # uint8 class masks
-                )
+                def one(images=images, bands=bands, itemsize=itemsize, v=v):
+                    return memory_limit(
+                        images,
+                        p,
+                        bands,
+                        itemsize,
+                        threads=threads,
+                        min_seconds=cfg.seconds / 2,
+                        mask_itemsize=1 if masks_of(v) else 0,  # uint8 class masks
+                    )
+
                 kind = "memory_limit"
+            # a ceiling is the best the hardware did: on a shared machine a neighbour only
+            # ever lowers a measurement, so the limit is the max of `repeats` runs
+            runs = [one() for _ in range(cfg.repeats)]
+            lim = max(runs, key=lambda x: x.samples_per_s)
             limits[(v, s)] = BenchRow(
                 name=f"{kind.replace('_', ' ')} {s}",
                 loader=kind,
@@ -367,6 +376,7 @@ def compare(
                 sampler=s,
                 samples_per_s=lim.samples_per_s,
                 mb_per_s=lim.mb_per_s,
+                repeats=[x.samples_per_s for x in runs],
                 config={
                     "threads": lim.threads,
                     "tiles_per_sample": lim.tiles_per_sample,
@@ -509,7 +519,14 @@ def format_rows(rows: list[dict], extra: tuple[str, ...] = ()) -> str:
         ("start s", "startup_s", "{:.2f}"),
         ("wait", "data_wait_fraction", "{:.2f}"),
     ]
-    cols += [(k.replace("_per_sample", "/sample").replace("_", " "), k, "{:.0f}") for k in extra]
+    cols += [
+        (
+            k.replace("_per_sample", "/sample").replace("_", " "),
+            k,
+            "{:.2f}" if "utilization" in k else "{:.0f}",  # a fraction; bytes otherwise
+        )
+        for k in extra
+    ]
     table = [[h for h, _, _ in cols]]
     for r in rows:
         vals = {**(r.get("config") or {}), **r}

@@ -245,7 +245,15 @@ def compare_remote(
         dec = decode.get((row.variant, row.sampler))
         ceiling_sps = min(link, dec) if dec else link
         row.ratio_vs_limit = row.samples_per_s / ceiling_sps
-        row.config = {**row.config, "link_limit_sps": link, "decode_limit_sps": dec}
+        wire = row.config.get("wire_bytes_per_sample")
+        row.config = {
+            **row.config,
+            "link_limit_sps": link,
+            "decode_limit_sps": dec,
+            # share of the cap the loader's bytes on the wire fill (tiles larger than the
+            # patch cost wire bytes the link limit does not count)
+            "link_utilization": wire * row.samples_per_s / (cap * 1e6) if wire else None,
+        }
         same_cap_ref = next(
             (r for r in rows if r.name == "reference default" and r.config["cap_mb_s"] == cap), ref
         )

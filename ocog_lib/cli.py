@@ -174,7 +174,9 @@ def register_demo(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="materialize every asset of the sample through Dagster",
         description="Run the sample's assets in-process against the Dagster instance at "
-        "$DAGSTER_HOME (the runs show in `make dev`'s UI), then print variant_stats. "
+        "$DAGSTER_HOME (the runs show in `make dev`'s UI): tiles, dataset, COG variants, "
+        "benchmarks, a short search and grid, brief training under two loader configs, the "
+        "HDF5 package; then print the results tables. "
         "$OCOG_BENCH_SIZE sets the benchmark scene size, $OCOG_BENCH_SECONDS the seconds per "
         "benchmark measurement (default: the quick profile).",
     )
@@ -204,6 +206,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("stream_benchmarks (latest run per variant):")
     print(results.format_table(columns, rows))
     print()
+    for title, sql in (
+        ("best_configs (the search's winner per dataset x storage):",
+         "SELECT dataset, storage, round(samples_per_s) AS samples_per_s, params "
+         "FROM best_configs ORDER BY dataset, storage"),
+        ("model_comparison (same time budget, per loader config):",
+         "SELECT dataset, loader_config, round(seconds) AS seconds, samples_seen, "
+         "round(final_miou, 3) AS final_miou, round(samples_per_s) AS samples_per_s, "
+         "round(data_wait, 2) AS data_wait, device FROM model_comparison "
+         "ORDER BY dataset, loader_config"),
+    ):
+        columns, rows = results.query(settings.results_db, sql)
+        print(title)
+        print(results.format_table(columns, rows))
+        print()
     columns, rows = results.query(
         settings.results_db,
         "SELECT * FROM variant_stats ORDER BY dataset, variant, item, kind",

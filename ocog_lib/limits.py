@@ -91,7 +91,10 @@ def decode_limit(
                 else:
                     imagecodecs.floatpred_decode(arr, axis=-2)
 
-    chunks = [jobs[i::threads] for i in range(threads)]
+    # contiguous runs, not a stride: with masks, jobs alternate image / mask tile, and a
+    # stride of 2 would hand every image tile to one thread and every mask tile to the other
+    per = -(-len(jobs) // threads)
+    chunks = [jobs[i * per : (i + 1) * per] for i in range(threads)]
     rounds = 0
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:

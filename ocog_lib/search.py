@@ -365,8 +365,8 @@ def trial_files(
 
 
 def ensure_variant(dataset: str, spec: str, settings: Settings, *, write: bool = True) -> str:
-    """The variant folder of a custom profile spec, written from the prepared dataset's
-    benchmark scenes when missing. Several processes may race: each writes to its own
+    """The variant folder of a custom profile spec, written from the prepared dataset
+    when missing. Several processes may race: each writes to its own
     temporary folder and the first rename wins."""
     from ocog_lib.cog import profile_from_spec, write_variant
     from ocog_lib.data.manifest import DatasetManifest
@@ -378,11 +378,10 @@ def ensure_variant(dataset: str, spec: str, settings: Settings, *, write: bool =
     if not write:
         raise InputError(folder, f"variant '{profile.name}' is not written (writing is off)")
     prepared = DatasetManifest.load(settings.prepared_dir(dataset))
-    bench = prepared.by_role("bench")
-    subset = replace(prepared, items=bench or prepared.items)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        write_variant(subset, profile, tmp, check=False)
+        # every item, not only the benchmark scenes: training reads the winner's scenes
+        write_variant(prepared, profile, tmp, check=False)
         try:
             os.rename(tmp, folder)
         except OSError:

@@ -178,8 +178,18 @@ def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     assert len(runs) == len(sample_plan(sample_tiles()))
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     for key in ("raw_scenes", "prepared_datasets", "cog_variants", "variant_stats",
-                "stream_benchmarks"):
+                "stream_benchmarks", "search_results", "grid_results", "trained_models",
+                "hdf5_packages"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
+    assert instance.get_materialized_partitions(dg.AssetKey("trained_models")) == {
+        "sample|local-default", "sample|local-optimal"}
+    # the tables the issues promise after `make demo`
+    _, best = results.query(settings.results_db, "SELECT dataset, storage FROM best_configs")
+    assert ("sample", "local") in best
+    _, models = results.query(settings.results_db,
+                              "SELECT loader_config, final_miou FROM model_comparison")
+    assert {m[0] for m in models} == {"local-default", "local-optimal"}
+    assert all(0 <= m[1] <= 1 for m in models)
     materialized = instance.get_materialized_partitions(dg.AssetKey("variant_stats"))
     assert materialized == {f"sample|{v}" for v in VARIANTS}
 

@@ -44,6 +44,8 @@ def test_remote_compare_rows_and_limits(settings, monkeypatch):
         ceiling = min(x for x in (c["link_limit_sps"], c["decode_limit_sps"]) if x)
         assert r["ratio_vs_limit"] == pytest.approx(r["samples_per_s"] / ceiling)
         assert r["ratio_vs_reference_default"] > 0
+        wire_mb_s = c["wire_bytes_per_sample"] * r["samples_per_s"] / 1e6
+        assert c["link_utilization"] == pytest.approx(wire_mb_s / 200.0)
     links = {r["variant"]: r for r in rows if r["loader"] == "link_limit"}
     assert set(links) == {"default", "optimal_remote"}
     assert all(r["config"]["compression_ratio"] > 1 for r in links.values())
