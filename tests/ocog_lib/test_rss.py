@@ -66,3 +66,25 @@ def test_pss_counts_pages_shared_with_forked_workers_once():
     assert pm.peak_pss_mb is not None
     assert pm.peak_rss_mb - pm.peak_pss_mb >= 2 * ALLOC_MB * 0.9
     assert shared[-1] == 1
+
+
+def test_poller_reads_pss_on_growth_not_every_tick():
+    import time
+
+    child = None
+    with PeakMemory(interval=0.01, pss_interval=60.0) as pm:
+        start_pss = pm.peak_pss_mb
+        time.sleep(0.2)  # many cheap ticks, no growth: no new PSS reading is due
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(0.3)  # RSS grew by the child's block: the poller reads PSS itself
+            during = pm.peak_pss_mb
+        finally:
+            child.stdin.close()
+            child.wait(timeout=30)
+    assert pm.samples >= 10
+    if start_pss is not None:
+        assert during >= start_pss + ALLOC_MB * 0.9
