@@ -258,19 +258,24 @@ def validate_profile(profile: CogProfile, dtype: str | None, *, bands: int | Non
 def mask_profile(profile: CogProfile) -> CogProfile:
     """The lossless profile a label mask gets beside `profile`'s images (same block size).
 
-    LERC buys nothing on class ids and decodes ~10x slower than plain ZSTD or DEFLATE on
-    them (0.86 vs 0.08 ms for a 512 x 512 uint8 tile here, at about the same size), so
-    masks beside LERC_ZSTD / LERC images take ZSTD, beside LERC_DEFLATE take DEFLATE.
+    Masks are read with every sample, so they should cost little to decode. LERC buys
+    nothing on class ids and decodes ~10x slower than plain ZSTD or DEFLATE on them (0.86
+    vs 0.08 ms for a 512 x 512 uint8 tile here, at about the same size), so masks beside
+    LERC_ZSTD / LERC images take ZSTD, beside LERC_DEFLATE take DEFLATE. A predictor
+    differences class ids across boundaries: on the sample's masks ZSTD-1 with predictor
+    2 was 40% larger and 2.5x slower to decode than ZSTD-9 without, so masks take no
+    predictor, and ZSTD at least level 9 (its decode speed does not depend on the level).
     """
+    predictor = None
     if profile.compression in LERC:
         comp = "DEFLATE" if profile.compression == "LERC_DEFLATE" else "ZSTD"
         level = profile.level if profile.compression != "LERC" else None
-        predictor = None
     elif profile.compression in LOSSY:
-        comp, level, predictor = "DEFLATE", 6, None
+        comp, level = "DEFLATE", 6
     else:
         comp, level = profile.compression, profile.level
-        predictor = 2 if profile.predictor in (2, 3) else None
+    if comp == "ZSTD":
+        level = max(level or 9, 9)
     resampling = "mode" if profile.overview_resampling == "mode" else "nearest"
     return dataclasses.replace(
         profile,

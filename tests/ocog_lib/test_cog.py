@@ -236,7 +236,8 @@ def test_masks_stay_lossless():
     lossy = mask_profile(resolve_profile("lerc_deflate:max_z_error=5,block=256"))
     assert (lossy.compression, lossy.max_z_error, lossy.blocksize) == ("DEFLATE", 0.0, 256)
     assert mask_profile(resolve_profile("webp")).compression == "DEFLATE"
-    assert mask_profile(resolve_profile("zstd:predictor=3")).predictor == 2
+    zstd = mask_profile(resolve_profile("zstd:level=1,predictor=3"))
+    assert (zstd.compression, zstd.level, zstd.predictor) == ("ZSTD", 9, None)
     assert all(mask_profile(p).lossless for p in PROFILES.values())
 
 
