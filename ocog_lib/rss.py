@@ -96,8 +96,8 @@ class PeakMemory:
 
     RSS is cheap to read (statm); PSS walks every mapping (smaps_rollup) and, polled every
     50 ms, took ~10% of a 2-core machine away from the loader it measured. So the poller
-    reads PSS every `pss_interval` seconds and whenever RSS has grown 5% past the RSS of
-    the last PSS reading; explicit `poll()` calls (start, end) always read both.
+    reads PSS every `pss_interval` seconds and whenever RSS has grown 1% (at least 8 MB)
+    past the RSS of the last PSS reading; explicit `poll()` calls (start, end) read both.
     """
 
     def __init__(
@@ -158,7 +158,8 @@ class PeakMemory:
         while not self._stop.wait(self._interval):
             s = self.poll(full=False)
             if self._pss_ok and (
-                time.monotonic() >= self._pss_due or s.rss_bytes > self._pss_rss * 1.05
+                time.monotonic() >= self._pss_due
+                or s.rss_bytes > self._pss_rss + max(self._pss_rss // 100, 8 << 20)
             ):
                 self.poll()
 
