@@ -43,6 +43,7 @@ class Measurement:
     wire_bytes_per_sample: float | None = None  # remote sources: bytes received / sample
     skipped: int = 0
     delivered: int = 0  # every sample handed over, first batch and warm-up included
+    probe_delta: float | None = None  # what `probe` counted during the timed window
 
 
 @dataclass
@@ -95,12 +96,19 @@ def measure(
     max_batches: int | None = None,
     on_done: Callable[[], dict] | None = None,
     warmup_seconds: float = 0.0,
+    warmup_covers_startup: bool = False,
+    probe: Callable[[], float] | None = None,
 ) -> Measurement:
     """Iterate batches; time to the first batch apart, then steady-state samples/s.
 
     Batches already in flight when the first one lands (prefetch, worker queues) would
     arrive almost free and flatter a short window: `warmup_seconds` after the first batch
-    are consumed without being counted.
+    are consumed without being counted. With `warmup_covers_startup`, the warm-up lasts
+    at least as long as the start-up did: a loader with many workers and a deep prefetch
+    (the toolkit's 64 x 8 batches) fills its queues during a long start-up, and a window
+    that drains them measures the queues, not the link. `probe` (e.g. the shaper's byte
+    counter) is read at the start and the end of the timed window; the difference is
+    `Measurement.probe_delta`.
     """
     from ocog_lib.rss import PeakMemory
 
@@ -111,6 +119,8 @@ def measure(
         startup = time.perf_counter() - t0
         warm = _batch_len(first)
         del first
+        if warmup_covers_startup:
+            warmup_seconds = max(warmup_seconds, startup)
         warm_end = time.perf_counter() + warmup_seconds
         while warmup_seconds > 0 and time.perf_counter() < warm_end:
             batch = next(it, None)
@@ -119,6 +129,7 @@ def measure(
             warm += _batch_len(batch)
         n = 0
         nb = 0
+        probe0 = probe() if probe else None
         t1 = time.perf_counter()
         for batch in it:
             n += _batch_len(batch)
@@ -126,6 +137,7 @@ def measure(
             if time.perf_counter() - t1 >= min_seconds or (max_batches and nb >= max_batches):
                 break
         elapsed = time.perf_counter() - t1
+        probe_delta = probe() - probe0 if probe else None
     extra = on_done() if on_done else {}
     return Measurement(
         samples_per_s=n / elapsed if elapsed > 0 else 0.0,
@@ -133,6 +145,7 @@ def measure(
         samples=n,
         seconds=elapsed,
         delivered=warm + n,
+        probe_delta=probe_delta,
         peak_rss_mb=mem.peak_rss_mb,
         peak_pss_mb=mem.peak_pss_mb,
         **extra,
@@ -163,6 +176,8 @@ def run_ocog(
     *,
     min_seconds: float,
     warmup_seconds: float = 0.0,
+    warmup_covers_startup: bool = False,
+    probe: Callable[[], float] | None = None,
 ) -> Measurement:
     """One steady-state measurement of our engine (a fresh engine: cold cache, new pools)."""
     stream = CogStream(images, masks or None, cfg)
@@ -188,7 +203,12 @@ def run_ocog(
 
     try:
         return measure(
-            counted(), min_seconds=min_seconds, on_done=done, warmup_seconds=warmup_seconds
+            counted(),
+            min_seconds=min_seconds,
+            on_done=done,
+            warmup_seconds=warmup_seconds,
+            warmup_covers_startup=warmup_covers_startup,
+            probe=probe,
         )
     finally:
         stream.close()
@@ -205,6 +225,8 @@ def run_reference(
     patch_size: int = 256,
     batch_size: int = 32,
     warmup_seconds: float = 0.0,
+    warmup_covers_startup: bool = False,
+    probe: Callable[[], float] | None = None,
 ) -> Measurement:
     from ocog_lib.reference import REFERENCE_CONFIGS, make_reference_loader
 
@@ -213,7 +235,13 @@ def run_reference(
     cfg = replace(REFERENCE_CONFIGS[name], patch_size=patch_size, batch_size=batch_size)
     loader = make_reference_loader(images, cfg, length=length, seed=seed, mask_paths=masks or None)
     try:
-        return measure(loader, min_seconds=min_seconds, warmup_seconds=warmup_seconds)
+        return measure(
+            loader,
+            min_seconds=min_seconds,
+            warmup_seconds=warmup_seconds,
+            warmup_covers_startup=warmup_covers_startup,
+            probe=probe,
+        )
     finally:
         it = getattr(loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
@@ -289,7 +317,7 @@ def compare(
         run = partial(
             run_reference, files[v][0], masks_of(v), name, length=ref_len, seed=cfg.seed,
             min_seconds=cfg.seconds, patch_size=p, batch_size=b,
-            warmup_seconds=cfg.warmup_seconds,
+            warmup_seconds=cfg.warmup_seconds, warmup_covers_startup=True,
         )  # fmt: skip
         plan.append((f"reference {name}", "reference", v, sampler, run, {"reference_config": name}))
     for v in cfg.variants:
@@ -310,6 +338,7 @@ def compare(
                                 sc,
                                 min_seconds=cfg.seconds,
                                 warmup_seconds=cfg.warmup_seconds,
+                                warmup_covers_startup=True,
                             )
                         ),
                         _config_dict(sc),

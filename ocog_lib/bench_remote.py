@@ -282,9 +282,15 @@ def _runs_at_cap(
     say: Callable[[str], None],
 ) -> list[BenchRow]:
     p, b = cfg.patch_size, cfg.batch_size
+
+    def wire() -> float:
+        return float(shaper.counters().bytes_down)
+
     plan: list[tuple[str, str, str, str, Callable[[], tuple[Measurement, float | None]], dict]]
     plan = []
-    ref_len = _length_for(cfg.seconds + cfg.warmup_seconds, 200, b)
+    # the reference must not run dry: its start-up (up to a minute with 64 workers), a
+    # warm-up as long, the timed window, and every batch its workers hold in flight
+    ref_len = _length_for(2 * 60 + cfg.seconds, 200, b)
     ref_variant = {
         "default": "default",
         "remote_optimal": "optimal_remote",
@@ -304,11 +310,14 @@ def _runs_at_cap(
                         uris[v],
                         [],
                         name,
-                        length=ref_len,
+                        length=ref_len + _in_flight(name, b),
                         seed=cfg.seed,
                         min_seconds=cfg.seconds,
                         patch_size=p,
                         batch_size=b,
+                        warmup_seconds=cfg.warmup_seconds,
+                        warmup_covers_startup=True,
+                        probe=wire,
                     ),
                     None,
                 ),
@@ -337,8 +346,17 @@ def _runs_at_cap(
                         "ocog",
                         v,
                         s,
-                        lambda v=v, sc=sc: _ours_with_wire(
-                            uris[v], sc, cfg.seconds, cfg.warmup_seconds
+                        lambda v=v, sc=sc: (
+                            run_ocog(
+                                uris[v],
+                                [],
+                                sc,
+                                min_seconds=cfg.seconds,
+                                warmup_seconds=cfg.warmup_seconds,
+                                warmup_covers_startup=True,
+                                probe=wire,
+                            ),
+                            None,
                         ),
                         _config_dict(sc),
                     )
@@ -346,17 +364,13 @@ def _runs_at_cap(
     results: dict[int, list[tuple[Measurement, float | None, float | None]]] = {
         i: [] for i in range(len(plan))
     }
-    counters = getattr(shaper, "counters", None)
     for r in range(cfg.repeats):
         for i, (label, _l, v, _s, fn, _c) in enumerate(plan):
             say(f"cap {cap:g} MB/s, repeat {r + 1}/{cfg.repeats}: {label} on {v}")
-            before = counters() if counters else None
-            m, wire = fn()
-            if counters and wire is None:
-                after = counters()
-                samples = m.samples + cfg.batch_size  # the first batch counts on the wire too
-                wire = (after.bytes_down - before.bytes_down) / max(1, samples)
-            results[i].append((m, wire, None))
+            m, _ = fn()
+            # bytes the shaper passed during the timed window, per sample delivered in it
+            w = m.probe_delta / m.samples if m.probe_delta is not None and m.samples else None
+            results[i].append((m, w, None))
     out = []
     for i, (label, loader, v, s, _fn, conf) in enumerate(plan):
         ms = [m for m, _, _ in results[i]]
@@ -423,18 +437,17 @@ def _hdf5_at_cap(cfg: RemoteCompareConfig, cap: float, packages: list, shaper, s
         ms, wires = [], []
         for r in range(cfg.repeats):
             say(f"cap {cap:g} MB/s, repeat {r + 1}/{cfg.repeats}: hdf5 {pkg.compression} {s}")
-            before = shaper.counters()
             m = measure_package(
                 uri,
                 batch_size=cfg.batch_size,
                 workers=cfg.hdf5_workers,
                 seconds=cfg.seconds,
                 warmup_seconds=cfg.warmup_seconds,
+                warmup_covers_startup=True,
+                probe=lambda: float(shaper.counters().bytes_down),
             )
-            after = shaper.counters()
             ms.append(m)
-            # includes chunks still in worker queues at the end: an upper bound
-            wires.append((after.bytes_down - before.bytes_down) / max(1, m.delivered))
+            wires.append(m.probe_delta / max(1, m.samples))  # the timed window's bytes
         sps = statistics.median(m.samples_per_s for m in ms)
         out.append(
             BenchRow(
@@ -467,12 +480,12 @@ def _hdf5_at_cap(cfg: RemoteCompareConfig, cap: float, packages: list, shaper, s
     return out
 
 
-def _ours_with_wire(
-    uris: list[str], sc: StreamConfig, seconds: float, warmup: float
-) -> tuple[Measurement, float | None]:
-    """Our engine; it counts its own bytes on the wire per sample it assembled."""
-    m = run_ocog(uris, [], sc, min_seconds=seconds, warmup_seconds=warmup)
-    return m, m.wire_bytes_per_sample
+def _in_flight(reference_config: str, batch: int) -> int:
+    """Samples the reference's workers may hold requested at once (workers x prefetch)."""
+    from ocog_lib.reference import REFERENCE_CONFIGS
+
+    rc = REFERENCE_CONFIGS[reference_config]
+    return rc.num_workers * rc.prefetch_factor * batch
 
 
 def _med(vals):

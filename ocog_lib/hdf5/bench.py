@@ -67,6 +67,8 @@ def measure_package(
     start_method: str | None = None,
     source_opts: dict[str, Any] | None = None,
     warmup_seconds: float = 0.0,
+    warmup_covers_startup: bool = False,
+    probe: Callable[[], float] | None = None,
 ) -> Measurement:
     """Steady-state samples/s of a package (local or remote) read in sample order."""
     from ocog_lib.hdf5.dataset import Hdf5Dataset, loader
@@ -84,7 +86,13 @@ def measure_package(
         )
     )
     try:
-        return measure(gen, min_seconds=seconds, warmup_seconds=warmup_seconds)
+        return measure(
+            gen,
+            min_seconds=seconds,
+            warmup_seconds=warmup_seconds,
+            warmup_covers_startup=warmup_covers_startup,
+            probe=probe,
+        )
     finally:
         gen.close()  # ends the loader; its workers exit with it
         ds.close()
@@ -190,6 +198,8 @@ def hdf5_rows(
             seconds=cfg.seconds,
             prefetch=hcfg.prefetch,
             start_method=hcfg.start_method,
+            warmup_seconds=cfg.warmup_seconds,  # as the COG rows
+            warmup_covers_startup=True,
         )
 
     results: dict[int, list[Measurement]] = {i: [] for i in range(len(plan))}

@@ -165,3 +165,29 @@ def test_prepared_benchmarks_feed_variants_and_the_engine(tmp_path, dataset):
         stream.close()
         for h in handles + labels:
             h.close()
+
+
+@pytest.mark.parametrize("dataset", ["vaihingen", "potsdam", "dfc22"])
+def test_prepared_benchmarks_train(tmp_path, dataset):
+    """A few optimizer steps on each miniature: the prepared layout is what training reads."""
+    from ocog_lib import results
+    from ocog_lib.settings import Settings
+    from ocog_lib.train.loop import TrainConfig, train_and_record
+
+    build, prepare = {"vaihingen": (build_vaihingen, prepare_vaihingen),
+                      "potsdam": (build_potsdam, prepare_potsdam),
+                      "dfc22": (build_dfc22, prepare_dfc22)}[dataset]
+    settings = Settings(data_dir=tmp_path / "data", results_db=tmp_path / "ocog.duckdb")
+    build(tmp_path / "raw")
+    manifest = prepare(tmp_path / "raw", settings.prepared_dir(dataset)).manifest
+    write_variant(manifest, resolve_profile("default"), settings.variant_dir(dataset, "default"))
+    cfg = TrainConfig(dataset=dataset, loader_config="local-default", max_time=None,
+                      iterations=3, eval_every=3, patch_size=32, batch_size=4, width=4,
+                      depth=2, max_val_patches=8, norm_batches=1, batches_per_epoch=4)
+    result = train_and_record(cfg, settings)
+    assert result.steps == 3 and 0.0 <= result.miou <= 1.0
+    assert set(result.per_class_iou) <= {str(c) for c in manifest.classes} | set(
+        manifest.classes.values())
+    _, rows = results.query(settings.results_db,
+                            "SELECT dataset, loader_config, step FROM training_runs")
+    assert (dataset, "local-default", 3) in rows
