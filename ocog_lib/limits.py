@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ocog_lib.storage import open_source
-from ocog_lib.stream.decode import _decompress
+from ocog_lib.stream.decode import decode_tile
 from ocog_lib.tiff_index import TiffIndex, parse_tiff
 
 
@@ -74,22 +74,9 @@ def decode_limit(
     tiles_per_sample = len(jobs) / max(1, n_samples)  # mask tiles included
 
     def run(chunk: list[tuple[int, bytes]]) -> None:
-        # the same decompress + predictor path as the engine, into a reused buffer
+        # the engine's own decompress + predictor path, in the stored layout (no transpose)
         for fid, raw in chunk:
-            idx = indices[fid]
-            nbytes = idx.decoded_tile_bytes // (idx.bands if idx.planar == 2 else 1)
-            data = _decompress(idx, raw, nbytes)
-            if idx.predictor in (2, 3) and idx.compression != 34887:
-                spp = idx.bands if idx.planar == 1 else 1
-                arr = np.frombuffer(data, dtype=idx.dtype).reshape(
-                    idx.tile_height, idx.tile_width, spp
-                )
-                import imagecodecs
-
-                if idx.predictor == 2:
-                    imagecodecs.delta_decode(arr, axis=-2)
-                else:
-                    imagecodecs.floatpred_decode(arr, axis=-2)
+            decode_tile(indices[fid], raw, band_first=False)
 
     # contiguous runs, not a stride: with masks, jobs alternate image / mask tile, and a
     # stride of 2 would hand every image tile to one thread and every mask tile to the other

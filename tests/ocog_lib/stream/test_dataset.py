@@ -237,10 +237,12 @@ def pair(tmp_path_factory):
     return images, masks
 
 
-@pytest.mark.parametrize("compress", ["NONE", "DEFLATE"])
-def test_sparse_tiles_read_as_nodata(tmp_path, compress):
+@pytest.mark.parametrize(
+    "compress,predictor,reuse", [("NONE", 1, 1), ("DEFLATE", 1, 1), ("ZSTD", 2, 1), ("ZSTD", 2, 4)]
+)
+def test_sparse_tiles_read_as_nodata(tmp_path, compress, predictor, reuse):
     arr = real_pixels(2, 256, 256, "uint16")
-    arr[:, :128, :128] = 0  # a whole empty tile: GDAL leaves it out with SPARSE_OK
+    arr[:, :128, :128] = 7  # whole nodata tiles: GDAL leaves them out with SPARSE_OK
     path = write_raster(
         tmp_path / "sparse.tif",
         arr,
@@ -249,10 +251,14 @@ def test_sparse_tiles_read_as_nodata(tmp_path, compress):
         blockxsize=64,
         blockysize=64,
         compress=compress,
+        predictor=predictor,
         sparse_ok=True,
-        nodata=0,
+        nodata=7,
     )
-    stream = make_stream([path], sampler="grid", patch_size=96, batch_size=4)
+    # reuse 1 copies from stored-layout tiles, reuse 4 from band-first ones
+    stream = make_stream(
+        [path], sampler="grid", patch_size=96, batch_size=4, patches_per_tile=reuse
+    )
     assert (stream.rasters[0].index.levels[0].byte_counts == 0).any()
     assert assert_batches_match(stream, [path]) == len(stream.windows)
 
