@@ -19,17 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocog_lib.data.isprs import write_isprs
 from ocog_lib.data.prepare import (
-    DatasetSpec,
     Pair,
     PreparedDataset,
     find_raw_files,
     missing_raw,
     prefer_largest_folder,
-    siblings,
-    write_prepared,
 )
-from ocog_lib.data.rgb_masks import IGNORE_INDEX, ISPRS_CLASSES, isprs_decoder
 from ocog_lib.errors import InputError
 
 DATASET = "potsdam"
@@ -82,22 +79,8 @@ def prepare_potsdam(raw_dir: Path, out_dir: Path, config: PotsdamConfig = Potsda
         gt = "_label_noBoundary.tif" if config.eroded else "_label.tif"
         raise missing_raw(raw_dir, DATASET, f"labels top_potsdam_<a>_<b>{gt} for any of "
                                             f"{len(images)} {kind} tiles", nested)
-    spec = DatasetSpec(
-        dataset=DATASET,
-        classes={cid: name for cid, (name, _) in ISPRS_CLASSES.items()},
-        band_names=IMAGERY[kind],
-        sensor=f"aerial {kind} 5 cm",
-        notes=(f"ISPRS Potsdam 2D semantic labeling: {kind} orthophotos "
-               f"({', '.join(IMAGERY[kind])}; uint8), labels decoded from RGB colours"
-               + (" (eroded: boundaries ignored)" if config.eroded else "")
-               + f"; {IGNORE_INDEX} = boundary or unknown colour. Research use only, no "
-               "redistribution (see docs/data.md)."),
-        decode=isprs_decoder().decode,
-        mask_bands=(1, 2, 3),
-        ignore_index=IGNORE_INDEX,
-        max_unknown_fraction=config.max_unknown_fraction,
-        crs=config.crs,
-    )
-    return write_prepared(spec, pairs, out_dir, raw_dir=raw_dir, files=siblings(files),
-                          unlabeled=len(images) - len(pairs), limit=config.limit,
-                          progress=progress)
+    return write_isprs(DATASET, IMAGERY[kind], f"aerial {kind} 5 cm",
+                       f"ISPRS Potsdam 2D semantic labeling: {kind} orthophotos "
+                       f"({', '.join(IMAGERY[kind])}; uint8)",
+                       config, pairs, out_dir, raw_dir=raw_dir, files=files,
+                       unlabeled=len(images) - len(pairs), progress=progress)

@@ -24,17 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocog_lib.data.isprs import write_isprs
 from ocog_lib.data.prepare import (
-    DatasetSpec,
     Pair,
     PreparedDataset,
     find_raw_files,
     missing_raw,
     prefer_largest_folder,
-    siblings,
-    write_prepared,
 )
-from ocog_lib.data.rgb_masks import IGNORE_INDEX, ISPRS_CLASSES, isprs_decoder
 
 DATASET = "vaihingen"
 BAND_NAMES = ("nir", "red", "green")
@@ -83,22 +80,8 @@ def prepare_vaihingen(raw_dir: Path, out_dir: Path, config: VaihingenConfig = Va
         gt = "*_noBoundary.tif eroded" if config.eroded else "top_mosaic_09cm_area<N>.tif"
         raise missing_raw(raw_dir, DATASET, f"ground truth ({gt}) for any of "
                                             f"{len(images)} orthophotos", nested)
-    spec = DatasetSpec(
-        dataset=DATASET,
-        classes={cid: name for cid, (name, _) in ISPRS_CLASSES.items()},
-        band_names=BAND_NAMES,
-        sensor="aerial IRRG 9 cm",
-        notes=("ISPRS Vaihingen 2D semantic labeling: IRRG orthophotos (nir, red, green; "
-               "uint8), ground truth decoded from RGB colours"
-               + (" (eroded: boundaries ignored)" if config.eroded else "")
-               + f"; {IGNORE_INDEX} = boundary or unknown colour. Research use only, no "
-               "redistribution (see docs/data.md)."),
-        decode=isprs_decoder().decode,
-        mask_bands=(1, 2, 3),
-        ignore_index=IGNORE_INDEX,
-        max_unknown_fraction=config.max_unknown_fraction,
-        crs=config.crs,
-    )
-    return write_prepared(spec, pairs, out_dir, raw_dir=raw_dir, files=siblings(files),
-                          unlabeled=len(images) - len(pairs), limit=config.limit,
-                          progress=progress)
+    return write_isprs(DATASET, BAND_NAMES, "aerial IRRG 9 cm",
+                       "ISPRS Vaihingen 2D semantic labeling: IRRG orthophotos (nir, red, green; "
+                       "uint8)",
+                       config, pairs, out_dir, raw_dir=raw_dir, files=files,
+                       unlabeled=len(images) - len(pairs), progress=progress)

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ocog_lib.errors import InputError
+from ocog_lib.remote.child import stop_child, wait_for_announcement
 
 DUMMY_ACCESS_KEY = "ocog-embedded-key"
 DUMMY_SECRET_KEY = "ocog-embedded-secret"
@@ -114,23 +114,13 @@ class EmbeddedS3:
         return self
 
     def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + self.startup_timeout_s
-        assert self._proc is not None and self._proc.stdout is not None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise InputError("EmbeddedS3", f"moto server exited at start: {self._log_tail()}")
-            ready, _, _ = select.select([self._proc.stdout], [], [], 0.2)
-            if ready:
-                line = self._proc.stdout.readline().decode(errors="replace")
-                m = re.match(r"PORT (\d+) ranges=(\w+)", line)
-                if m:
-                    self.fast_ranges_active = m.group(2) == "fast"
-                    return int(m.group(1))
-                if not line:
-                    continue
-        raise InputError(
-            "EmbeddedS3", f"moto server not listening after {self.startup_timeout_s:g} s"
-        )
+        assert self._proc is not None
+        m = wait_for_announcement(
+            self._proc, r"PORT (\d+) ranges=(\w+)", "EmbeddedS3 (moto server)",
+            self.startup_timeout_s, self._log_tail,
+        )  # fmt: skip
+        self.fast_ranges_active = m.group(2) == "fast"
+        return int(m.group(1))
 
     def _wait_ready(self) -> None:
         import urllib3
@@ -156,16 +146,7 @@ class EmbeddedS3:
     def stop(self) -> None:
         """Terminate the child by PID, wait, kill if it lingers; state is gone after this."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        stop_child(proc)
         if self._log is not None:
             self._log.unlink(missing_ok=True)
             self._log = None

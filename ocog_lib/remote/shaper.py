@@ -33,8 +33,6 @@ import contextlib
 import json
 import mmap
 import os
-import re
-import select
 import signal
 import socket
 import struct
@@ -46,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ocog_lib.errors import InputError
+from ocog_lib.remote.child import stop_child, wait_for_announcement
 
 _CHUNK = 256 * 1024
 # The counter block: a sequence number (odd while the proxy writes), then the counters.
@@ -208,18 +207,16 @@ class Shaper:
         return self
 
     def _wait_for_port(self) -> int:
-        assert self._proc is not None and self._proc.stdout is not None
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise InputError("Shaper", f"proxy exited at start: {err[-800:].strip()}")
-            ready, _, _ = select.select([self._proc.stdout], [], [], 0.2)
-            if ready:
-                m = re.match(r"PORT (\d+)", self._proc.stdout.readline().decode(errors="replace"))
-                if m:
-                    return int(m.group(1))
-        raise InputError("Shaper", f"proxy not listening after {self.startup_timeout_s:g} s")
+        assert self._proc is not None
+        proc = self._proc
+
+        def why() -> str:
+            return proc.stderr.read().decode(errors="replace")[-800:].strip() if proc.stderr else ""
+
+        m = wait_for_announcement(
+            proc, r"PORT (\d+)", "Shaper (proxy)", self.startup_timeout_s, why
+        )
+        return int(m.group(1))
 
     def counters(self) -> ShaperCounters:
         """What has crossed the shaper so far (cheap: a read of shared memory, no I/O).
@@ -236,17 +233,7 @@ class Shaper:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         self.port = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+        stop_child(proc)
         block, self._counters = self._counters, None
         if block is not None:
             self._final = block.read()  # the proxy has exited: these are final
