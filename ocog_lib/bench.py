@@ -65,6 +65,29 @@ class BenchRow:
     repeats: list[float] = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_repeats(
+        cls, name: str, loader: str, variant: str, sampler: str,
+        ms: list[Measurement], patch_bytes: int, config: dict,
+    ) -> BenchRow:  # fmt: skip
+        """One row from a loader's interleaved repeats: medians of rates, peaks of memory."""
+        sps = statistics.median(m.samples_per_s for m in ms)
+        return cls(
+            name=name,
+            loader=loader,
+            variant=variant,
+            sampler=sampler,
+            samples_per_s=sps,
+            mb_per_s=sps * patch_bytes / 1e6,
+            startup_s=statistics.median(m.startup_s for m in ms),
+            cache_hit_rate=median_or_none([m.cache_hit_rate for m in ms]),
+            batch_mix=median_or_none([m.batch_mix for m in ms]),
+            peak_rss_mb=max(m.peak_rss_mb for m in ms),
+            peak_pss_mb=max_or_none([m.peak_pss_mb for m in ms]),
+            repeats=[m.samples_per_s for m in ms],
+            config=config,
+        )
+
 
 def bench_files(
     dataset: str, variant: str, settings: Settings | None = None, role: str = "bench"
@@ -415,28 +438,10 @@ def compare(
 
     rows: list[BenchRow] = []
     for i, (label, loader, v, s, _fn, conf) in enumerate(plan):
-        ms = results[i]
-        sps = statistics.median(m.samples_per_s for m in ms)
         images = files[v][0]
         probe_bands = CogStream(images[:1], None, StreamConfig(length=1)).rasters[0]
         pb = _patch_bytes(probe_bands.bands, p, probe_bands.dtype.itemsize)
-        rows.append(
-            BenchRow(
-                name=label,
-                loader=loader,
-                variant=v,
-                sampler=s,
-                samples_per_s=sps,
-                mb_per_s=sps * pb / 1e6,
-                startup_s=statistics.median(m.startup_s for m in ms),
-                cache_hit_rate=_median_or_none([m.cache_hit_rate for m in ms]),
-                batch_mix=_median_or_none([m.batch_mix for m in ms]),
-                peak_rss_mb=max(m.peak_rss_mb for m in ms),
-                peak_pss_mb=_max_or_none([m.peak_pss_mb for m in ms]),
-                repeats=[m.samples_per_s for m in ms],
-                config=conf,
-            )
-        )
+        rows.append(BenchRow.from_repeats(label, loader, v, s, results[i], pb, conf))
     if cfg.step_ms > 0:
         _attach_data_wait(rows, plan, files, masks_of, cfg, say)
     rows.extend(limits.values())
@@ -489,12 +494,12 @@ def _attach_data_wait(rows, plan, files, masks_of, cfg: CompareConfig, say) -> N
         row.config = {**row.config, "data_wait_step_ms": cfg.step_ms}
 
 
-def _median_or_none(vals: list[float | None]) -> float | None:
+def median_or_none(vals: list[float | None]) -> float | None:
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 
 
-def _max_or_none(vals: list[float | None]) -> float | None:
+def max_or_none(vals: list[float | None]) -> float | None:
     vals = [v for v in vals if v is not None]
     return max(vals) if vals else None
 

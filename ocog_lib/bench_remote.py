@@ -375,30 +375,14 @@ def _runs_at_cap(
     for i, (label, loader, v, s, _fn, conf) in enumerate(plan):
         ms = [m for m, _, _ in results[i]]
         wires = [w for _, w, _ in results[i] if w is not None]
-        sps = statistics.median(m.samples_per_s for m in ms)
-        out.append(
-            BenchRow(
-                name=label,
-                loader=loader,
-                variant=v,
-                sampler=s,
-                samples_per_s=sps,
-                mb_per_s=sps * patch_bytes[v] / 1e6,
-                startup_s=statistics.median(m.startup_s for m in ms),
-                cache_hit_rate=_med([m.cache_hit_rate for m in ms]),
-                batch_mix=_med([m.batch_mix for m in ms]),
-                peak_rss_mb=max(m.peak_rss_mb for m in ms),
-                peak_pss_mb=_max([m.peak_pss_mb for m in ms]),
-                repeats=[m.samples_per_s for m in ms],
-                config={
-                    **conf,
-                    "cap_mb_s": cap,
-                    "rtt_ms": cfg.rtt_ms,
-                    "wire_bytes_per_sample": statistics.median(wires) if wires else None,
-                    "failed_samples": sum(m.skipped for m in ms),
-                },
-            )
-        )
+        config = {
+            **conf,
+            "cap_mb_s": cap,
+            "rtt_ms": cfg.rtt_ms,
+            "wire_bytes_per_sample": statistics.median(wires) if wires else None,
+            "failed_samples": sum(m.skipped for m in ms),
+        }
+        out.append(BenchRow.from_repeats(label, loader, v, s, ms, patch_bytes[v], config))
     return out
 
 
@@ -448,34 +432,25 @@ def _hdf5_at_cap(cfg: RemoteCompareConfig, cap: float, packages: list, shaper, s
             )
             ms.append(m)
             wires.append(m.probe_delta / max(1, m.samples))  # the timed window's bytes
-        sps = statistics.median(m.samples_per_s for m in ms)
+        config = {
+            "compression": pkg.compression,
+            "workers": cfg.hdf5_workers,
+            "batch_size": cfg.batch_size,
+            "samples": pkg.samples,
+            "package": uri,
+            "h5_bytes": pkg.h5_bytes,
+            "source_variant": "default",
+            "storage": "remote",
+            "cap_mb_s": cap,
+            "rtt_ms": cfg.rtt_ms,
+            "wire_bytes_per_sample": statistics.median(wires),
+            "failed_samples": 0,
+        }
         out.append(
-            BenchRow(
-                name=f"hdf5 {pkg.compression} {s}",
-                loader="hdf5",
-                variant=f"hdf5_{pkg.compression}",
-                sampler=s,
-                samples_per_s=sps,
-                mb_per_s=sps * pkg.image_bytes_per_sample / 1e6,
-                startup_s=statistics.median(m.startup_s for m in ms),
-                peak_rss_mb=max(m.peak_rss_mb for m in ms),
-                peak_pss_mb=_max([m.peak_pss_mb for m in ms]),
-                repeats=[m.samples_per_s for m in ms],
-                config={
-                    "compression": pkg.compression,
-                    "workers": cfg.hdf5_workers,
-                    "batch_size": cfg.batch_size,
-                    "samples": pkg.samples,
-                    "package": uri,
-                    "h5_bytes": pkg.h5_bytes,
-                    "source_variant": "default",
-                    "storage": "remote",
-                    "cap_mb_s": cap,
-                    "rtt_ms": cfg.rtt_ms,
-                    "wire_bytes_per_sample": statistics.median(wires),
-                    "failed_samples": 0,
-                },
-            )
+            BenchRow.from_repeats(
+                f"hdf5 {pkg.compression} {s}", "hdf5", f"hdf5_{pkg.compression}", s, ms,
+                pkg.image_bytes_per_sample, config,
+            )  # fmt: skip
         )
     return out
 
@@ -487,15 +462,6 @@ def _in_flight(reference_config: str, batch: int) -> int:
     rc = REFERENCE_CONFIGS[reference_config]
     return rc.num_workers * rc.prefetch_factor * batch
 
-
-def _med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def _max(vals):
-    vals = [v for v in vals if v is not None]
-    return max(vals) if vals else None
 
 
 def check_remote_rows(result: dict) -> None:

@@ -18,7 +18,6 @@ is measured with `measure_package(uri, ...)`: the same dataset, read by byte ran
 from __future__ import annotations
 
 import os
-import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -210,35 +209,23 @@ def hdf5_rows(
 
     rows = []
     for i, (s, comp, pkg) in enumerate(plan):
-        ms = results[i]
-        sps = statistics.median(m.samples_per_s for m in ms)
+        config = {
+            "compression": comp,
+            "workers": workers,
+            "batch_size": cfg.batch_size,
+            "prefetch": hcfg.prefetch,
+            "samples": pkg.samples,
+            "package": str(pkg.path),
+            "h5_bytes": pkg.h5_bytes,
+            "ratio_to_cog_bytes": pkg.ratio_to_cog_bytes,
+            "source_variant": SOURCE_VARIANT,
+            "storage": "local",
+        }
         rows.append(
-            BenchRow(
-                name=f"hdf5 {comp} {s}",
-                loader="hdf5",
-                variant=f"hdf5_{comp}",
-                sampler=s,
-                samples_per_s=sps,
-                mb_per_s=sps * pkg.image_bytes_per_sample / 1e6,
-                startup_s=statistics.median(m.startup_s for m in ms),
-                peak_rss_mb=max(m.peak_rss_mb for m in ms),
-                peak_pss_mb=max(
-                    (m.peak_pss_mb for m in ms if m.peak_pss_mb is not None), default=None
-                ),
-                repeats=[m.samples_per_s for m in ms],
-                config={
-                    "compression": comp,
-                    "workers": workers,
-                    "batch_size": cfg.batch_size,
-                    "prefetch": hcfg.prefetch,
-                    "samples": pkg.samples,
-                    "package": str(pkg.path),
-                    "h5_bytes": pkg.h5_bytes,
-                    "ratio_to_cog_bytes": pkg.ratio_to_cog_bytes,
-                    "source_variant": SOURCE_VARIANT,
-                    "storage": "local",
-                },
-            )
+            BenchRow.from_repeats(
+                f"hdf5 {comp} {s}", "hdf5", f"hdf5_{comp}", s, results[i],
+                pkg.image_bytes_per_sample, config,
+            )  # fmt: skip
         )
     if cfg.step_ms > 0 and rows:
         best = max(range(len(rows)), key=lambda i: rows[i].samples_per_s)
