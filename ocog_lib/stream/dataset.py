@@ -27,6 +27,7 @@ import torch
 
 from ocog_lib.errors import InputError
 from ocog_lib.stream.cache import TileCache
+from ocog_lib.stream.decode import undo_delta
 from ocog_lib.stream.reader import (
     DirectReader,
     FallbackReader,
@@ -315,15 +316,22 @@ class CogStream(torch.utils.data.IterableDataset):
             return
         planar = r.index.planar == 2
         band_first = eng.fetcher.band_first
+        delta = eng.fetcher.delta_pending(r)
         for ty, tx, dy, dx, sy, sx in self._pieces(r, row, col, parts):
             if planar:
                 for i, band in enumerate(bands):
                     tile = resolve((f, band, ty, tx), found[(f, band, ty, tx)])
-                    part = tile[0, sy, sx] if band_first else tile[sy, sx, 0]
+                    if band_first:
+                        part = tile[0, sy, sx]
+                    else:
+                        part = (undo_delta(tile, sy, sx) if delta else tile[sy, sx])[..., 0]
                     np.copyto(dst[i, dy, dx], part, casting="unsafe")
                 continue
             tile = resolve((f, 0, ty, tx), found[(f, 0, ty, tx)])
-            src = tile[:, sy, sx] if band_first else tile[sy, sx].transpose(2, 0, 1)
+            if band_first:
+                src = tile[:, sy, sx]
+            else:
+                src = (undo_delta(tile, sy, sx) if delta else tile[sy, sx]).transpose(2, 0, 1)
             np.copyto(dst[:, dy, dx], src if all_bands else src[bands], casting="unsafe")
 
     def _pieces(self, r: RasterSource, row: int, col: int, parts: list):

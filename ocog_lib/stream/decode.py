@@ -50,14 +50,31 @@ def _decompress(
     raise UnsupportedLayout(index.uri, f"compression {index.compression_name} has no fast decoder")
 
 
+def delta_left(index: TiffIndex, band_first: bool, undo_predictor: bool) -> bool:
+    """Whether `decode_tile` returns this file's tiles still under predictor 2."""
+    return (
+        not undo_predictor
+        and not band_first
+        and index.predictor == 2
+        and index.compression != 34887  # LERC takes no TIFF predictor
+    )
+
+
 def decode_tile(
-    index: TiffIndex, raw: bytes, *, level: int = 0, band_first: bool = True
+    index: TiffIndex,
+    raw: bytes,
+    *,
+    level: int = 0,
+    band_first: bool = True,
+    undo_predictor: bool = True,
 ) -> np.ndarray:
     """Decode one stored tile of `index` into a (bands, th, tw) native-endian array.
 
     For band-interleaved files (planar=2) a stored tile holds one band: (1, th, tw).
     `band_first=False` skips the transpose and returns the stored (th, tw, bands) layout:
     cheaper when each tile serves about one patch, which then transposes only its part.
+    `undo_predictor=False` (with band_first=False) leaves a horizontal-differencing
+    predictor (2) in place, in the file's byte order: see `undo_delta`.
     """
     lv = index.levels[level]
     th, tw = lv.tile_height, lv.tile_width
@@ -66,6 +83,10 @@ def decode_tile(
     nbytes = th * tw * spp * dt.itemsize
     if len(raw) == 0:  # sparse tile: GDAL reads it as nodata (or 0)
         fill = index.nodata if index.nodata is not None else 0
+        if delta_left(index, band_first, undo_predictor):  # encoded: fill, then zero steps
+            arr = np.zeros((th, tw, spp), dtype=dt)
+            arr[:, 0] = fill
+            return arr
         shape = (spp, th, tw) if band_first else (th, tw, spp)
         return np.full(shape, fill, dtype=dt.newbyteorder("="))
 
@@ -80,6 +101,8 @@ def decode_tile(
                 index.uri, f"tile decoded to {buf.size} bytes, expected {nbytes}: corrupt tile"
             )
         arr = buf[:nbytes].view(dt).reshape(th, tw, spp)
+        if delta_left(index, band_first, undo_predictor):
+            return arr
         if index.predictor == 2:
             arr = imagecodecs.delta_decode(arr, axis=-2, out=arr)
         elif index.predictor == 3:
@@ -90,3 +113,13 @@ def decode_tile(
     out = np.empty((spp, th, tw), dtype=native)
     np.copyto(out, arr.transpose(2, 0, 1), casting="unsafe")
     return out
+
+
+def undo_delta(tile: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Pixels [rows, cols] of a (th, tw, samples) tile still under predictor 2.
+
+    Differencing runs along each row, so a window needs only its own rows, summed from
+    the tile's left edge to the window's right edge: for a 256 window in a 512 tile,
+    3/8 of the tile on average. The cached tile stays encoded for the next window.
+    """
+    return imagecodecs.delta_decode(tile[rows, : cols.stop], axis=-2)[:, cols.start :]

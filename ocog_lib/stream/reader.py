@@ -20,7 +20,7 @@ import numpy as np
 from ocog_lib.errors import InputError, UnsupportedLayout
 from ocog_lib.storage import ByteRange, ByteSource, LocalFile, merge_ranges, open_source
 from ocog_lib.stream.cache import TileCache
-from ocog_lib.stream.decode import decode_tile
+from ocog_lib.stream.decode import decode_tile, delta_left
 from ocog_lib.tiff_index import TiffIndex, parse_tiff
 
 # a tile key: (file id, band plane, tile row, tile col)
@@ -125,6 +125,9 @@ class TileFetcher:
     ):
         self.rasters = rasters
         self.band_first = band_first
+        # tiles in the stored layout keep predictor 2 encoded: each window undoes it over
+        # its own rows only (`decode.undo_delta`)
+        self.lazy_delta = not band_first
         self.cache = cache
         self.max_gap = max_gap
         self.pool = ThreadPoolExecutor(
@@ -229,7 +232,10 @@ class TileFetcher:
             out = {}
             for k, r in job:
                 tile = decode_tile(
-                    raster.index, blob[r.offset - lo : r.end - lo], band_first=self.band_first
+                    raster.index,
+                    blob[r.offset - lo : r.end - lo],
+                    band_first=self.band_first,
+                    undo_predictor=not self.lazy_delta,
                 )
                 self.cache.put(k, tile)
                 out[k] = tile
@@ -245,6 +251,12 @@ class TileFetcher:
             fut.set_exception(exc)
         else:
             fut.set_exception(InputError(raster.uri, f"tile read/decode failed ({exc})"))
+
+    def delta_pending(self, raster: RasterSource) -> bool:
+        """Whether this raster's tiles come out of the cache still under predictor 2."""
+        return raster.index is not None and delta_left(
+            raster.index, self.band_first, not self.lazy_delta
+        )
 
     @staticmethod
     def resolve(key: TileKey, item: np.ndarray | Future) -> np.ndarray:
