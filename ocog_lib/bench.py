@@ -323,7 +323,7 @@ def compare(
             seed=cfg.seed,
             workers=0,
             threads=threads,
-            prefetch=2,
+            prefetch=4,
             cache_mb=cfg.cache_mb,
             patches_per_tile=reuse,
             shuffle_tiles=32,

@@ -57,7 +57,7 @@ class TrialConfig:
     batch_size: int = 32
     workers: int = 0
     threads: int = 0  # 0 = all cores
-    prefetch: int = 2
+    prefetch: int = 4
     cache_mb: float = 128.0
     patches_per_tile: int = 1
     io_threads: int = -1  # remote requests in flight; -1 = the engine's choice
@@ -213,7 +213,7 @@ def baseline_configs(
                 patch_size=space.patch_sizes[0],
                 batch_size=space.batch_size,
                 threads=cores,
-                prefetch=4 if storage == "remote" else 2,
+                prefetch=4,
                 cache_mb=float(min(128, space.cache_mb[1])),
                 patches_per_tile=min(reuse, space.patches_per_tile[1]),
                 io_threads=32 if storage == "remote" else -1,

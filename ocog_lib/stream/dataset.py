@@ -47,7 +47,9 @@ class StreamConfig:
     seed: int = 0
     workers: int = 0  # DataLoader processes; 0 = threads in this process
     threads: int = 0  # decode threads per process; 0 = cores / processes
-    prefetch: int = 2  # batches assembled ahead, per process
+    # batches assembled ahead, per process: 4 kept the decode threads busy between batches
+    # (2 -> 4: +10-18% on every compressed variant, +100-200 MB RSS)
+    prefetch: int = 4
     bands: tuple[int, ...] | None = None  # 0-based band indices; None = all
     dtype: str | None = None  # output dtype, e.g. "float32"; None = source dtype
     cache_mb: float = 128.0  # decoded-tile cache per process
