@@ -133,8 +133,9 @@ def measure(
     counter) is read at the start and the end of the timed window; the difference is
     `Measurement.probe_delta`.
     """
-    from ocog_lib.rss import PeakMemory
+    from ocog_lib.rss import PeakMemory, trim_heap
 
+    trim_heap()
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         it = iter(batches)

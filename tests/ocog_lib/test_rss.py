@@ -88,3 +88,18 @@ def test_poller_reads_pss_on_growth_not_every_tick():
     assert pm.samples >= 10
     if start_pss is not None:
         assert during >= start_pss + ALLOC_MB * 0.9
+
+
+def test_trim_heap_leaves_no_freed_memory_charged_to_the_next_loader():
+    import psutil
+
+    from ocog_lib.rss import trim_heap
+
+    proc = psutil.Process()
+    blocks = [bytes(300_000) + bytes([i % 256]) for i in range(1500)]  # ~450 MB
+    allocated = proc.memory_info().rss
+    del blocks[::2]
+    trim_heap()
+    # whichever way glibc held them (heap or mmap), ~225 MB freed are no longer resident
+    assert proc.memory_info().rss < allocated - 150e6
+    del blocks
