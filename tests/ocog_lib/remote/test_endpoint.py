@@ -92,7 +92,7 @@ def test_dummy_credentials_only_when_none_are_configured(settings, monkeypatch):
     )
     assert embedded.env()["AWS_ACCESS_KEY_ID"] == DUMMY_ACCESS_KEY
     assert "AWS_ACCESS_KEY_ID" not in os.environ  # handed to our clients, not set globally
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREALKEY")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ocog-user-access-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "real-secret")
     assert "aws_access_key_id" not in embedded.client_opts()
     assert "AWS_ACCESS_KEY_ID" not in embedded.env()

@@ -128,7 +128,7 @@ def test_s3_object_replaced_mid_run_is_never_mixed(s3, s3_env):
 def test_s3_wrong_credentials_are_a_clear_403_without_secrets(s3, objects, monkeypatch, wrong):
     env = s3.env()
     if wrong == "key":
-        env["AWS_ACCESS_KEY_ID"] = "AKIAOCOGDOESNOTEXIST"
+        env["AWS_ACCESS_KEY_ID"] = "ocog-unknown-access-key"
     else:
         env["AWS_SECRET_ACCESS_KEY"] = "not-the-right-secret-at-all"
     for k, v in env.items():
