@@ -80,10 +80,10 @@ class BenchRow:
             samples_per_s=sps,
             mb_per_s=sps * patch_bytes / 1e6,
             startup_s=statistics.median(m.startup_s for m in ms),
-            cache_hit_rate=median_or_none([m.cache_hit_rate for m in ms]),
-            batch_mix=median_or_none([m.batch_mix for m in ms]),
+            cache_hit_rate=_median_or_none([m.cache_hit_rate for m in ms]),
+            batch_mix=_median_or_none([m.batch_mix for m in ms]),
             peak_rss_mb=max(m.peak_rss_mb for m in ms),
-            peak_pss_mb=max_or_none([m.peak_pss_mb for m in ms]),
+            peak_pss_mb=_max_or_none([m.peak_pss_mb for m in ms]),
             repeats=[m.samples_per_s for m in ms],
             config=config,
         )
@@ -324,7 +324,6 @@ def compare(
             seed=cfg.seed,
             workers=0,
             threads=threads,
-            prefetch=4,
             cache_mb=cfg.cache_mb,
             patches_per_tile=reuse,
             shuffle_tiles=32,
@@ -437,12 +436,14 @@ def compare(
                 },
             )
 
-    rows: list[BenchRow] = []
-    for i, (label, loader, v, s, _fn, conf) in enumerate(plan):
-        images = files[v][0]
-        probe_bands = CogStream(images[:1], None, StreamConfig(length=1)).rasters[0]
-        pb = _patch_bytes(probe_bands.bands, p, probe_bands.dtype.itemsize)
-        rows.append(BenchRow.from_repeats(label, loader, v, s, results[i], pb, conf))
+    patch_bytes = {}  # per variant: one header parse, not one per row
+    for v in {v for _, _, v, _, _, _ in plan}:
+        r = CogStream(files[v][0][:1], None, StreamConfig(length=1)).rasters[0]
+        patch_bytes[v] = _patch_bytes(r.bands, p, r.dtype.itemsize)
+    rows = [
+        BenchRow.from_repeats(label, loader, v, s, results[i], patch_bytes[v], conf)
+        for i, (label, loader, v, s, _fn, conf) in enumerate(plan)
+    ]
     if cfg.step_ms > 0:
         _attach_data_wait(rows, plan, files, masks_of, cfg, say)
     rows.extend(limits.values())
@@ -495,12 +496,12 @@ def _attach_data_wait(rows, plan, files, masks_of, cfg: CompareConfig, say) -> N
         row.config = {**row.config, "data_wait_step_ms": cfg.step_ms}
 
 
-def median_or_none(vals: list[float | None]) -> float | None:
+def _median_or_none(vals: list[float | None]) -> float | None:
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 
 
-def max_or_none(vals: list[float | None]) -> float | None:
+def _max_or_none(vals: list[float | None]) -> float | None:
     vals = [v for v in vals if v is not None]
     return max(vals) if vals else None
 

@@ -463,7 +463,6 @@ def _in_flight(reference_config: str, batch: int) -> int:
     return rc.num_workers * rc.prefetch_factor * batch
 
 
-
 def check_remote_rows(result: dict) -> None:
     """Raise when a benchmark delivered failed reads: zero failed reads is the rule."""
     bad = [r["name"] for r in result["rows"] if (r.get("config") or {}).get("failed_samples")]

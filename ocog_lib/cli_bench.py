@@ -30,7 +30,7 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--workers", type=int, default=0, help="processes; 0 = threads in-process")
     s.add_argument("--threads", type=int, default=0, help="decode threads (0 = all cores)")
-    s.add_argument("--prefetch", type=int, default=4)
+    s.add_argument("--prefetch", type=int, help="batches assembled ahead (default: the engine's)")
     s.add_argument("--cache-mb", type=float, default=128.0)
     s.add_argument("--patches-per-tile", type=int, default=1)
     s.add_argument("--shuffle-tiles", type=int, default=32)
@@ -117,7 +117,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         threads=args.threads,
-        prefetch=args.prefetch,
+        prefetch=args.prefetch or StreamConfig.prefetch,
         cache_mb=args.cache_mb,
         patches_per_tile=args.patches_per_tile,
         shuffle_tiles=args.shuffle_tiles,

@@ -213,7 +213,6 @@ def baseline_configs(
                 patch_size=space.patch_sizes[0],
                 batch_size=space.batch_size,
                 threads=cores,
-                prefetch=4,
                 cache_mb=float(min(128, space.cache_mb[1])),
                 patches_per_tile=min(reuse, space.patches_per_tile[1]),
                 io_threads=32 if storage == "remote" else -1,

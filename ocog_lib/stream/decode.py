@@ -25,12 +25,9 @@ def _decompress(
     0.37 ms in place (one thread), and the decode limit of ZSTD-1 + predictor 2 rose 4%.
     """
     c = index.compression
-    out: int | np.ndarray = np.empty(nbytes, dtype=np.uint8) if writable else nbytes
     if c == 1:
-        if writable:
-            out[: len(raw)] = np.frombuffer(raw, dtype=np.uint8, count=min(len(raw), nbytes))
-            return out[: len(raw)]
-        return raw
+        return np.frombuffer(raw, dtype=np.uint8).copy() if writable else raw
+    out: int | np.ndarray = np.empty(nbytes, dtype=np.uint8) if writable else nbytes
     if c in (8, 32946):
         return imagecodecs.deflate_decode(raw, out=out)  # libdeflate when size is known
     if c == 50000:
@@ -50,14 +47,9 @@ def _decompress(
     raise UnsupportedLayout(index.uri, f"compression {index.compression_name} has no fast decoder")
 
 
-def delta_left(index: TiffIndex, band_first: bool, undo_predictor: bool) -> bool:
-    """Whether `decode_tile` returns this file's tiles still under predictor 2."""
-    return (
-        not undo_predictor
-        and not band_first
-        and index.predictor == 2
-        and index.compression != 34887  # LERC takes no TIFF predictor
-    )
+def has_delta(index: TiffIndex) -> bool:
+    """Whether this file's tiles are stored under predictor 2 (LERC takes no TIFF one)."""
+    return index.predictor == 2 and index.compression != 34887
 
 
 def decode_tile(
@@ -76,6 +68,7 @@ def decode_tile(
     `undo_predictor=False` (with band_first=False) leaves a horizontal-differencing
     predictor (2) in place, in the file's byte order: see `undo_delta`.
     """
+    keep_delta = not undo_predictor and not band_first and has_delta(index)
     lv = index.levels[level]
     th, tw = lv.tile_height, lv.tile_width
     spp = index.bands if index.planar == 1 else 1
@@ -83,7 +76,7 @@ def decode_tile(
     nbytes = th * tw * spp * dt.itemsize
     if len(raw) == 0:  # sparse tile: GDAL reads it as nodata (or 0)
         fill = index.nodata if index.nodata is not None else 0
-        if delta_left(index, band_first, undo_predictor):  # encoded: fill, then zero steps
+        if keep_delta:  # encoded: the fill, then zero steps
             arr = np.zeros((th, tw, spp), dtype=dt)
             arr[:, 0] = fill
             return arr
@@ -92,8 +85,7 @@ def decode_tile(
 
     data = _decompress(index, raw, nbytes, writable=index.predictor in (2, 3))
     if isinstance(data, np.ndarray) and index.compression == 34887:
-        arr = data.reshape(th, tw, spp) if data.ndim >= 2 else data.reshape(th, tw, spp)
-        arr = arr.astype(dt.newbyteorder("="), copy=False)
+        arr = data.reshape(th, tw, spp).astype(dt.newbyteorder("="), copy=False)
     else:
         buf = np.frombuffer(data, dtype=np.uint8)
         if buf.size < nbytes:
@@ -101,7 +93,7 @@ def decode_tile(
                 index.uri, f"tile decoded to {buf.size} bytes, expected {nbytes}: corrupt tile"
             )
         arr = buf[:nbytes].view(dt).reshape(th, tw, spp)
-        if delta_left(index, band_first, undo_predictor):
+        if keep_delta:
             return arr
         if index.predictor == 2:
             arr = imagecodecs.delta_decode(arr, axis=-2, out=arr)

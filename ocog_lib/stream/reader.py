@@ -20,7 +20,7 @@ import numpy as np
 from ocog_lib.errors import InputError, UnsupportedLayout
 from ocog_lib.storage import ByteRange, ByteSource, LocalFile, merge_ranges, open_source
 from ocog_lib.stream.cache import TileCache
-from ocog_lib.stream.decode import decode_tile, delta_left
+from ocog_lib.stream.decode import decode_tile, has_delta
 from ocog_lib.tiff_index import TiffIndex, parse_tiff
 
 # a tile key: (file id, band plane, tile row, tile col)
@@ -124,10 +124,10 @@ class TileFetcher:
         band_first: bool = True,
     ):
         self.rasters = rasters
+        # band_first: tiles are transposed once (they serve several patches); otherwise
+        # they stay in the stored layout, predictor 2 still applied: each window undoes it
+        # over its own rows only (`decode.undo_delta`)
         self.band_first = band_first
-        # tiles in the stored layout keep predictor 2 encoded: each window undoes it over
-        # its own rows only (`decode.undo_delta`)
-        self.lazy_delta = not band_first
         self.cache = cache
         self.max_gap = max_gap
         self.pool = ThreadPoolExecutor(
@@ -235,7 +235,7 @@ class TileFetcher:
                     raster.index,
                     blob[r.offset - lo : r.end - lo],
                     band_first=self.band_first,
-                    undo_predictor=not self.lazy_delta,
+                    undo_predictor=self.band_first,
                 )
                 self.cache.put(k, tile)
                 out[k] = tile
@@ -254,9 +254,7 @@ class TileFetcher:
 
     def delta_pending(self, raster: RasterSource) -> bool:
         """Whether this raster's tiles come out of the cache still under predictor 2."""
-        return raster.index is not None and delta_left(
-            raster.index, self.band_first, not self.lazy_delta
-        )
+        return not self.band_first and raster.index is not None and has_delta(raster.index)
 
     @staticmethod
     def resolve(key: TileKey, item: np.ndarray | Future) -> np.ndarray:
