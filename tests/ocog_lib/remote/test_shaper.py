@@ -56,7 +56,9 @@ def test_the_cap_is_shared_by_parallel_connections(s3, s3_env, objects):
         took = time.perf_counter() - start
     assert all(g == local_bytes(objects.blob, o, n) for g, (o, n) in zip(got, jobs, strict=True))
     rate = sum(n for _, n in jobs) / took / 1e6
-    assert 0.5 * cap <= rate <= 1.15 * cap
+    # the shaper's claim is a ceiling: never faster than the cap (a floor would be a speed
+    # target, which belongs in a benchmark)
+    assert rate <= 1.15 * cap
 
 
 def test_shaper_refuses_nonsense_and_stops_by_pid():
