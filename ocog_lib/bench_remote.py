@@ -33,6 +33,8 @@ from ocog_lib.bench import (
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 from ocog_lib.stream.dataset import CogStream, StreamConfig
+from ocog_lib.stream.footprint import tile_bytes_per_sample
+from ocog_lib.stream.samplers import link_reuse
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ class RemoteCompareConfig:
     seconds: float = 8.0
     warmup_seconds: float = 3.0  # after the first batch: queues filled at start-up drain here
     cache_mb: float = 128.0
-    best_reuse: int = 8
+    # ocog rows per variant and sampler: plain (1 window per tile visit) and the engine's
+    # default over remote sources (auto: samplers.link_reuse); best_reuse > 1 adds one more
+    best_reuse: int = 0
     io_threads: int = 32
     seed: int = 0
     # the toolkit's configs run against the remote files: default and remote-optimal
@@ -199,7 +203,7 @@ def compare_remote(
                 not_measured(shaper.pid),
                 _environ(env_for(shaper.url)),
             ):
-                rows += _runs_at_cap(cfg, cap, uris, shaper, patch_bytes, say)
+                rows += _runs_at_cap(cfg, cap, uris, local, shaper, patch_bytes, say)
                 rows += _hdf5_at_cap(cfg, cap, packages, shaper, say)
 
     # ceilings per variant and sampler: link (cap x ratio) and decode (same windows, local)
@@ -273,15 +277,28 @@ def compare_remote(
     }
 
 
+def _layout_bytes(images: list[str], sc: StreamConfig) -> float | None:
+    """Tile bytes per sample the row's windows need with no cache beyond a shuffle group."""
+    stream = CogStream(images, None, sc)
+    k = stream.cfg.patches_per_tile
+    group = stream.cfg.shuffle_tiles * k if k > 1 else 1
+    return tile_bytes_per_sample(stream.windows, stream.rasters, sc.patch_size, group)
+
+
 def _runs_at_cap(
     cfg: RemoteCompareConfig,
     cap: float,
     uris: dict[str, list[str]],
+    local: dict[str, list[str]],
     shaper,
     patch_bytes: dict[str, int],
     say: Callable[[str], None],
 ) -> list[BenchRow]:
     p, b = cfg.patch_size, cfg.batch_size
+    tiles = {}
+    for v in cfg.variants:
+        r0 = CogStream(local[v][:1], None, StreamConfig(length=1)).rasters[0]
+        tiles[v] = (r0.tile_height, r0.tile_width)
 
     def wire() -> float:
         return float(shaper.counters().bytes_down)
@@ -326,7 +343,8 @@ def _runs_at_cap(
         )
     for v in cfg.variants:
         for s in cfg.samplers:
-            for reuse in (1, cfg.best_reuse) if cfg.best_reuse > 1 else (1,):
+            auto = link_reuse(s, p, *tiles[v])
+            for reuse in dict.fromkeys((1, auto, max(1, cfg.best_reuse))):
                 sc = StreamConfig(
                     sampler=s,
                     patch_size=p,
@@ -340,6 +358,8 @@ def _runs_at_cap(
                     length=_length_for(cfg.seconds, 3000, b),
                 )
                 label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
+                label += " (auto)" if reuse == auto and reuse > 1 else ""
+                layout = _layout_bytes(local[v], sc)
                 plan.append(
                     (
                         label,
@@ -358,7 +378,12 @@ def _runs_at_cap(
                             ),
                             None,
                         ),
-                        _config_dict(sc),
+                        {
+                            **_config_dict(sc),
+                            "auto_reuse": reuse == auto,
+                            "layout_bytes_per_sample": layout,
+                            "layout_limit_sps": cap * 1e6 / layout if layout else None,
+                        },
                     )
                 )
     results: dict[int, list[tuple[Measurement, float | None, float | None]]] = {

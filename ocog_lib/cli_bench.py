@@ -32,7 +32,12 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, default=0, help="decode threads (0 = all cores)")
     s.add_argument("--prefetch", type=int, help="batches assembled ahead (default: the engine's)")
     s.add_argument("--cache-mb", type=float, default=128.0)
-    s.add_argument("--patches-per-tile", type=int, default=1)
+    s.add_argument(
+        "--patches-per-tile",
+        type=int,
+        default=0,
+        help="windows per tile visit; 0 = auto (1 local, link-sized for remote sources)",
+    )
     s.add_argument("--shuffle-tiles", type=int, default=32)
     s.add_argument("--bands", default=None, help="comma-separated 0-based band indices")
     s.add_argument("--dtype", default=None, help="output dtype, e.g. float32")

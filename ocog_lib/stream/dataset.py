@@ -35,7 +35,13 @@ from ocog_lib.stream.reader import (
     TileFetcher,
     open_raster,
 )
-from ocog_lib.stream.samplers import RasterGrid, SamplerConfig, batch_mix, sample_windows
+from ocog_lib.stream.samplers import (
+    RasterGrid,
+    SamplerConfig,
+    batch_mix,
+    link_reuse,
+    sample_windows,
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,9 @@ class StreamConfig:
     bands: tuple[int, ...] | None = None  # 0-based band indices; None = all
     dtype: str | None = None  # output dtype, e.g. "float32"; None = source dtype
     cache_mb: float = 128.0  # decoded-tile cache per process
-    patches_per_tile: int = 1  # >1: several windows per decoded tile (see samplers)
+    # windows per decoded tile (see samplers); 0 = auto: 1 for local files, and for remote
+    # ones enough that the link carries fewer bytes than the patches (samplers.link_reuse)
+    patches_per_tile: int = 0
     shuffle_tiles: int = 16  # tile visits mixed together when reusing tiles
     drop_last: bool = False
     pin_memory: bool | None = None  # None = when CUDA is available
@@ -66,6 +74,22 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
             raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
+        if self.patches_per_tile < 0:
+            raise InputError(
+                f"patches_per_tile {self.patches_per_tile}", "must be 0 (auto) or positive"
+            )
+
+    def resolved(self, rasters: list[RasterSource]) -> StreamConfig:
+        """This config with `patches_per_tile` auto (0) decided for these rasters."""
+        if self.patches_per_tile > 0:
+            return self
+        k = 1
+        if any(r.remote for r in rasters):
+            k = max(
+                link_reuse(self.sampler, self.patch_size, r.tile_height, r.tile_width)
+                for r in rasters
+            )
+        return replace(self, patches_per_tile=k)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
@@ -144,15 +168,15 @@ class CogStream(torch.utils.data.IterableDataset):
         rasters: list[RasterSource] | None = None,
     ):
         super().__init__()
-        self.cfg = config or StreamConfig()
         self.images = [str(p) for p in images]
         self.masks = [str(p) for p in masks] if masks else None
         if self.masks is not None and len(self.masks) != len(self.images):
             raise InputError("masks", f"{len(self.masks)} masks for {len(self.images)} images")
         paths = self.images + (self.masks or [])
         self.rasters = rasters or [open_raster(p) for p in paths]
-        self._check_rasters()
         n = len(self.images)
+        self.cfg = (config or StreamConfig()).resolved(self.rasters[:n])
+        self._check_rasters()
         self.bands = (
             list(self.cfg.bands)
             if self.cfg.bands is not None

@@ -296,6 +296,7 @@ def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: l
     split = SpatialSplit(cfg.val_fraction, cfg.patch_size)
     base = CogStream(images, masks, dataclasses.replace(scfg, length=1, workers=0))
     grids, rasters = base.grids, base.rasters
+    scfg = scfg.resolved(rasters)  # tile reuse auto (0) decided once, for every epoch
     bands = len(base.bands)
 
     def epoch_windows(epoch: int) -> np.ndarray:

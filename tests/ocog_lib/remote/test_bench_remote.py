@@ -33,10 +33,20 @@ def test_remote_compare_rows_and_limits(settings, monkeypatch):
     rows = result["rows"]
     assert result["storage"] == "remote" and result["endpoint_mb_s"] > 0
     ours = [r for r in rows if r["loader"] == "ocog"]
-    assert {(r["name"], r["variant"]) for r in ours} >= {
-        ("ocog random", "default"),
-        ("ocog block reuse x4", "optimal_remote"),
+    names = {(r["name"], r["variant"]) for r in ours}
+    assert {("ocog random", "default"), ("ocog block reuse x4", "optimal_remote")} <= names
+    # the engine's default over remote sources is a row of its own, for every sampler
+    auto = [r for r in ours if r["config"]["auto_reuse"] and r["config"]["patches_per_tile"] > 1]
+    assert {(r["sampler"], r["variant"]) for r in auto} == {
+        (s, v) for s in ("random", "block") for v in ("default", "optimal_remote")
     }
+    for r in ours:  # what the layout lets any loader move: tiles are fetched whole
+        c = r["config"]
+        plain = c["patches_per_tile"] == 1
+        assert c["layout_bytes_per_sample"] > 0
+        assert c["layout_limit_sps"] == pytest.approx(200e6 / c["layout_bytes_per_sample"])
+        if plain:  # a plain window costs at least its own tile's bytes
+            assert c["layout_limit_sps"] <= c["link_limit_sps"] * 1.05
     for r in ours:
         c = r["config"]
         assert c["cap_mb_s"] == 200.0 and c["rtt_ms"] == 10

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ocog_lib.errors import InputError
-from ocog_lib.stream.samplers import RasterGrid, SamplerConfig, batch_mix, sample_windows
+from ocog_lib.stream.samplers import (
+    RasterGrid,
+    SamplerConfig,
+    batch_mix,
+    link_reuse,
+    sample_windows,
+    tiles_per_visit,
+)
 
 GRIDS = [RasterGrid(1000, 1300, 256, 256), RasterGrid(700, 520, 128, 128)]
 
@@ -78,3 +85,22 @@ def test_bad_configs_are_named():
         SamplerConfig("spiral")
     with pytest.raises(InputError, match="smaller than the patch"):
         sample_windows([RasterGrid(100, 100, 64, 64)], SamplerConfig("random", 128))
+
+
+@pytest.mark.parametrize(
+    ("kind", "patch", "tile", "expected"),
+    [
+        ("block", 256, 512, 8),  # one 512 tile = 4 patches of area, x2 margin
+        ("random", 256, 512, 32),  # anchor + 3 neighbours = 16 patches, x2 -> capped 32
+        ("random", 256, 256, 8),  # 4 tiles of patch size, x2
+        ("block", 256, 256, 2),
+        ("block", 512, 256, 2),  # aligned to the grid: 4 tiles = the patch itself
+        ("grid", 256, 512, 1),
+    ],
+)
+def test_link_reuse_puts_under_half_a_patch_per_sample_on_the_wire(kind, patch, tile, expected):
+    k = link_reuse(kind, patch, tile, tile)
+    assert k == expected
+    fetched = (tiles_per_visit(kind, patch, tile) * tile) ** 2
+    if kind != "grid" and k < 32:
+        assert fetched / (patch * patch) / k <= 0.5
