@@ -241,6 +241,7 @@ def _cmd_compare_remote(args: argparse.Namespace) -> int:
         for cap in cfg.caps_mb_s:
             rows = [r for r in result["rows"] if r["config"].get("cap_mb_s") == cap]
             print(f"\ncap {cap:g} MB/s")
-            print(format_rows(rows, extra=("wire_bytes_per_sample", "link_utilization")))
+            extra = ("wire_bytes_per_sample", "link_utilization", "layout_limit_sps")
+            print(format_rows(rows, extra=extra))
     check_remote_rows(result)
     return 0

@@ -148,8 +148,12 @@ class TileFetcher:
             self.io_pool.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def request(self, keys: list[TileKey]) -> tuple[dict[TileKey, np.ndarray | Future], int]:
-        """Start whatever decoding `keys` need; returns key -> tile or future, and #fresh."""
+    def request(
+        self, keys: list[TileKey], position: int | None = None
+    ) -> tuple[dict[TileKey, np.ndarray | Future], int]:
+        """Start whatever decoding `keys` need; returns key -> tile or future, and #fresh.
+
+        `position`: the batch's place in the cache's plan (see TileCache.set_plan)."""
         found: dict[TileKey, np.ndarray | Future] = {}
         fresh_total = 0
         local: list[tuple[RasterSource, list, Future]] = []  # decoded in a few pool tasks
@@ -157,7 +161,7 @@ class TileFetcher:
         while todo:
             missing: list[TileKey] = []
             for k in todo:
-                hit = self.cache.lookup(k)
+                hit = self.cache.lookup(k, position)
                 if hit is None:
                     missing.append(k)
                 else:
@@ -170,7 +174,7 @@ class TileFetcher:
                 for _, members in merge_ranges(ranges, max_gap=self.max_gap):
                     group = [fkeys[i] for i in members]
                     fut: Future = Future()
-                    fresh = set(self.cache.claim(group, fut))
+                    fresh = set(self.cache.claim(group, fut, position))
                     todo.extend(k for k in group if k not in fresh)
                     if not fresh:
                         continue

@@ -296,7 +296,8 @@ def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: l
     split = SpatialSplit(cfg.val_fraction, cfg.patch_size)
     base = CogStream(images, masks, dataclasses.replace(scfg, length=1, workers=0))
     grids, rasters = base.grids, base.rasters
-    scfg = scfg.resolved(rasters)  # tile reuse auto (0) decided once, for every epoch
+    # tile reuse (auto) and the shuffle group decided once, for every epoch
+    scfg = dataclasses.replace(base.cfg, length=scfg.length, workers=scfg.workers)
     bands = len(base.bands)
 
     def epoch_windows(epoch: int) -> np.ndarray:

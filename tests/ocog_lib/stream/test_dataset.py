@@ -389,3 +389,21 @@ def test_missing_file_and_mismatched_mask_are_named(tmp_path, pair):
     small = write_raster(tmp_path / "small_mask.tif", np.zeros((1, 128, 128), np.uint8))
     with pytest.raises(InputError, match="small_mask.tif"):
         make_stream(images[:1], [small])
+
+
+def test_a_shuffle_group_is_capped_at_what_the_cache_holds(tmp_path):
+    arr = real_pixels(4, 256, 256, "uint16", seed=4)
+    path = write_raster(tmp_path / "g.tif", arr, compress="DEFLATE", blocksize=64)
+    tile = 64 * 64 * 4 * 2  # decoded bytes of one tile
+    # random windows of 32 px anchored in a 64 px tile reach 2x2 tiles per visit
+    cache_mb = 10 * 4 * tile / 2**20
+    s = make_stream([str(path)], sampler="random", patch_size=32, patches_per_tile=4,
+                    shuffle_tiles=32, cache_mb=cache_mb, length=64)  # fmt: skip
+    assert (s.cfg.patches_per_tile, s.cfg.shuffle_tiles) == (4, 10)
+    plain = make_stream([str(path)], sampler="random", patch_size=32, shuffle_tiles=32, length=8)
+    assert (plain.cfg.patches_per_tile, plain.cfg.shuffle_tiles) == (1, 32)  # local: no reuse
+    with rasterio.open(path) as ds:  # and the capped stream's pixels are still right
+        for batch in s:
+            for b, (_, row, col) in enumerate(batch["window"].tolist()):
+                want = ds.read(window=Window(col, row, 32, 32))
+                np.testing.assert_array_equal(batch["image"][b].numpy(), want)
