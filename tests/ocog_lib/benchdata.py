@@ -17,10 +17,11 @@ PROFILES = {
 }
 
 
-def make_bench_variants(root: Path, size: int = 768) -> Settings:
-    """Two bench scenes (+ masks) per variant under `root`, like the real sample's layout."""
+def make_bench_variants(root: Path, size: int = 768, extra: dict | None = None) -> Settings:
+    """Two bench scenes (+ masks) per variant under `root`, like the real sample's layout;
+    `extra`: more variants, name -> GDAL creation options."""
     s = Settings(data_dir=root, results_db=root / "ocog.duckdb")
-    for variant, opts in PROFILES.items():
+    for variant, opts in {**PROFILES, **(extra or {})}.items():
         folder = s.variant_dir("sample", variant)
         folder.mkdir(parents=True)
         items = []

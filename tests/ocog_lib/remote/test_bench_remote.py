@@ -10,7 +10,11 @@ from tests.ocog_lib.benchdata import make_bench_variants
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
-    return make_bench_variants(tmp_path_factory.mktemp("remote_bench"), size=640)
+    # the patch-sized variant the comparison adds (spec lerc_zstd:level=9,block=128)
+    patch_sized = dict(compress="LERC_ZSTD", max_z_error=0, level=9, blocksize=128)
+    return make_bench_variants(
+        tmp_path_factory.mktemp("remote_bench"), size=640, extra={"lerc_zstd_l9_b128": patch_sized}
+    )
 
 
 def test_remote_compare_rows_and_limits(settings, monkeypatch):
@@ -37,8 +41,12 @@ def test_remote_compare_rows_and_limits(settings, monkeypatch):
     assert {("ocog random", "default"), ("ocog block reuse x4", "optimal_remote")} <= names
     # the engine's default over remote sources is a row of its own, for every sampler
     auto = [r for r in ours if r["config"]["auto_reuse"] and r["config"]["patches_per_tile"] > 1]
+    # plus a variant whose tiles are the patch size, written for the comparison
+    assert list(result["compare"]["variants"]) == ["default", "optimal_remote", "lerc_zstd_l9_b128"]
     assert {(r["sampler"], r["variant"]) for r in auto} == {
-        (s, v) for s in ("random", "block") for v in ("default", "optimal_remote")
+        (s, v)
+        for s in ("random", "block")
+        for v in ("default", "optimal_remote", "lerc_zstd_l9_b128")
     }
     for r in ours:  # what the layout lets any loader move: tiles are fetched whole
         c = r["config"]
@@ -50,14 +58,15 @@ def test_remote_compare_rows_and_limits(settings, monkeypatch):
     for r in ours:
         c = r["config"]
         assert c["cap_mb_s"] == 200.0 and c["rtt_ms"] == 10
-        assert c["wire_bytes_per_sample"] > 0
+        # tiny scenes: once the cache holds them, a timed window may fetch nothing
+        assert c["wire_bytes_per_sample"] >= 0
         ceiling = min(x for x in (c["link_limit_sps"], c["decode_limit_sps"]) if x)
         assert r["ratio_vs_limit"] == pytest.approx(r["samples_per_s"] / ceiling)
         assert r["ratio_vs_reference_default"] > 0
         wire_mb_s = c["wire_bytes_per_sample"] * r["samples_per_s"] / 1e6
         assert c["link_utilization"] == pytest.approx(wire_mb_s / 200.0)
     links = {r["variant"]: r for r in rows if r["loader"] == "link_limit"}
-    assert set(links) == {"default", "optimal_remote"}
+    assert set(links) == {"default", "optimal_remote", "lerc_zstd_l9_b128"}
     assert all(r["config"]["compression_ratio"] > 1 for r in links.values())
 
 
@@ -74,6 +83,7 @@ def test_remote_compare_hdf5_rows(settings, monkeypatch):
         patch_size=128,
         batch_size=8,
         best_reuse=1,
+        patch_sized_tiles=False,
         reference_configs=("default",),
         cache_mb=8,
         hdf5=("gzip",),
@@ -87,7 +97,8 @@ def test_remote_compare_hdf5_rows(settings, monkeypatch):
     c = h5["config"]
     assert h5["variant"] == "hdf5_gzip" and c["storage"] == "remote"
     assert c["package"].startswith("s3://ocog-bench/") and c["package"].endswith(".h5")
-    assert h5["samples_per_s"] > 0 and c["wire_bytes_per_sample"] > 0
+    # a 64-sample package may sit whole in the workers' block caches after the warm-up
+    assert h5["samples_per_s"] > 0 and c["wire_bytes_per_sample"] >= 0
     assert c["link_limit_sps"] > 0 and c["decode_limit_sps"] is None
     assert h5["ratio_vs_limit"] == pytest.approx(h5["samples_per_s"] / c["link_limit_sps"])
     link = next(r for r in rows if r["loader"] == "link_limit" and r["variant"] == "hdf5_gzip")
