@@ -293,12 +293,13 @@ def compare_remote(
     }
 
 
-def _layout_bytes(images: list[str], sc: StreamConfig) -> float | None:
-    """Tile bytes per sample the row's windows need with no cache beyond a shuffle group."""
+def _layout(images: list[str], sc: StreamConfig) -> tuple[StreamConfig, float | None]:
+    """The row's config as the engine resolves it (on the same files, stored locally), and
+    the tile bytes per sample its windows need with no cache beyond a shuffle group."""
     stream = CogStream(images, None, sc)
     k = stream.cfg.patches_per_tile
     group = stream.cfg.shuffle_tiles * k if k > 1 else 1
-    return tile_bytes_per_sample(stream.windows, stream.rasters, sc.patch_size, group)
+    return stream.cfg, tile_bytes_per_sample(stream.windows, stream.rasters, sc.patch_size, group)
 
 
 def _runs_at_cap(
@@ -375,7 +376,7 @@ def _runs_at_cap(
                 )
                 label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
                 label += " (auto)" if reuse == auto and reuse > 1 else ""
-                layout = _layout_bytes(local[v], sc)
+                resolved, layout = _layout(local[v], sc)
                 plan.append(
                     (
                         label,
@@ -395,7 +396,7 @@ def _runs_at_cap(
                             None,
                         ),
                         {
-                            **_config_dict(sc),
+                            **_config_dict(resolved),  # shuffle group as capped
                             "auto_reuse": reuse == auto,
                             "layout_bytes_per_sample": layout,
                             "layout_limit_sps": cap * 1e6 / layout if layout else None,

@@ -48,6 +48,10 @@ def test_remote_compare_rows_and_limits(settings, monkeypatch):
         for s in ("random", "block")
         for v in ("default", "optimal_remote", "lerc_zstd_l9_b128")
     }
+    # rows record the config the engine ran: random x32 over 256-px tiles visits 4 tiles
+    # (2 MB decoded), so an 8 MB cache holds a shuffle group of 4 visits, not 32
+    (rnd,) = [r for r in auto if r["sampler"] == "random" and r["variant"] == "default"]
+    assert (rnd["config"]["patches_per_tile"], rnd["config"]["shuffle_tiles"]) == (32, 4)
     for r in ours:  # what the layout lets any loader move: tiles are fetched whole
         c = r["config"]
         plain = c["patches_per_tile"] == 1
