@@ -103,12 +103,13 @@ class StreamConfig:
                 )
         shuffle = self.shuffle_tiles
         if k > 1 and self.sampler != "grid" and rasters:
+            # a visit's tiles, image and mask alike (masks share the images' grid)
             visit = max(
                 tiles_per_visit(self.sampler, self.patch_size, r.tile_height)
                 * tiles_per_visit(self.sampler, self.patch_size, r.tile_width)
-                * _tile_bytes(r)
+                * (_tile_bytes(r) + max((_tile_bytes(m) for m in masks), default=0))
                 for r in rasters
-            ) + max((_tile_bytes(m) for m in masks), default=0)
+            )
             shuffle = max(1, min(shuffle, int(self.cache_mb * 1024 * 1024) // visit))
         return replace(self, patches_per_tile=k, shuffle_tiles=shuffle)
 

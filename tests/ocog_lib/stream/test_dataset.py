@@ -400,6 +400,14 @@ def test_a_shuffle_group_is_capped_at_what_the_cache_holds(tmp_path):
     s = make_stream([str(path)], sampler="random", patch_size=32, patches_per_tile=4,
                     shuffle_tiles=32, cache_mb=cache_mb, length=64)  # fmt: skip
     assert (s.cfg.patches_per_tile, s.cfg.shuffle_tiles) == (4, 10)
+    # a mask's tiles (1 band uint8: 4 KB each) count too: 4 x 36 KB a visit -> 8 visits
+    labels = (arr[3] > arr[2]).astype(np.uint8)[None]
+    mpath = write_raster(tmp_path / "m.tif", labels, compress="DEFLATE", blocksize=64)
+    with_mask = make_stream(
+        [str(path)], [str(mpath)], sampler="random", patch_size=32, patches_per_tile=4,
+        shuffle_tiles=32, cache_mb=cache_mb, length=8,
+    )  # fmt: skip
+    assert with_mask.cfg.shuffle_tiles == 8
     plain = make_stream([str(path)], sampler="random", patch_size=32, shuffle_tiles=32, length=8)
     assert (plain.cfg.patches_per_tile, plain.cfg.shuffle_tiles) == (1, 32)  # local: no reuse
     with rasterio.open(path) as ds:  # and the capped stream's pixels are still right
