@@ -34,6 +34,7 @@ from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 from ocog_lib.stream.dataset import CogStream, StreamConfig
 from ocog_lib.stream.footprint import tile_bytes_per_sample
+from ocog_lib.stream.reader import RasterSource, open_raster
 from ocog_lib.stream.samplers import link_reuse
 
 
@@ -120,16 +121,16 @@ def _environ(values: dict) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _ratio(images: list[str]) -> float:
+def _ratio(rasters: list[RasterSource]) -> float:
     """Decoded / stored bytes of a variant's full-resolution tiles (its compression ratio).
 
     Overviews and the header are left out: they are never streamed, and counting them
     (a third more bytes) would lower the link limit by a quarter."""
     decoded = stored = 0
-    for p in images:
-        r = CogStream([p], None, StreamConfig(length=1)).rasters[0]
+    for r in rasters:
         decoded += r.height * r.width * r.bands * r.dtype.itemsize
-        stored += int(r.index.levels[0].byte_counts.sum()) if r.index else Path(p).stat().st_size
+        tiles = r.index.levels[0].byte_counts.sum() if r.index else Path(r.uri).stat().st_size
+        stored += int(tiles)  # a GDAL-only raster (no parsed index): its whole file
     return decoded / stored
 
 
@@ -183,11 +184,13 @@ def compare_remote(
     if "remote_optimal" in cfg.reference_configs and "optimal_remote" not in variants:
         variants = (*variants, "optimal_remote")
     local = {v: bench_files(cfg.dataset, v, settings)[0] for v in variants}
+    # the local copies' headers, parsed once: shapes, tile grids, ratios, windows
+    parsed = {v: [open_raster(path) for path in local[v]] for v in variants}
     p = cfg.patch_size
     threads = os.cpu_count() or 1
     patch_bytes = {}
     for v in variants:
-        r0 = CogStream(local[v][:1], None, StreamConfig(length=1)).rasters[0]
+        r0 = parsed[v][0]
         patch_bytes[v] = p * p * r0.bands * r0.dtype.itemsize
 
     rows: list[BenchRow] = []
@@ -217,19 +220,18 @@ def compare_remote(
                 not_measured(shaper.pid),
                 _environ(env_for(shaper.url)),
             ):
-                rows += _runs_at_cap(cfg, cap, uris, local, shaper, patch_bytes, say)
+                rows += _runs_at_cap(cfg, cap, uris, local, parsed, shaper, patch_bytes, say)
                 rows += _hdf5_at_cap(cfg, cap, packages, shaper, say)
 
     # ceilings per variant and sampler: link (cap x ratio) and decode (same windows, local)
-    ratios = {**{v: _ratio(local[v]) for v in variants}, **hdf5_ratio}
+    ratios = {**{v: _ratio(parsed[v]) for v in variants}, **hdf5_ratio}
     decode: dict[tuple[str, str], float] = {}
     for v in variants:
-        r0 = CogStream(local[v][:1], None, StreamConfig(length=1)).rasters[0]
+        r0 = parsed[v][0]
         for s in cfg.samplers:
             if r0.index is not None and r0.index.compression != 1:
-                wins = CogStream(
-                    local[v], None, StreamConfig(sampler=s, patch_size=p, length=128, seed=cfg.seed)
-                ).windows
+                sc = StreamConfig(sampler=s, patch_size=p, length=128, seed=cfg.seed)
+                wins = CogStream(local[v], None, sc, rasters=parsed[v]).windows
                 say(f"decode limit: {s} on {v}")
                 decode[(v, s)] = decode_limit(
                     local[v], wins, p, threads=threads, min_seconds=max(0.5, cfg.seconds / 2)
@@ -293,10 +295,12 @@ def compare_remote(
     }
 
 
-def _layout(images: list[str], sc: StreamConfig) -> tuple[StreamConfig, float | None]:
+def _layout(
+    images: list[str], rasters: list[RasterSource], sc: StreamConfig
+) -> tuple[StreamConfig, float | None]:
     """The row's config as the engine resolves it (on the same files, stored locally), and
     the tile bytes per sample its windows need with no cache beyond a shuffle group."""
-    stream = CogStream(images, None, sc)
+    stream = CogStream(images, None, sc, rasters=rasters)
     k = stream.cfg.patches_per_tile
     group = stream.cfg.shuffle_tiles * k if k > 1 else 1
     return stream.cfg, tile_bytes_per_sample(stream.windows, stream.rasters, sc.patch_size, group)
@@ -307,15 +311,12 @@ def _runs_at_cap(
     cap: float,
     uris: dict[str, list[str]],
     local: dict[str, list[str]],
+    parsed: dict[str, list[RasterSource]],
     shaper,
     patch_bytes: dict[str, int],
     say: Callable[[str], None],
 ) -> list[BenchRow]:
     p, b = cfg.patch_size, cfg.batch_size
-    tiles = {}
-    for v in cfg.variants:
-        r0 = CogStream(local[v][:1], None, StreamConfig(length=1)).rasters[0]
-        tiles[v] = (r0.tile_height, r0.tile_width)
 
     def wire() -> float:
         return float(shaper.counters().bytes_down)
@@ -360,7 +361,7 @@ def _runs_at_cap(
         )
     for v in cfg.variants:
         for s in cfg.samplers:
-            auto = link_reuse(s, p, *tiles[v])
+            auto = link_reuse(s, p, parsed[v][0].tile_height, parsed[v][0].tile_width)
             for reuse in dict.fromkeys((1, auto, max(1, cfg.best_reuse))):
                 sc = StreamConfig(
                     sampler=s,
@@ -376,7 +377,7 @@ def _runs_at_cap(
                 )
                 label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
                 label += " (auto)" if reuse == auto and reuse > 1 else ""
-                resolved, layout = _layout(local[v], sc)
+                resolved, layout = _layout(local[v], parsed[v], sc)
                 plan.append(
                     (
                         label,

@@ -45,10 +45,6 @@ from ocog_lib.stream.samplers import (
 )
 
 
-def _tile_bytes(r: RasterSource) -> int:
-    return r.tile_height * r.tile_width * r.bands * r.dtype.itemsize
-
-
 @dataclass(frozen=True)
 class StreamConfig:
     sampler: str = "random"
@@ -107,7 +103,7 @@ class StreamConfig:
             visit = max(
                 tiles_per_visit(self.sampler, self.patch_size, r.tile_height)
                 * tiles_per_visit(self.sampler, self.patch_size, r.tile_width)
-                * (_tile_bytes(r) + max((_tile_bytes(m) for m in masks), default=0))
+                * (r.tile_bytes + max((m.tile_bytes for m in masks), default=0))
                 for r in rasters
             )
             shuffle = max(1, min(shuffle, int(self.cache_mb * 1024 * 1024) // visit))
@@ -278,17 +274,6 @@ class CogStream(torch.utils.data.IterableDataset):
     def batch_mix(self) -> float:
         return batch_mix(self.windows, self.grids, self.cfg.batch_size)
 
-    def _tiles_of(self, fid: int, row: int, col: int) -> list[tuple[int, int, int, int]]:
-        r = self.rasters[fid]
-        p = self.cfg.patch_size
-        ty0, ty1 = row // r.tile_height, (row + p - 1) // r.tile_height
-        tx0, tx1 = col // r.tile_width, (col + p - 1) // r.tile_width
-        return [
-            (ty, tx, ty * r.tile_height, tx * r.tile_width)
-            for ty in range(ty0, ty1 + 1)
-            for tx in range(tx0, tx1 + 1)
-        ]
-
     def _batch_tiles(self, wins: np.ndarray, masks: bool) -> tuple[list, dict]:
         """Per window (b, file, tile parts), and every (file, plane, ty, tx) the batch needs
         from the cache (image and mask tiles; not those read directly or through GDAL)."""
@@ -296,7 +281,7 @@ class CogStream(torch.utils.data.IterableDataset):
         plan: list[tuple[int, int, list]] = []
         keys: dict[tuple[int, int, int, int], None] = {}
         for b, (fid, row, col) in enumerate(wins.tolist()):
-            parts = self._tiles_of(fid, row, col)
+            parts = self.rasters[fid].window_tiles(row, col, self.cfg.patch_size)
             plan.append((b, fid, parts))
             for f in (fid, fid + n_img) if masks else (fid,):
                 r = self.rasters[f]
@@ -308,16 +293,12 @@ class CogStream(torch.utils.data.IterableDataset):
                         keys[(f, pl, ty, tx)] = None
         return plan, keys
 
-    def tile_plan(self, chunks: list[np.ndarray]) -> dict[tuple, list[int]]:
-        """For every tile, the positions of the batches (in `chunks`) that need it."""
-        uses: dict[tuple, list[int]] = {}
-        for i, wins in enumerate(chunks):
-            for k in self._batch_tiles(wins, self.masks is not None)[1]:
-                uses.setdefault(k, []).append(i)
-        return uses
+    def make_batch(
+        self, wins: np.ndarray, position: int | None = None, tiles: tuple | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Assemble one batch: request every tile, then copy each window's pieces.
 
-    def make_batch(self, wins: np.ndarray, position: int | None = None) -> dict[str, torch.Tensor]:
-        """Assemble one batch: request every tile, then copy each window's pieces."""
+        `position` and `tiles` (its `_batch_tiles`) come from `iter_batches`' plan."""
         eng = self.engine()
         cfg = self.cfg
         p, nb = cfg.patch_size, len(wins)
@@ -328,7 +309,7 @@ class CogStream(torch.utils.data.IterableDataset):
         if self.masks is not None:
             mask = self._alloc((nb, p, p), self.rasters[n_img].dtype)
         all_bands = self.bands == list(range(self.rasters[0].bands))
-        plan, keys = self._batch_tiles(wins, mask is not None)
+        plan, keys = tiles or self._batch_tiles(wins, mask is not None)
         found, fresh = eng.fetcher.request(list(keys), position)
         resolve = eng.fetcher.resolve
 
@@ -429,19 +410,25 @@ class CogStream(torch.utils.data.IterableDataset):
         """Yield batches in order, `prefetch` of them assembled ahead on threads."""
         chunks = self.batch_windows() if chunks is None else chunks
         eng = self.engine()
-        eng.cache.set_plan(self.tile_plan(chunks))
+        # each batch's tiles, worked out once: for the cache's plan and for the batch itself
+        tiles = [self._batch_tiles(w, self.masks is not None) for w in chunks]
+        eng.cache.set_plan(_tile_plan([keys for _, keys in tiles]))
         ahead: deque = deque()
-        it = enumerate(chunks)
         depth = max(1, self.cfg.prefetch)
-        for i, wins in it:
-            ahead.append(eng.assemblers.submit(self.make_batch, wins, i))
-            if len(ahead) >= depth:
-                break
+
+        def submit(i: int) -> None:
+            batch_tiles, tiles[i] = tiles[i], None  # the batch holds them from here on
+            ahead.append(eng.assemblers.submit(self.make_batch, chunks[i], i, batch_tiles))
+
+        nxt = 0
+        while nxt < min(depth, len(chunks)):
+            submit(nxt)
+            nxt += 1
         while ahead:
             batch = ahead.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                ahead.append(eng.assemblers.submit(self.make_batch, nxt[1], nxt[0]))
+            if nxt < len(chunks):
+                submit(nxt)
+                nxt += 1
             yield batch
 
     def __iter__(self) -> Iterator[dict]:
@@ -479,6 +466,15 @@ class CogStream(torch.utils.data.IterableDataset):
             multiprocessing_context=ctx,
             pin_memory=pin,
         )
+
+
+def _tile_plan(per_batch: list[dict]) -> dict[tuple, list[int]]:
+    """For every tile, the positions of the batches (their tile keys, in order) using it."""
+    uses: dict[tuple, list[int]] = {}
+    for i, keys in enumerate(per_batch):
+        for k in keys:
+            uses.setdefault(k, []).append(i)
+    return uses
 
 
 def replace_config(stream: CogStream, **changes) -> CogStream:

@@ -21,11 +21,8 @@ def tile_bytes_per_sample(
     total = 0
     for start in range(0, len(windows), max(1, group)):
         tiles: set[tuple[int, int, int]] = set()
-        for f, row, col in windows[start : start + group]:
-            r = rasters[int(f)]
-            for ty in range(row // r.tile_height, (row + patch - 1) // r.tile_height + 1):
-                for tx in range(col // r.tile_width, (col + patch - 1) // r.tile_width + 1):
-                    tiles.add((int(f), ty, tx))
+        for f, row, col in windows[start : start + group].tolist():
+            tiles.update((f, ty, tx) for ty, tx, _, _ in rasters[f].window_tiles(row, col, patch))
         for f, ty, tx in tiles:
             index = rasters[f].index
             planes = index.bands if index.planar == 2 else 1

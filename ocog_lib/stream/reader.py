@@ -48,6 +48,20 @@ class RasterSource:
         return self.index is not None
 
     @property
+    def tile_bytes(self) -> int:
+        """Decoded bytes of one full tile, all bands."""
+        return self.tile_height * self.tile_width * self.bands * self.dtype.itemsize
+
+    def window_tiles(self, row: int, col: int, patch: int) -> list[tuple[int, int, int, int]]:
+        """(ty, tx, tile top, tile left) of every tile a patch x patch window touches."""
+        th, tw = self.tile_height, self.tile_width
+        return [
+            (ty, tx, ty * th, tx * tw)
+            for ty in range(row // th, (row + patch - 1) // th + 1)
+            for tx in range(col // tw, (col + patch - 1) // tw + 1)
+        ]
+
+    @property
     def remote(self) -> bool:
         return self.source is not None and not isinstance(self.source, LocalFile)
 
