@@ -83,8 +83,14 @@ def test_s3_source_pickles_into_forked_workers(s3_env, objects):
     state = pickle.dumps(src)
     assert s3_env["AWS_SECRET_ACCESS_KEY"].encode() not in state
     want = hashlib.sha256(local_bytes(objects.blob, 1000, 50_000)).hexdigest()
-    with multiprocessing.get_context("fork").Pool(2) as pool:
+    # close + join, not the context manager's terminate(): a runner that ignores SIGTERM in
+    # children leaves a terminated worker blocked forever and the suite waiting on it
+    pool = multiprocessing.get_context("fork").Pool(2)
+    try:
         results = pool.starmap(_digest_in_child, [(src, 1000, 50_000)] * 4)
+    finally:
+        pool.close()
+        pool.join()
     # each worker reads with its own pool and counts from zero
     assert {r[0] for r in results} == {want}
     assert all(r[1] >= 1 for r in results)
