@@ -11,7 +11,7 @@ from __future__ import annotations
 import imagecodecs
 import numpy as np
 
-from ocog_lib.errors import UnsupportedLayout
+from ocog_lib.errors import InputError, UnsupportedLayout
 from ocog_lib.tiff_index import TiffIndex
 
 
@@ -36,15 +36,60 @@ def _decompress(
         return imagecodecs.lzw_decode(raw, out=out)
     if c == 32773:
         return imagecodecs.packbits_decode(raw, out=out)
-    if c == 34887:
-        extra = index.lerc_params[1] if len(index.lerc_params) > 1 else 0
-        blob = raw
-        if extra == 1:
-            blob = imagecodecs.zlib_decode(raw)
-        elif extra == 2:
-            blob = imagecodecs.zstd_decode(raw)
-        return imagecodecs.lerc_decode(blob)
     raise UnsupportedLayout(index.uri, f"compression {index.compression_name} has no fast decoder")
+
+
+def _lerc_blob(index: TiffIndex, raw: bytes) -> bytes:
+    """The LERC blob inside a tile: LERC_DEFLATE / LERC_ZSTD wrap it once more."""
+    extra = index.lerc_params[1] if len(index.lerc_params) > 1 else 0
+    if extra == 1:
+        return imagecodecs.zlib_decode(raw)
+    if extra == 2:
+        return imagecodecs.zstd_decode(raw)
+    return raw
+
+
+def _lerc_depth(blob: bytes) -> int:
+    """Values per pixel (nDim) in a Lerc2 blob's header; 1 before Lerc2 v4 and in Lerc1."""
+    if blob[:6] != b"Lerc2 " or len(blob) < 26:
+        return 1
+    version = int.from_bytes(blob[6:10], "little", signed=True)
+    return int.from_bytes(blob[22:26], "little", signed=True) if version >= 4 else 1
+
+
+def _lerc_tile(index: TiffIndex, raw: bytes, th: int, tw: int, spp: int) -> np.ndarray:
+    """A LERC tile as (th, tw, spp), with invalid pixels as libtiff (so GDAL) returns them.
+
+    libtiff stores float NaNs as a validity mask, one per band (then the blob holds one
+    band after another, band-first) when the bands' NaNs differ; masked pixels decode to
+    NaN. A uint8 alpha band of only 0/255 is stored as the mask (nDim = samples - 1) and
+    comes back as 255 * mask. Any other mask on integers makes libtiff fail, so it is an error.
+    """
+    blob = _lerc_blob(index, raw)
+    depth = _lerc_depth(blob)
+    floating = index.dtype.kind == "f"
+    alpha = index.dtype.kind == "u" and index.dtype.itemsize == 1 and depth == spp - 1 > 0
+    try:
+        data, mask = imagecodecs.lerc_decode(blob, masks=True)
+    except imagecodecs.LercError as exc:
+        raise UnsupportedLayout(index.uri, f"corrupt LERC tile ({exc})") from exc
+    native = index.dtype.newbyteorder("=")
+    if data.dtype != native or data.size != th * tw * (depth if alpha else spp):
+        raise UnsupportedLayout(
+            index.uri,
+            f"LERC tile holds {data.dtype} {data.shape}, expected {native} ({th}, {tw}, {spp})",
+        )
+    if mask is not None and floating:
+        data[~mask] = np.nan  # mask: (th, tw), or (bands, th, tw) like band-first data
+    elif mask is not None and not alpha:  # libtiff asks LERC for no mask here, and fails
+        raise InputError(index.uri, "LERC tile masks integer pixels: GDAL cannot read it either")
+    if floating and spp > 1 and depth == 1:  # one blob per band: (spp, th, tw)
+        return data.reshape(spp, th, tw).transpose(1, 2, 0)
+    data = data.reshape(th, tw, depth)
+    if not alpha:
+        return data
+    valid = np.full((th, tw), 255, np.uint8) if mask is None else mask.astype(np.uint8) * 255
+    return np.concatenate([data, valid[..., None]], axis=2)
 
 
 def has_delta(index: TiffIndex) -> bool:
@@ -83,10 +128,10 @@ def decode_tile(
         shape = (spp, th, tw) if band_first else (th, tw, spp)
         return np.full(shape, fill, dtype=dt.newbyteorder("="))
 
-    data = _decompress(index, raw, nbytes, writable=index.predictor in (2, 3))
-    if isinstance(data, np.ndarray) and index.compression == 34887:
-        arr = data.reshape(th, tw, spp).astype(dt.newbyteorder("="), copy=False)
+    if index.compression == 34887:  # LERC takes no TIFF predictor
+        arr = _lerc_tile(index, raw, th, tw, spp)
     else:
+        data = _decompress(index, raw, nbytes, writable=index.predictor in (2, 3))
         buf = np.frombuffer(data, dtype=np.uint8)
         if buf.size < nbytes:
             raise UnsupportedLayout(
@@ -101,7 +146,7 @@ def decode_tile(
             arr = imagecodecs.floatpred_decode(arr, axis=-2, out=arr)
     native = dt.newbyteorder("=")
     if not band_first:
-        return arr.astype(native, copy=False)
+        return np.ascontiguousarray(arr, dtype=native)
     out = np.empty((spp, th, tw), dtype=native)
     np.copyto(out, arr.transpose(2, 0, 1), casting="unsafe")
     return out
