@@ -4,7 +4,8 @@ Parsed once per file (a few KiB of header, fetched as byte ranges so the same co
 serves local and remote files), then shared with every worker by pickling: a worker
 never re-opens or re-parses a file. Only what the engine needs is kept: image size,
 tile grid, tile offsets and byte counts, dtype, compression, predictor, planar layout,
-nodata, and the overview levels.
+nodata, the overview levels, and the georeferencing (CRS and transform, to check that a
+mask lines up with its image).
 """
 
 from __future__ import annotations
@@ -55,6 +56,50 @@ FAST_COMPRESSIONS = {1, 5, 8, 32946, 32773, 34887, 50000}
 _SAMPLE_FORMATS = {1: "u", 2: "i", 3: "f"}
 
 
+# ---- georeferencing ------------------------------------------------------------------
+# GeoTIFF tags and GeoKeys (GeoTIFF 1.1): enough to tell whether two rasters line up
+_PIXEL_SCALE, _TIEPOINT, _TRANSFORMATION = 33550, 33922, 34264
+_GEOKEYS, _GEO_DOUBLES, _GEO_ASCII = 34735, 34736, 34737
+_RASTER_TYPE, _GEOGRAPHIC, _PROJECTED, _VERTICAL = 1025, 2048, 3072, 4096
+_CITATIONS = {1026, 2049, 3073, 4097}  # free text: two writers word the same CRS differently
+_USER_DEFINED = 32767
+
+
+@dataclass(frozen=True)
+class Georef:
+    """Where a raster lies: its CRS as stored and its pixel-to-CRS transform.
+
+    `crs` is (("EPSG", code),) when the file names an EPSG CRS, else its GeoKeys as
+    (key, value) pairs without the citations; () when it has none. `transform` is
+    (a, b, c, d, e, f) as in rasterio's Affine (pixel corner, as GDAL reports it).
+    """
+
+    crs: tuple = ()
+    transform: tuple[float, ...] | None = None
+    tiepoints: tuple[float, ...] = ()  # ground control points, when there is no transform
+
+    @property
+    def crs_name(self) -> str:
+        if not self.crs:
+            return "none"
+        if self.crs[0][0] == "EPSG":
+            return "+".join(f"EPSG:{code}" for _, code in self.crs)
+        return "GeoKeys " + ", ".join(f"{k}={v}" for k, v in self.crs)
+
+    def difference(self, other: Georef, mine: str, theirs: str) -> str | None:
+        """What differs from `other` (None: they line up); `mine`/`theirs` label the two."""
+        if not _same_crs(self.crs, other.crs):
+            return f"CRS {self.crs_name} ({mine}) vs {other.crs_name} ({theirs})"
+        if self.tiepoints != other.tiepoints:
+            return f"ground control points differ ({mine} vs {theirs})"
+        a, b = self.transform, other.transform
+        if a is None and b is None:
+            return None
+        if a is None or b is None or not _same_transform(a, b):
+            return f"transform {_fmt(a)} ({mine}) vs {_fmt(b)} ({theirs}){_shift(a, b, theirs)}"
+        return None
+
+
 @dataclass(frozen=True)
 class Level:
     """One resolution level (full resolution or an overview) of a tiled TIFF."""
@@ -91,6 +136,7 @@ class TiffIndex:
     lerc_params: tuple[int, ...] = ()
     jpeg_tables: bytes = b""
     extra: dict = field(default_factory=dict)
+    georef: Georef = field(default_factory=Georef)  # CRS and transform
 
     @property
     def width(self) -> int:
@@ -294,9 +340,113 @@ def parse_tiff(source: ByteSource) -> TiffIndex:
         levels=tuple(levels),
         lerc_params=tuple(int(v) for v in main.get(50674, ())),
         jpeg_tables=bytes(main.get(347, (b"",))[0]) if 347 in main and main[347] else b"",
+        georef=parse_georef(main),
     )
 
 
 def read_index(uri: str) -> TiffIndex:
     """Open a URI and parse its header (once; pass the result to workers)."""
     return parse_tiff(open_source(uri))
+
+
+# ---- georeferencing: parsing and comparing (the `Georef` class is above) ----------------
+def _same_crs(a: tuple, b: tuple) -> bool:
+    """The same stored CRS: EPSG codes and GeoKeys equal, their doubles up to round-off (GDAL
+    writes an ellipsoid's 298.257222101 as ...101004 on one path and not on another)."""
+    if len(a) != len(b):
+        return False
+    for (ka, va), (kb, vb) in zip(a, b, strict=True):
+        if ka != kb or type(va) is not type(vb):
+            return False
+        if isinstance(va, tuple) and all(isinstance(v, float) for v in va + vb):
+            if len(va) != len(vb) or not all(
+                abs(x - y) <= 1e-12 * max(abs(x), abs(y)) for x, y in zip(va, vb, strict=True)
+            ):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+def _same_transform(t: tuple[float, ...], u: tuple[float, ...]) -> bool:
+    """Equal up to float round-off: scale/rotation to 1e-9 of the pixel size, origin to a
+    millionth of a pixel (plus the last digits of a large coordinate)."""
+    pixel = max(abs(v) for v in (*t[:2], *t[3:5], *u[:2], *u[3:5])) or 1.0
+    for i in (0, 1, 3, 4):
+        if abs(t[i] - u[i]) > 1e-9 * pixel:
+            return False
+    return all(abs(t[i] - u[i]) <= 1e-6 * pixel + 1e-12 * abs(t[i]) for i in (2, 5))
+
+
+def _fmt(t: tuple[float, ...] | None) -> str:
+    return "none" if t is None else "(" + ", ".join(f"{v:.10g}" for v in t) + ")"
+
+
+def _shift(t, u, theirs: str) -> str:
+    """For north-up grids of the same pixel size, the offset in pixels."""
+    if t is None or u is None or t[1] or t[3] or u[1] or u[3]:
+        return ""
+    if abs(t[0] - u[0]) > 1e-9 * abs(t[0]) or abs(t[4] - u[4]) > 1e-9 * abs(t[4]):
+        return ""
+    dx, dy = (u[2] - t[2]) / t[0] + 0.0, (u[5] - t[5]) / t[4] + 0.0  # + 0.0: no -0
+    return f": {theirs} shifted by {dx:+.6g} columns, {dy:+.6g} rows"
+
+
+def _geokeys(tags: dict[int, tuple]) -> dict[int, object]:
+    """The GeoKey directory as key -> value (ints, doubles or text)."""
+    raw = tags.get(_GEOKEYS)
+    if not raw:
+        return {}
+    d = [int(v) for v in (raw[0] if isinstance(raw[0], np.ndarray) else raw)]
+    doubles = tags.get(_GEO_DOUBLES, ())
+    text = tags.get(_GEO_ASCII, ("",))[0]
+    keys: dict[int, object] = {}
+    for i in range(4, 4 + 4 * d[3], 4):
+        key, where, count, value = d[i : i + 4]
+        if where == 0:
+            keys[key] = value
+        elif where == _GEO_DOUBLES:
+            keys[key] = tuple(doubles[value : value + count])
+        elif where == _GEO_ASCII:
+            keys[key] = text[value : value + count].rstrip("|\0")
+        else:
+            keys[key] = tuple(tags.get(where, ())[value : value + count])
+    return keys
+
+
+def parse_georef(tags: dict[int, tuple]) -> Georef:
+    """The georeferencing facts of one image directory (see `Georef`)."""
+    keys = _geokeys(tags)
+    crs: tuple = ()
+    code = keys.get(_PROJECTED, keys.get(_GEOGRAPHIC))
+    if isinstance(code, int) and code != _USER_DEFINED:
+        crs = (("EPSG", code),)
+        if isinstance(keys.get(_VERTICAL), int) and keys[_VERTICAL] != _USER_DEFINED:
+            crs += (("EPSG", keys[_VERTICAL]),)
+    elif keys:
+        skip = _CITATIONS | {_RASTER_TYPE}
+        crs = tuple(sorted((k, v) for k, v in keys.items() if k not in skip))
+    transform = None
+    tie, scale = tags.get(_TIEPOINT, ()), tags.get(_PIXEL_SCALE, ())
+    if len(tags.get(_TRANSFORMATION, ())) >= 8:
+        m = tags[_TRANSFORMATION]
+        transform = (m[0], m[1], m[3], m[4], m[5], m[7])
+    elif len(tie) >= 6 and len(scale) >= 2:
+        i, j, _, x, y, _ = tie[:6]
+        transform = (scale[0], 0.0, x - i * scale[0], 0.0, -scale[1], y + j * scale[1])
+    if transform is not None and keys.get(_RASTER_TYPE) == 2:  # PixelIsPoint: GDAL's shift
+        a, b, c, d, e, f = transform
+        transform = (a, b, c - (a + b) / 2, d, e, f - (d + e) / 2)
+    tiepoints = tuple(float(v) for v in tie) if transform is None else ()
+    return Georef(crs, tuple(float(v) for v in transform) if transform else None, tiepoints)
+
+
+def read_georef(source: ByteSource) -> Georef:
+    """The georeferencing of any TIFF, tiled or not (the fast path's header parse stops
+    at layouts it cannot decode; GDAL takes the same facts from the first directory)."""
+    r = _Reader(source, source.size())
+    bo = ">" if r.head[:2] == b"MM" else "<"
+    big = struct.unpack(bo + "H", r.head[2:4])[0] == 43
+    (first,) = struct.unpack_from(bo + ("Q" if big else "I"), r.head, 8 if big else 4)
+    tags, _ = _parse_ifd(r, bo, big, first)
+    return parse_georef(tags)

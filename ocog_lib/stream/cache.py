@@ -126,8 +126,10 @@ class TileCache:
             self._keys[i] = last
             self._slot[last] = i
 
-    def forget_pending(self, keys: list[Hashable]) -> None:
-        """Drop in-flight markers after a failed decode so a later batch may retry."""
+    def forget_pending(self, keys: list[Hashable], fut: Future | None = None) -> None:
+        """Drop in-flight markers after a failed decode so a later batch may retry; with
+        `fut`, only the markers it holds (a key may have been claimed again since)."""
         with self._lock:
             for k in keys:
-                self._pending.pop(k, None)
+                if fut is None or self._pending.get(k) is fut:
+                    self._pending.pop(k, None)

@@ -16,16 +16,20 @@ Where the work runs:
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from traceback import format_exception
 
 import numpy as np
 import torch
 
-from ocog_lib.errors import InputError
+from ocog_lib.errors import InputError, OcogError
+from ocog_lib.remote.secrets import redact_uri
+from ocog_lib.storage import open_source
 from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.decode import undo_delta
 from ocog_lib.stream.reader import (
@@ -43,6 +47,7 @@ from ocog_lib.stream.samplers import (
     sample_windows,
     tiles_per_visit,
 )
+from ocog_lib.tiff_index import Georef, read_georef
 
 
 @dataclass(frozen=True)
@@ -99,15 +104,20 @@ class StreamConfig:
                 )
         shuffle = self.shuffle_tiles
         if k > 1 and self.sampler != "grid" and rasters:
-            # a visit's tiles, image and mask alike (masks share the images' grid)
+            # a visit's tiles, image and mask, each counted on its own tile grid
             visit = max(
-                tiles_per_visit(self.sampler, self.patch_size, r.tile_height)
-                * tiles_per_visit(self.sampler, self.patch_size, r.tile_width)
-                * (r.tile_bytes + max((m.tile_bytes for m in masks), default=0))
-                for r in rasters
+                self._visit_bytes(r, r) + (self._visit_bytes(r, masks[i]) if masks else 0)
+                for i, r in enumerate(rasters)
             )
             shuffle = max(1, min(shuffle, int(self.cache_mb * 1024 * 1024) // visit))
         return replace(self, patches_per_tile=k, shuffle_tiles=shuffle)
+
+    def _visit_bytes(self, anchor: RasterSource, r: RasterSource) -> int:
+        """Decoded bytes of the tiles of `r` that one visit anchored in a tile of `anchor`
+        (the image) can touch."""
+        down = tiles_per_visit(self.sampler, self.patch_size, r.tile_height, anchor.tile_height)
+        across = tiles_per_visit(self.sampler, self.patch_size, r.tile_width, anchor.tile_width)
+        return down * across * r.tile_bytes
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
@@ -169,8 +179,11 @@ class _Engine:
         )
 
     def close(self) -> None:
-        self.assemblers.shutdown(wait=True, cancel_futures=True)
+        """Stop promptly: batches not started are cancelled, tiles not decoded fail (so a
+        batch waiting on one ends), then the batch threads are joined."""
+        self.assemblers.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
+        self.assemblers.shutdown(wait=True)
         self.direct.close()
 
 
@@ -236,6 +249,9 @@ class CogStream(torch.utils.data.IterableDataset):
                 )
             if msk.bands != 1:
                 raise InputError(msk.uri, f"a mask must have 1 band, it has {msk.bands}")
+            diff = _georef(img).difference(_georef(msk), "image", "mask")
+            if diff:
+                raise InputError(msk.uri, f"does not line up with its image {img.uri}: {diff}")
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -275,22 +291,26 @@ class CogStream(torch.utils.data.IterableDataset):
         return batch_mix(self.windows, self.grids, self.cfg.batch_size)
 
     def _batch_tiles(self, wins: np.ndarray, masks: bool) -> tuple[list, dict]:
-        """Per window (b, file, tile parts), and every (file, plane, ty, tx) the batch needs
-        from the cache (image and mask tiles; not those read directly or through GDAL)."""
+        """Per window (b, [(file, its tile parts)]: the image, then its mask), and every
+        (file, plane, ty, tx) the batch needs from the cache (image and mask tiles; not
+        those read directly or through GDAL). Each raster's parts come from its own tile
+        grid: a mask may be tiled unlike its image (256 vs 512, striped vs tiled)."""
         n_img = len(self.images)
-        plan: list[tuple[int, int, list]] = []
+        plan: list[tuple[int, list[tuple[int, list]]]] = []
         keys: dict[tuple[int, int, int, int], None] = {}
         for b, (fid, row, col) in enumerate(wins.tolist()):
-            parts = self.rasters[fid].window_tiles(row, col, self.cfg.patch_size)
-            plan.append((b, fid, parts))
+            files = []
             for f in (fid, fid + n_img) if masks else (fid,):
                 r = self.rasters[f]
+                parts = r.window_tiles(row, col, self.cfg.patch_size) if r.fast else []
+                files.append((f, parts))
                 if not r.fast or (r.direct and self.cfg.direct):
                     continue
                 planes = self.bands if (r.index.planar == 2 and f < n_img) else [0]
                 for pl in planes:
                     for ty, tx, _, _ in parts:
                         keys[(f, pl, ty, tx)] = None
+            plan.append((b, files))
         return plan, keys
 
     def make_batch(
@@ -314,13 +334,15 @@ class CogStream(torch.utils.data.IterableDataset):
         resolve = eng.fetcher.resolve
 
         skipped: list[int] = []
-        for b, fid, parts in plan:
+        for b, files in plan:
             _, row, col = wins[b].tolist()
             try:
-                self._fill(eng, found, resolve, out[b], fid, row, col, parts, self.bands, all_bands)
-                if mask is not None:
-                    m = mask.numpy()[b][None]
-                    self._fill(eng, found, resolve, m, fid + n_img, row, col, parts, [0], True)
+                for f, parts in files:
+                    if f < n_img:
+                        dst, bands, every = out[b], self.bands, all_bands
+                    else:
+                        dst, bands, every = mask.numpy()[b][None], [0], True
+                    self._fill(eng, found, resolve, dst, f, row, col, parts, bands, every)
             except InputError:
                 if cfg.on_error != "skip":
                     raise
@@ -351,7 +373,14 @@ class CogStream(torch.utils.data.IterableDataset):
         r = self.rasters[f]
         p = self.cfg.patch_size
         if not r.fast:
-            np.copyto(dst, eng.fallback.read(f, row, col, p, bands), casting="unsafe")
+            try:
+                data = eng.fallback.read(f, row, col, p, bands)
+            except InputError:
+                raise
+            except Exception as exc:  # GDAL's errors name no file: name it, so "skip" works
+                cause = redact_uri(str(exc))
+                raise InputError(r.uri, f"GDAL cannot read window {row},{col} ({cause})") from exc
+            np.copyto(dst, data, casting="unsafe")
             return
         if r.direct and self.cfg.direct:
             self._fill_direct(eng, dst, f, row, col, parts, bands, all_bands)
@@ -421,25 +450,33 @@ class CogStream(torch.utils.data.IterableDataset):
             ahead.append(eng.assemblers.submit(self.make_batch, chunks[i], i, batch_tiles))
 
         nxt = 0
-        while nxt < min(depth, len(chunks)):
-            submit(nxt)
-            nxt += 1
-        while ahead:
-            batch = ahead.popleft().result()
-            if nxt < len(chunks):
+        try:
+            while nxt < min(depth, len(chunks)):
                 submit(nxt)
                 nxt += 1
-            yield batch
+            while ahead:
+                batch = ahead.popleft().result()
+                if nxt < len(chunks):
+                    submit(nxt)
+                    nxt += 1
+                yield batch
+        finally:  # an error, a break or an abandoned iterator: batches not begun never run
+            for fut in ahead:
+                fut.cancel()
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         chunks = self.batch_windows()
-        if info is not None and info.num_workers > 1:
+        if info is None:
+            return self.iter_batches(chunks)
+        if info.num_workers > 1:
             chunks = [
                 c
                 for i, c in enumerate(chunks)
                 if (i // self._group_batches()) % info.num_workers == info.id
             ]
+        if getattr(self, "_ships_errors", False):  # a worker of `worker_loader`
+            return _ship_errors(self.iter_batches(chunks), info.id)
         return self.iter_batches(chunks)
 
     def _group_batches(self) -> int:
@@ -453,19 +490,17 @@ class CogStream(torch.utils.data.IterableDataset):
         """What a training loop iterates: self (workers=0) or a DataLoader over workers."""
         if self.cfg.workers <= 0:
             return self
-        ctx = self.cfg.start_method
         pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else torch.cuda.is_available()
         # workers build their own engine; pinning happens in the main process if asked
-        worker_view = replace_config(self, pin_memory=False)
-        return torch.utils.data.DataLoader(
-            worker_view,
-            batch_size=None,
-            num_workers=self.cfg.workers,
-            prefetch_factor=max(1, self.cfg.prefetch),
-            persistent_workers=False,
-            multiprocessing_context=ctx,
-            pin_memory=pin,
-        )
+        return worker_loader(replace_config(self, pin_memory=False), pin)
+
+
+def _georef(r: RasterSource) -> Georef:
+    """A raster's CRS and transform: from its parsed header, or for a GDAL-read one from
+    its first directory, so both sides of a pair compare what their files store."""
+    if r.index is not None:
+        return r.index.georef
+    return read_georef(open_source(r.gdal_uri or r.uri))
 
 
 def _tile_plan(per_batch: list[dict]) -> dict[tuple, list[int]]:
@@ -491,3 +526,60 @@ def _torch_dtype(dt: np.dtype) -> torch.dtype:
 def make_stream(images: list[str], masks: list[str] | None = None, **config) -> CogStream:
     """Convenience: `make_stream(paths, sampler="block", batch_size=32, ...)`."""
     return CogStream(images, masks, StreamConfig(**config))
+
+
+# ---- ocog errors across the worker boundary ----------------------------------------------
+# torch re-raises a worker's exception as exc_type(traceback text), and InputError(what,
+# cause) cannot be built from one string: every ocog error arrived as a RuntimeError with
+# an 81-line message. The workers of `worker_loader` send the error itself instead.
+
+
+@dataclass(frozen=True)
+class _WorkerError:
+    """An ocog error raised in a DataLoader worker, sent in place of the next batch."""
+
+    error: OcogError
+
+
+def _ship_errors(batches: Iterator[dict], worker: int) -> Iterator[dict | _WorkerError]:
+    """`batches`, then the ocog error that ended them, if it can be pickled."""
+    try:
+        yield from batches
+    except OcogError as exc:
+        exc.add_note(f"raised in DataLoader worker {worker}:\n{''.join(format_exception(exc))}")
+        if not _picklable(exc):
+            raise  # torch at least reports it
+        yield _WorkerError(exc)
+
+
+def _picklable(obj: object) -> bool:
+    try:
+        pickle.dumps(obj)
+    except Exception:  # noqa: BLE001 - whatever pickling raises
+        return False
+    return True
+
+
+class _OcogLoader(torch.utils.data.DataLoader):
+    """A DataLoader that re-raises a worker's ocog error as itself: type, message, fields."""
+
+    def __iter__(self):
+        for item in super().__iter__():  # unnamed: an error drops it, so workers shut down
+            if isinstance(item, _WorkerError):
+                raise item.error
+            yield item
+
+
+def worker_loader(view: CogStream, pin: bool) -> torch.utils.data.DataLoader:
+    """A DataLoader over `view` in `view.cfg.workers` processes, whose errors keep their type
+    (`except InputError` and the CLI's one-line `ocog: error:` work as with workers=0)."""
+    view._ships_errors = True
+    return _OcogLoader(
+        view,
+        batch_size=None,
+        num_workers=view.cfg.workers,
+        prefetch_factor=max(1, view.cfg.prefetch),
+        persistent_workers=False,
+        multiprocessing_context=view.cfg.start_method,
+        pin_memory=pin,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +126,12 @@ def open_raster(uri: str) -> RasterSource:
 
 
 class TileFetcher:
-    """Decoded tiles by key, through a bounded cache and a decode thread pool."""
+    """Decoded tiles by key, through a bounded cache and a decode thread pool.
+
+    Every tile a request claims in the cache ends up decoded or failed, whatever goes
+    wrong (a bad header entry, a closed pool, `close()` itself): a batch never waits on a
+    tile nobody will decode. A failed tile fails alone: the rest of its merged read lands.
+    """
 
     def __init__(
         self,
@@ -156,11 +161,17 @@ class TileFetcher:
         self.bytes_read = 0
         self.tiles_decoded = 0
         self._count_lock = threading.Lock()
+        # claimed jobs not yet resolved: what close() fails so no waiter is left behind
+        self._open: dict[Future, tuple[RasterSource, list[TileKey]]] = {}
 
     def close(self) -> None:
         if self.io_pool is not None:
             self.io_pool.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        with self._count_lock:
+            left = list(self._open.items())
+        for fut, (raster, keys) in left:  # cancelled before they ran
+            self._fail(raster, keys, fut, InputError(raster.uri, "stream closed before the read"))
 
     def request(
         self, keys: list[TileKey], position: int | None = None
@@ -169,55 +180,92 @@ class TileFetcher:
 
         `position`: the batch's place in the cache's plan (see TileCache.set_plan)."""
         found: dict[TileKey, np.ndarray | Future] = {}
-        fresh_total = 0
-        local: list[tuple[RasterSource, list, Future]] = []  # decoded in a few pool tasks
-        todo = list(keys)
-        while todo:
-            missing: list[TileKey] = []
-            for k in todo:
-                hit = self.cache.lookup(k, position)
-                if hit is None:
-                    missing.append(k)
-                else:
-                    found[k] = hit
-            todo = []  # keys another thread claimed between lookup and claim: look again
-            for fid in sorted({k[0] for k in missing}):
-                fkeys = [k for k in missing if k[0] == fid]
-                raster = self.rasters[fid]
-                ranges = [ByteRange(*raster.index.tile_entry(0, k[1], k[2], k[3])) for k in fkeys]
-                for _, members in merge_ranges(ranges, max_gap=self.max_gap):
-                    group = [fkeys[i] for i in members]
-                    fut: Future = Future()
-                    fresh = set(self.cache.claim(group, fut, position))
-                    todo.extend(k for k in group if k not in fresh)
-                    if not fresh:
-                        continue
-                    job = [
-                        (k, ranges[i]) for k, i in zip(group, members, strict=True) if k in fresh
-                    ]
-                    fresh_total += len(job)
-                    found.update((k, fut) for k, _ in job)
-                    if self.io_pool is None or isinstance(raster.source, LocalFile):
-                        local.append((raster, job, fut))
-                    else:  # remote: many reads in flight on I/O threads, then decoding
-                        self.io_pool.submit(self._fetch_then_queue_decode, raster, job, fut)
-        self._submit_local(local)
-        return found, fresh_total
+        claimed: list[tuple[RasterSource, list, Future]] = []
+        try:
+            todo = list(keys)
+            while todo:
+                todo = self._claim(todo, position, found, claimed)
+        except BaseException as exc:  # nothing scheduled yet: release every claim
+            for raster, job, fut in claimed:
+                self._fail(raster, [k for k, _ in job], fut, exc)
+            raise
+        self._schedule(claimed)
+        return found, sum(len(job) for _, job, _ in claimed)
 
-    def _submit_local(self, jobs: list[tuple[RasterSource, list, Future]]) -> None:
-        """Local jobs go to the pool in a few runs (two per decode thread), not one task per
-        tile: a task costs a queue hand-off and a thread wake-up, which on fast codecs
-        (ZSTD-1, a mask tile) came to a tenth of the decode time itself."""
-        if not jobs:
-            return
-        runs = min(len(jobs), 2 * self.pool._max_workers)
-        per = -(-len(jobs) // runs)
-        for i in range(0, len(jobs), per):
-            self.pool.submit(self._fetch_and_decode_run, jobs[i : i + per])
+    def _claim(self, todo: list, position, found: dict, claimed: list) -> list[TileKey]:
+        """Look `todo` up, claim what nobody holds; returns keys claimed meanwhile by
+        another thread (look again)."""
+        missing: list[TileKey] = []
+        for k in todo:
+            hit = self.cache.lookup(k, position)
+            if hit is None:
+                missing.append(k)
+            else:
+                found[k] = hit
+        again: list[TileKey] = []
+        files = []  # every tile's byte range first: a bad header entry fails before any claim
+        for fid in sorted({k[0] for k in missing}):
+            fkeys = [k for k in missing if k[0] == fid]
+            raster = self.rasters[fid]
+            ranges = [ByteRange(*raster.index.tile_entry(0, k[1], k[2], k[3])) for k in fkeys]
+            files.append((raster, fkeys, ranges))
+        for raster, fkeys, ranges in files:
+            for _, members in merge_ranges(ranges, max_gap=self.max_gap):
+                group = [fkeys[i] for i in members]
+                fut: Future = Future()
+                fresh = set(self.cache.claim(group, fut, position))
+                again.extend(k for k in group if k not in fresh)
+                if not fresh:
+                    continue
+                job = [(k, ranges[i]) for k, i in zip(group, members, strict=True) if k in fresh]
+                with self._count_lock:
+                    self._open[fut] = (raster, [k for k, _ in job])
+                claimed.append((raster, job, fut))
+                found.update((k, fut) for k, _ in job)
+        return again
+
+    def _schedule(self, jobs: list[tuple[RasterSource, list, Future]]) -> None:
+        """Hand claimed jobs to the pools. Local ones go in a few runs (two per decode
+        thread), not one task per tile: a task costs a queue hand-off and a thread wake-up,
+        which on fast codecs (ZSTD-1, a mask tile) came to a tenth of the decode time.
+        Remote ones get an I/O thread each. A job no pool takes (closed) fails."""
+        local, tasks = [], []
+        for job in jobs:
+            if self.io_pool is None or isinstance(job[0].source, LocalFile):
+                local.append(job)
+            else:
+                tasks.append((self.io_pool, self._fetch_then_queue_decode, [job]))
+        if local:
+            per = -(-len(local) // min(len(local), 2 * self.pool._max_workers))
+            tasks += [
+                (self.pool, self._fetch_and_decode_run, local[i : i + per])
+                for i in range(0, len(local), per)
+            ]
+        for n, (pool, fn, run) in enumerate(tasks):
+            try:
+                pool.submit(fn, run)
+            except BaseException as exc:
+                for _, _, rest in tasks[n:]:
+                    for raster, job, fut in rest:
+                        self._fail(raster, [k for k, _ in job], fut, exc)
+                raise
 
     def _fetch_and_decode_run(self, jobs: list[tuple[RasterSource, list, Future]]) -> None:
         for raster, job, fut in jobs:
-            self._fetch_and_decode(raster, job, fut)
+            try:
+                pieces = self._read(raster, job)
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+                self._fail(raster, [k for k, _ in job], fut, exc)
+                continue
+            self._decode(raster, pieces, fut)
+
+    def _fetch_then_queue_decode(self, jobs: list[tuple[RasterSource, list, Future]]) -> None:
+        for raster, job, fut in jobs:
+            try:
+                pieces = self._read(raster, job)
+                self.pool.submit(self._decode, raster, pieces, fut)
+            except BaseException as exc:  # noqa: BLE001
+                self._fail(raster, [k for k, _ in job], fut, exc)
 
     def _fetch(self, raster: RasterSource, job: list) -> tuple[memoryview, int]:
         lo = min(r.offset for _, r in job)
@@ -227,48 +275,61 @@ class TileFetcher:
             self.bytes_read += hi - lo
         return blob, lo
 
-    def _fetch_and_decode(self, raster: RasterSource, job: list, fut: Future) -> None:
+    def _read(self, raster: RasterSource, job: list) -> list[tuple[TileKey, object]]:
+        """Each tile's bytes, or its error: a merged read that fails is retried tile by
+        tile, so only the tiles that cannot be read fail, not their neighbours."""
         try:
             blob, lo = self._fetch(raster, job)
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
-            self._fail(raster, job, fut, exc)
-            return
-        self._decode(raster, job, blob, lo, fut)
+            return [(k, blob[r.offset - lo : r.end - lo]) for k, r in job]
+        except Exception as exc:
+            if len(job) == 1:
+                return [(job[0][0], _tile_error(raster, job[0][0], exc))]
+        pieces: list[tuple[TileKey, object]] = []
+        for k, r in job:
+            try:
+                blob, _ = self._fetch(raster, [(k, r)])
+                pieces.append((k, blob))
+            except Exception as exc:
+                pieces.append((k, _tile_error(raster, k, exc)))
+        return pieces
 
-    def _fetch_then_queue_decode(self, raster: RasterSource, job: list, fut: Future) -> None:
+    def _decode(self, raster: RasterSource, pieces: list, fut: Future) -> None:
+        """Decode each tile on its own: the good ones land in the cache and the result,
+        a bad one is its InputError in the result (and may be retried by a later batch)."""
         try:
-            blob, lo = self._fetch(raster, job)
-        except BaseException as exc:  # noqa: BLE001
-            self._fail(raster, job, fut, exc)
-            return
-        self.pool.submit(self._decode, raster, job, blob, lo, fut)
-
-    def _decode(
-        self, raster: RasterSource, job: list, blob: memoryview, lo: int, fut: Future
-    ) -> None:
-        try:
-            out = {}
-            for k, r in job:
-                tile = decode_tile(
-                    raster.index,
-                    blob[r.offset - lo : r.end - lo],
-                    band_first=self.band_first,
-                    undo_predictor=self.band_first,
-                )
-                self.cache.put(k, tile)
-                out[k] = tile
+            out: dict[TileKey, np.ndarray | InputError] = {}
+            for k, raw in pieces:
+                if not isinstance(raw, InputError):
+                    try:
+                        tile = decode_tile(
+                            raster.index, raw, band_first=self.band_first,
+                            undo_predictor=self.band_first,
+                        )  # fmt: skip
+                    except Exception as exc:
+                        raw = _tile_error(raster, k, exc)
+                    else:
+                        self.cache.put(k, tile)
+                        out[k] = tile
+                        continue
+                self.cache.forget_pending([k], fut)
+                out[k] = raw
             with self._count_lock:
-                self.tiles_decoded += len(job)
+                self.tiles_decoded += sum(not isinstance(v, InputError) for v in out.values())
+                self._open.pop(fut, None)
             fut.set_result(out)
         except BaseException as exc:  # noqa: BLE001
-            self._fail(raster, job, fut, exc)
+            self._fail(raster, [k for k, _ in pieces], fut, exc)
 
-    def _fail(self, raster: RasterSource, job: list, fut: Future, exc: BaseException) -> None:
-        self.cache.forget_pending([k for k, _ in job])
-        if isinstance(exc, InputError):
+    def _fail(self, raster: RasterSource, keys: list, fut: Future, exc: BaseException) -> None:
+        self.cache.forget_pending(keys, fut)
+        with self._count_lock:
+            self._open.pop(fut, None)
+        if not isinstance(exc, InputError):
+            exc = InputError(raster.uri, f"tile read/decode failed ({_cause(exc)})")
+        try:
             fut.set_exception(exc)
-        else:
-            fut.set_exception(InputError(raster.uri, f"tile read/decode failed ({exc})"))
+        except InvalidStateError:  # already resolved: its waiters have what they need
+            pass
 
     def delta_pending(self, raster: RasterSource) -> bool:
         """Whether this raster's tiles come out of the cache still under predictor 2."""
@@ -278,8 +339,25 @@ class TileFetcher:
     def resolve(key: TileKey, item: np.ndarray | Future) -> np.ndarray:
         """The decoded tile, waiting for its decode job if it is still running."""
         if isinstance(item, Future):
-            return item.result()[key]
+            item = item.result()[key]
+        if isinstance(item, InputError):  # a fresh one per waiter (threads share the result)
+            raise InputError(item.what, item.cause)
         return item
+
+
+def _tile_error(raster: RasterSource, key: TileKey, exc: BaseException) -> InputError:
+    """An unreadable tile, named: file, band plane and tile row/column."""
+    _, plane, ty, tx = key
+    where = f"tile ({ty}, {tx})" + (f" band {plane}" if plane else "")
+    cause = exc.cause if isinstance(exc, InputError) else _cause(exc)
+    return InputError(raster.uri, f"{where} cannot be read/decoded ({cause})")
+
+
+def _cause(exc: BaseException) -> str:
+    """An unexpected error as text safe to show (a URI in it is redacted)."""
+    from ocog_lib.remote.secrets import redact_uri
+
+    return redact_uri(f"{type(exc).__name__}: {exc}")
 
 
 class DirectReader:

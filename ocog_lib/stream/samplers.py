@@ -24,6 +24,7 @@ patch's own bytes; the engine uses it for remote sources unless told otherwise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,11 +70,20 @@ class SamplerConfig:
             raise InputError("patches_per_tile/shuffle_tiles", "must be at least 1")
 
 
-def tiles_per_visit(kind: str, patch: int, tile: int) -> int:
-    """Tiles along one axis that the windows of one visit anchored in a tile can cover."""
-    if kind == "block":
-        return 1 if patch <= tile else -(-patch // tile)
-    return (tile - 1 + patch - 1) // tile + 1  # top-left anywhere in the anchor tile
+def tiles_per_visit(kind: str, patch: int, tile: int, anchor: int | None = None) -> int:
+    """Tiles along one axis that the windows of one visit can cover.
+
+    Visits are anchored in the image's tiles (`anchor` px, default `tile`); the count is in
+    tiles of `tile` px, which for a mask tiled unlike its image differ from the anchor's.
+    """
+    anchor = anchor or tile
+    if kind == "block":  # inside the anchor tile, or aligned to it when larger
+        span = anchor if patch <= anchor else patch
+    else:  # top-left anywhere in the anchor tile
+        span = anchor + patch - 1
+    # the span starts on the anchor grid: at worst this far into a tile of `tile` px
+    slack = tile - math.gcd(anchor, tile)
+    return -(-(slack + span) // tile)
 
 
 def link_reuse(kind: str, patch: int, tile_height: int, tile_width: int, cap: int = 32) -> int:

@@ -29,7 +29,7 @@ from ocog_lib.atomic import atomic_path
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
-from ocog_lib.stream.dataset import CogStream, StreamConfig
+from ocog_lib.stream.dataset import CogStream, StreamConfig, worker_loader
 from ocog_lib.stream.samplers import RasterGrid, SamplerConfig, sample_windows
 from ocog_lib.train.configs import LoaderConfig, loader_files, resolve_loader_config
 from ocog_lib.train.metrics import ConfusionMatrix, per_class_iou
@@ -174,11 +174,7 @@ class WindowStream(CogStream):
         view = WindowStream(self.images, self.masks,
                             dataclasses.replace(self.cfg, pin_memory=False), self.windows,
                             rasters=self.rasters)
-        return torch.utils.data.DataLoader(
-            view, batch_size=None, num_workers=self.cfg.workers,
-            prefetch_factor=max(1, self.cfg.prefetch), persistent_workers=False,
-            multiprocessing_context=self.cfg.start_method, pin_memory=pin,
-        )
+        return worker_loader(view, pin)  # ocog errors keep their type across the workers
 
 
 # ---- helpers -----------------------------------------------------------------------------

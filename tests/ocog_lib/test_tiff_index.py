@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import rasterio
 
 from ocog_lib.storage import ByteRange, LocalFile, merge_ranges
-from ocog_lib.tiff_index import read_index
+from ocog_lib.tiff_index import read_georef, read_index
 from tests.ocog_lib.stream.rasters import real_pixels, write_raster
 
 
@@ -49,3 +51,38 @@ def test_merge_ranges_coalesces_adjacent_reads():
     assert [(m.offset, m.length) for m, _ in merged] == [(0, 155), (300, 10)]
     assert sorted(merged[0][1]) == [0, 1, 3]
     assert len(merge_ranges(ranges, max_gap=200)) == 1
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize(
+    "crs,transform,point",
+    [
+        ("EPSG:32618", rasterio.Affine(10, 0, 500000, 0, -10, 4000000), False),
+        ("EPSG:32618", rasterio.Affine(10, 0, 500000, 0, -10, 4000000), True),  # PixelIsPoint
+        ("EPSG:32618", rasterio.Affine(10, 0.5, 500000, 0.25, -10, 4000000), False),  # rotated
+        ("EPSG:4326", rasterio.Affine(1e-4, 0, -73.5, 0, -1e-4, 40.5), False),
+        (None, None, False),
+    ],
+)
+@pytest.mark.parametrize("tiled", [True, False])
+def test_georef_matches_gdal(tmp_path, crs, transform, point, tiled):
+    path = tmp_path / "g.tif"
+    profile = dict(driver="GTiff", width=64, height=48, count=1, dtype="uint8", tiled=tiled)
+    if tiled:
+        profile.update(blockxsize=32, blockysize=32)
+    if crs:
+        profile.update(crs=crs, transform=transform)
+    with rasterio.open(path, "w", **profile) as ds:
+        if point:
+            ds.update_tags(AREA_OR_POINT="Point")
+        ds.write(np.zeros((1, 48, 64), np.uint8))
+    g = read_georef(LocalFile(str(path)))
+    if tiled:
+        assert read_index(str(path)).georef == g
+    with rasterio.open(path) as ds:
+        if crs is None:
+            assert (g.crs, g.transform) == ((), None)
+            return
+        assert g.crs == (("EPSG", ds.crs.to_epsg()),)
+        np.testing.assert_allclose(g.transform, tuple(ds.transform)[:6], rtol=1e-12)
+        assert (ds.tags().get("AREA_OR_POINT") == "Point") == point

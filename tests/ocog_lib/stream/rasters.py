@@ -50,18 +50,26 @@ def real_pixels(bands: int, height: int, width: int, dtype: str, seed: int = 0) 
     return arr.astype(dtype)
 
 
-def write_raster(path: Path, arr: np.ndarray, *, driver: str = "COG", **opts) -> Path:
-    """Write `arr` (bands, h, w) as a COG (driver COG) or a plain GeoTIFF (driver GTiff)."""
+TRANSFORM = rasterio.Affine(10, 0, 500000, 0, -10, 4000000)
+
+
+def write_raster(
+    path: Path,
+    arr: np.ndarray,
+    *,
+    driver: str = "COG",
+    crs: str | None = "EPSG:32618",
+    transform: rasterio.Affine | None = TRANSFORM,
+    **opts,
+) -> Path:
+    """Write `arr` (bands, h, w) as a COG (driver COG) or a plain GeoTIFF (driver GTiff);
+    `crs`/`transform` None leave them out (a raster with no georeferencing)."""
     bands, h, w = arr.shape
-    profile = dict(
-        driver="GTiff",
-        width=w,
-        height=h,
-        count=bands,
-        dtype=arr.dtype,
-        crs="EPSG:32618",
-        transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000),
-    )
+    profile = dict(driver="GTiff", width=w, height=h, count=bands, dtype=arr.dtype)
+    if crs is not None:
+        profile["crs"] = crs
+    if transform is not None:
+        profile["transform"] = transform
     if driver == "GTiff":
         with rasterio.open(path, "w", **profile, **opts) as ds:
             ds.write(arr)

@@ -104,3 +104,20 @@ def test_link_reuse_puts_under_half_a_patch_per_sample_on_the_wire(kind, patch, 
     fetched = (tiles_per_visit(kind, patch, tile) * tile) ** 2
     if kind != "grid" and k < 32:
         assert fetched / (patch * patch) / k <= 0.5
+
+
+@pytest.mark.parametrize("kind", ["random", "block"])
+@pytest.mark.parametrize("anchor", [128, 256, 512, 96])
+@pytest.mark.parametrize("tile", [128, 256, 512, 96])
+@pytest.mark.parametrize("patch", [1, 100, 128, 300, 600])
+def test_tiles_per_visit_counts_another_grid_exactly(kind, anchor, tile, patch):
+    """The most `tile`-px tiles the windows of one visit anchored in an `anchor`-px tile
+    touch (a mask tiled unlike its image), worked out pixel by pixel."""
+    worst = 0
+    for a in range(0, 4 * anchor * tile, anchor):  # every alignment of the two grids
+        if kind == "block":
+            lo, hi = (a, a + anchor) if patch <= anchor else (a, a + patch)
+        else:
+            lo, hi = a, a + anchor - 1 + patch
+        worst = max(worst, (hi - 1) // tile - lo // tile + 1)
+    assert tiles_per_visit(kind, patch, tile, anchor=anchor) == worst
