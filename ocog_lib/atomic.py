@@ -27,3 +27,13 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(text)
+
+
+def claim_path(path: str | os.PathLike[str], claimed: str | os.PathLike[str]) -> bool:
+    """Rename `path` to `claimed` if it is still there: of claimers racing for one file,
+    exactly one rename succeeds, so exactly one of them works on it."""
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:
+        return False
+    return True

@@ -2,16 +2,23 @@
 
 DuckDB lets one process write a file at a time, so every write goes through
 `write_rows` (open, one transaction, close) and the Dagster layer runs it in a pool of 1.
-A short retry covers the moment another process holds the file's lock.
+A short retry covers the moment another process holds the file's lock; a write that still
+cannot get it is spooled beside the file (`<db>.spool/`) and merged, exactly once, by the
+next writable open, so no measurement is lost. Queries run in a read-only sandbox: one
+statement, no file access, no extensions, no settings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import logging
 import math
+import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +27,10 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from ocog_lib.errors import InputError
+from ocog_lib.atomic import atomic_write_text, claim_path
+from ocog_lib.errors import InputError, OcogError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -191,25 +201,77 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "spool_merges: spooled writes already merged (each spool file counts once)",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS spool_merges (
+                spool_id VARCHAR PRIMARY KEY,
+                table_name VARCHAR NOT NULL,
+                rows INTEGER NOT NULL,
+                spooled_at TIMESTAMPTZ,
+                merged_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+            )
+            """,
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 _LOCK_WAIT_S = 30.0
+LOCK_WAIT_ENV = "OCOG_DUCKDB_LOCK_WAIT_S"
+SPOOL_FORMAT = "ocog-spool/1"
 _T = TypeVar("_T")
 
 
-def _with_lock_retry(fn: Callable[[], _T]) -> _T:
+class ResultsLocked(InputError):
+    """Another process kept the results file locked for longer than the lock wait."""
+
+
+def lock_wait_s(override: float | None = None) -> float:
+    """Seconds to wait for the file's lock: `override`, else $OCOG_DUCKDB_LOCK_WAIT_S, else 30."""
+    if override is not None:
+        return float(override)
+    raw = os.environ.get(LOCK_WAIT_ENV, "")
+    if not raw:
+        return _LOCK_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(LOCK_WAIT_ENV, f"{raw!r} is not a number of seconds >= 0")
+    return value
+
+
+def _with_lock_retry(fn: Callable[[], _T], db_path: Path, wait_s: float) -> _T:
     """Retry while another process holds the file (DuckDB: one writer, no readers beside it)."""
-    deadline = time.monotonic() + _LOCK_WAIT_S
+    deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
         try:
             return fn()
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            if "lock" not in str(exc).lower():
                 raise
+            if time.monotonic() > deadline:
+                raise ResultsLocked(db_path, f"locked by another process for more than "
+                                             f"{wait_s:g} s ({_lock_holder(exc)})") from exc
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def _lock_holder(exc: BaseException) -> str:
+    """DuckDB's 'Conflicting lock is held in <program> (PID n)', without the file again."""
+    text = _first_line(exc)
+    start = text.find("Conflicting lock")
+    return text[start:].split(". See also")[0] if start >= 0 else text
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
@@ -227,17 +289,12 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     for m in MIGRATIONS:
         if m.version in applied:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             for stmt in m.statements:
                 con.execute(stmt)
             con.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [m.version, m.name]
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     return schema_version(con)
 
 
@@ -247,9 +304,34 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
 
 
 @contextmanager
-def connect(db_path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the results file; a writable connection migrates it first."""
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+# A read-only connection is a sandbox over the results: no files other than the results file
+# (no COPY TO, read_csv, glob, ATTACH), no extension installed or loaded, settings locked.
+_SANDBOX = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
+
+
+@contextmanager
+def connect(db_path: str | Path, *, read_only: bool = False,
+            lock_wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the results file. A writable connection migrates it and merges spooled writes
+    first; a read-only one is the query sandbox. Raises ResultsLocked after the lock wait."""
     db_path = Path(db_path)
+    wait = lock_wait_s(lock_wait)
     if read_only:
         if not db_path.exists():
             raise InputError(
@@ -259,13 +341,17 @@ def connect(db_path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.
             )
     else:
         db_path.parent.mkdir(parents=True, exist_ok=True)
+    config = dict(_SANDBOX) if read_only else {}
     try:
-        con = _with_lock_retry(lambda: duckdb.connect(str(db_path), read_only=read_only))
+        con = _with_lock_retry(
+            lambda: duckdb.connect(str(db_path), read_only=read_only, config=config),
+            db_path, wait)
     except duckdb.Error as exc:
-        raise InputError(db_path, f"cannot open DuckDB file ({exc})") from exc
+        raise InputError(db_path, f"cannot open DuckDB file ({_first_line(exc)})") from exc
     try:
         if not read_only:
             migrate(con)
+            merge_spool(con, db_path)
         yield con
     finally:
         con.close()
@@ -286,57 +372,231 @@ def write_rows(
     rows: Sequence[dict[str, Any]],
     *,
     replace_where: dict[str, Any] | None = None,
+    lock_wait: float | None = None,
 ) -> int:
     """The one writer: append `rows` to `table` in one transaction, returns rows written.
 
     replace_where={"dataset": "sample", "variant": "default"} first deletes the rows
     matching every pair, so re-materializing a partition replaces its rows. JSON columns
     take dicts (or JSON text) and are redacted; TIMESTAMPTZ columns take datetimes or
-    epoch seconds.
+    epoch seconds. When the file stays locked past the lock wait (`lock_wait`, else
+    lock_wait_s()), the rows are spooled beside it and merged by the next writer instead.
     """
     if replace_where is not None and not replace_where:
         raise InputError("replace_where", "empty: it would delete the whole table")
-
-    def run() -> int:
-        with connect(db_path) as con:
-            cols = table_columns(con, table)
-            if not cols:
-                known = ", ".join(m for m in _tables(con) if m != "schema_migrations")
-                raise InputError(f"table {table!r}", f"not in the results schema ({known})")
-            given = {k for r in rows for k in r}
-            unknown = sorted(k for k in given | set(replace_where or {}) if k not in cols)
-            if unknown:
-                raise InputError(f"table {table!r}", f"unknown column(s) {unknown}")
-            names = [c for c in cols if c in given]
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if replace_where:
-                    where = " AND ".join(f'"{k}" = ?' for k in replace_where)
-                    con.execute(
-                        f'DELETE FROM "{table}" WHERE {where}', list(replace_where.values())
-                    )
-                if rows and names:
-                    placeholders = ", ".join("?" for _ in names)
-                    quoted = ", ".join(f'"{n}"' for n in names)
-                    con.executemany(
-                        f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})',
-                        [[_to_db(r.get(n), cols[n]) for n in names] for r in rows],
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            return len(rows)
-
+    rows = list(rows)
+    requested_ns = time.time_ns()
     try:
-        return _with_lock_retry(run)
+        with connect(db_path, lock_wait=lock_wait) as con:
+            cols = table_columns(con, table)
+            _check_columns(table, cols, rows, replace_where, known=_tables(con))
+            with _transaction(con):
+                _apply(con, table, cols, rows, replace_where)
+            return len(rows)
+    except ResultsLocked as exc:
+        path = _spool(Path(db_path), table, rows, replace_where, requested_ns, exc.cause)
+        log.warning("ocog: warning: %s: %s; %d row(s) for %s kept in %s, merged by the next "
+                    "write to it", db_path, exc.cause, len(rows), table, path)
+        return len(rows)
     except duckdb.Error as exc:
-        raise InputError(f"write to {table!r} in {db_path}", str(exc)) from exc
+        raise InputError(f"write to {table!r} in {db_path}", _first_line(exc)) from exc
+
+
+def _check_columns(table: str, cols: dict[str, str], rows: Sequence[dict[str, Any]],
+                   replace_where: dict[str, Any] | None, *, known: Sequence[str]) -> None:
+    if not cols:
+        names = ", ".join(m for m in known if m not in ("schema_migrations", "spool_merges"))
+        raise InputError(f"table {table!r}", f"not in the results schema ({names})")
+    given = {k for r in rows for k in r}
+    unknown = sorted(k for k in given | set(replace_where or {}) if k not in cols)
+    if unknown:
+        raise InputError(f"table {table!r}", f"unknown column(s) {unknown}")
+
+
+def _apply(con: duckdb.DuckDBPyConnection, table: str, cols: dict[str, str],
+           rows: Sequence[dict[str, Any]], replace_where: dict[str, Any] | None) -> None:
+    """The write itself, inside the caller's transaction: delete `replace_where`, insert."""
+    if replace_where:
+        where = " AND ".join(f'"{k}" = ?' for k in replace_where)
+        con.execute(f'DELETE FROM "{table}" WHERE {where}', list(replace_where.values()))
+    names = [c for c in cols if any(c in r for r in rows)]
+    if rows and names:
+        placeholders = ", ".join("?" for _ in names)
+        quoted = ", ".join(f'"{n}"' for n in names)
+        con.executemany(
+            f'INSERT INTO "{table}" ({quoted}) VALUES ({placeholders})',
+            [[_to_db(r.get(n), cols[n]) for n in names] for r in rows],
+        )
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [t for (t,) in con.execute(
         "SELECT table_name FROM information_schema.tables ORDER BY table_name").fetchall()]
+
+
+# --- the spool: writes that could not get the lock ------------------------------------------
+#
+# <db>.spool/<ns>-<id>.json, written to a temporary name then renamed. A writer that opens
+# the file (holding DuckDB's lock, so no other process merges) claims each one by renaming
+# it to <name>.claimed-<pid>-<token> (one rename wins), commits its rows together with its
+# id in spool_merges (so a crash before the delete never merges it twice), then deletes it.
+# A claim left by another, dead, process is claimed again; one that cannot be merged at all
+# (a duplicate key, say) is kept as <name>.failed and reported.
+
+
+def spool_dir(db_path: str | Path) -> Path:
+    """Where writes wait that could not get the results file's lock."""
+    return Path(f"{Path(db_path)}.spool")
+
+
+@functools.cache
+def _schema() -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, ...]]]:
+    """Column types of every table at SCHEMA_VERSION, known without opening the file, and
+    the columns that default to the time of the write."""
+    con = duckdb.connect(":memory:")
+    try:
+        migrate(con)
+        stamped = con.execute(
+            "SELECT table_name, list(column_name) FROM information_schema.columns "
+            "WHERE lower(column_default) = 'current_timestamp' GROUP BY table_name").fetchall()
+        return {t: table_columns(con, t) for t in _tables(con)}, {t: tuple(c) for t, c in stamped}
+    finally:
+        con.close()
+
+
+def _spool(db_path: Path, table: str, rows: Sequence[dict[str, Any]],
+           replace_where: dict[str, Any] | None, requested_ns: int, cause: str) -> Path:
+    """Keep a write that could not get the lock; values converted (and redacted) as in DuckDB."""
+    schema, stamped = _schema()
+    cols = schema.get(table, {})
+    _check_columns(table, cols, rows, replace_where, known=sorted(schema))
+    # a column that defaults to the write's time gets the time of this write, not the merge's
+    now = {c: requested_ns / 1e9 for c in stamped.get(table, ())}
+    doc = {
+        "format": SPOOL_FORMAT, "table": table, "replace_where": replace_where,
+        "rows": [{k: _to_db(v, cols[k]) for k, v in {**now, **r}.items()} for r in rows],
+        "spooled_at": dt.datetime.now(dt.UTC), "cause": cause,
+    }
+    path = spool_dir(db_path) / f"{requested_ns:020d}-{uuid.uuid4().hex[:12]}.json"
+    try:
+        atomic_write_text(path, json.dumps(doc, default=_spool_value))
+    except OSError as exc:
+        raise InputError(db_path, f"{cause}, and spooling the rows to {path} failed ({exc})"
+                         ) from exc
+    return path
+
+
+def _spool_value(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return {"$ts": value.isoformat()}
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def _from_spool(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and isinstance(obj.get("$ts"), str):
+        return dt.datetime.fromisoformat(obj["$ts"])
+    return obj
+
+
+def _spool_queue(folder: Path) -> list[tuple[Path, str]]:
+    """(file, spool id) of every spooled write this process may claim, oldest first."""
+    if not folder.is_dir():
+        return []
+    mine = f".claimed-{os.getpid()}-"
+    out = []
+    for path in folder.iterdir():
+        spool_id = path.name.partition(".claimed-")[0]
+        if spool_id.startswith(".") or not spool_id.endswith(".json") or mine in path.name:
+            continue  # temporary, failed, or being merged by another thread of this process
+        out.append((path, spool_id))  # pending, or claimed by a process that is gone
+    return sorted(out, key=lambda p: p[1])
+
+
+def merge_spool(con: duckdb.DuckDBPyConnection, db_path: str | Path) -> int:
+    """Commit every spooled write of `db_path`, oldest first, each exactly once; rows merged."""
+    merged = 0
+    for path, spool_id in _spool_queue(spool_dir(db_path)):
+        claimed = path.with_name(f"{spool_id}.claimed-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        if not claim_path(path, claimed):
+            continue  # another writer took it
+        try:
+            merged += _merge_one(con, claimed, spool_id)
+        except BaseException as exc:
+            if not isinstance(exc, _UNMERGEABLE) or isinstance(exc, _TRANSIENT):
+                os.replace(claimed, claimed.with_name(spool_id))  # pending again
+                raise
+            failed = claimed.with_name(f"{spool_id}.failed")
+            os.replace(claimed, failed)
+            log.warning("ocog: warning: spooled write %s cannot be merged into %s (%s); "
+                        "kept as %s", spool_id, db_path, _first_line(exc), failed)
+            continue
+        claimed.unlink()
+    if merged:
+        log.info("merged %d spooled row(s) from %s into %s", merged, spool_dir(db_path), db_path)
+    return merged
+
+
+# A spooled write that fails for these reasons fails every time (a duplicate key, a bad file);
+# the transient ones (I/O, memory, a conflicting transaction) leave it pending.
+_UNMERGEABLE = (duckdb.Error, OcogError, ValueError, KeyError, TypeError)
+_TRANSIENT = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.InterruptException,
+              duckdb.TransactionException, duckdb.FatalException)
+
+
+def _merge_one(con: duckdb.DuckDBPyConnection, path: Path, spool_id: str) -> int:
+    doc = json.loads(path.read_text(), object_hook=_from_spool)
+    if doc.get("format") != SPOOL_FORMAT:
+        raise ValueError(f"not an {SPOOL_FORMAT} file")
+    table, rows, where = doc["table"], doc["rows"], doc.get("replace_where")
+    cols = table_columns(con, table)
+    _check_columns(table, cols, rows, where, known=_tables(con))
+    with _transaction(con):
+        if con.execute("SELECT 1 FROM spool_merges WHERE spool_id = ?", [spool_id]).fetchone():
+            return 0  # committed before, its file not yet deleted
+        _apply(con, table, cols, rows, where)
+        con.execute(
+            "INSERT INTO spool_merges (spool_id, table_name, rows, spooled_at) "
+            "VALUES (?, ?, ?, ?)", [spool_id, table, len(rows), doc.get("spooled_at")])
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    folder: Path
+    writes: int  # spooled writes waiting to be merged
+    rows: int
+    failed: int  # spooled writes that could not be merged (kept as *.failed)
+
+    def note(self, db_path: str | Path) -> str | None:
+        """One line for readers: what the results file does not hold yet."""
+        parts = []
+        if self.writes:
+            parts.append(f"{self.rows} spooled row(s) in {self.writes} write(s) under "
+                         f"{self.folder} are not in {db_path} yet: the next write merges them")
+        if self.failed:
+            parts.append(f"{self.failed} spooled write(s) under {self.folder} could not be "
+                         "merged (*.failed)")
+        return "; ".join(parts) or None
+
+
+def spool_status(db_path: str | Path) -> SpoolStatus:
+    """Spooled writes of `db_path` not merged yet (claimed ones included)."""
+    folder = spool_dir(db_path)
+    writes = rows = failed = 0
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if path.name.startswith("."):
+            continue
+        if path.name.endswith(".json.failed"):
+            failed += 1
+        elif path.name.partition(".claimed-")[0].endswith(".json"):
+            writes += 1
+            try:
+                rows += len(json.loads(path.read_text())["rows"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # merged and deleted meanwhile, or unreadable: counted as a write
+    return SpoolStatus(folder, writes, rows, failed)
 
 
 def _to_db(value: Any, dtype: str) -> Any:
@@ -358,19 +618,70 @@ def _to_db(value: Any, dtype: str) -> Any:
     return value
 
 
-def query(db_path: str | Path, sql: str, params: Sequence[Any] | None = None
-          ) -> tuple[list[str], list[tuple]]:
-    """Run one SQL statement on the results file, read-only: (column names, rows)."""
-    def run() -> tuple[list[str], list[tuple]]:
-        with connect(db_path, read_only=True) as con:
+# --- queries: one read-only statement in the sandbox ------------------------------------------
+
+_READ_STATEMENTS = frozenset({"SELECT", "EXPLAIN"})  # SELECT covers WITH, FROM, SHOW, DESCRIBE
+_READ_PRAGMAS = frozenset({
+    "table_info", "show", "show_tables", "show_tables_expanded", "show_databases",
+    "database_list", "database_size", "storage_info", "metadata_info", "version", "platform",
+    "functions", "collations", "user_agent",
+})
+
+
+def query(db_path: str | Path, sql: str, params: Sequence[Any] | None = None, *,
+          lock_wait: float | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one read-only statement on the results file in the sandbox: (column names, rows)."""
+    what = _query_name(sql)
+    _check_read_only(sql, what)
+    try:
+        with connect(db_path, read_only=True, lock_wait=lock_wait) as con:
             cur = con.execute(sql, list(params) if params is not None else None)
             columns = [d[0] for d in cur.description] if cur.description else []
             return columns, cur.fetchall() if columns else []
-
-    try:
-        return _with_lock_retry(run)
+    except duckdb.PermissionException as exc:
+        raise InputError(what, "reads or writes files outside the results file, which ocog "
+                               f"query does not allow ({_first_line(exc)})") from exc
     except duckdb.Error as exc:
-        raise InputError(f"query {sql.strip()!r}", str(exc).splitlines()[0]) from exc
+        raise InputError(what, _first_line(exc)) from exc
+
+
+def _query_name(sql: str) -> str:
+    text = " ".join(str(sql).split())
+    return f"query {text if len(text) <= 120 else text[:119] + '…'!r}"
+
+
+def _check_read_only(sql: str, what: str) -> None:
+    """Exactly one statement, and one that only reads, as DuckDB's own parser sees it."""
+    parser = duckdb.connect(":memory:", config=dict(_SANDBOX))
+    try:
+        statements = parser.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise InputError(what, _first_line(exc)) from exc
+    finally:
+        parser.close()
+    if not statements:
+        raise InputError(what, "empty: no SQL statement, only whitespace or comments")
+    if len(statements) > 1:
+        raise InputError(what, f"{len(statements)} statements: ocog query runs exactly one")
+    kind = statements[0].type.name
+    if kind in _READ_STATEMENTS or (kind == "PRAGMA" and _is_read_pragma(statements[0].query)):
+        return
+    label = {"LOAD": "INSTALL/LOAD", "MULTI": "PIVOT"}.get(kind, kind)
+    raise InputError(what, f"{label} refused: the results are read-only here (one SELECT, "
+                           "WITH, FROM, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN or an "
+                           "introspection PRAGMA such as table_info)")
+
+
+def _is_read_pragma(statement: str) -> bool:
+    """PRAGMA <name>[(...)] with an introspection name, never PRAGMA <name> = <value>."""
+    tokens = [(o, t) for o, t in duckdb.tokenize(statement)
+              if t != duckdb.token_type.comment]
+    if len(tokens) < 2:
+        return False
+    end = tokens[2][0] if len(tokens) > 2 else len(statement)
+    name = statement[tokens[1][0]:end].strip().strip('"').lower()
+    follows = statement[end:end + 1] if len(tokens) > 2 else ""
+    return name in _READ_PRAGMAS and follows in ("", "(", ";")
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,

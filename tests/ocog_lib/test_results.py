@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import subprocess
+import sys
+import threading
 
 import duckdb
 import pytest
@@ -183,3 +187,198 @@ def test_writer_waits_for_another_process_holding_the_file(tmp_path):
     finally:
         holder.wait(timeout=30)
     assert results.query(db, "SELECT item FROM variant_stats ORDER BY item")[1] == [("a",), ("b",)]
+
+
+# --- a write that cannot get the lock is spooled, then merged exactly once -------------------
+
+
+@contextlib.contextmanager
+def _locked(db):
+    """Another process holds the results file read-write until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.readline(); c.close()", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+
+
+def _bench(run_id: str, sps: float = 100.0) -> dict:
+    return {"run_id": run_id, "name": "ocog", "dataset": "sample", "variant": "default",
+            "loader": "ocog", "samples_per_s": sps, "ts": 1_700_000_000.25,
+            "config": {"workers": 2, "aws_secret_access_key": "AKSPOOLSECRET"}}
+
+
+def _count(db, sql: str) -> int:
+    return results.query(db, sql)[1][0][0]
+
+
+def _spooled(db) -> list[str]:
+    folder = results.spool_dir(db)
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_locked_write_is_spooled_then_merged_once_by_the_next_write(tmp_path, caplog):
+    db = tmp_path / "r.duckdb"
+    results.write_rows(db, "variant_stats", [_stat("a", nbytes=100)])
+    before = dt.datetime.now(dt.UTC)
+    with _locked(db):
+        assert results.write_rows(db, "stream_benchmarks", [_bench("r1"), _bench("r1")],
+                                  lock_wait=0.2) == 2
+        assert results.write_rows(db, "variant_stats", [_stat("a", nbytes=7)], lock_wait=0.2,
+                                  replace_where={"dataset": "sample", "variant": "default"}) == 1
+        files = _spooled(db)
+        assert len(files) == 2 and all(f.endswith(".json") for f in files)
+        status = results.spool_status(db)
+        assert (status.writes, status.rows, status.failed) == (2, 3, 0)
+        # the user is told where the rows went, and no secret reaches the spool file
+        assert sum(str(results.spool_dir(db)) in r.getMessage() for r in caplog.records) == 2
+        text = "".join((results.spool_dir(db) / f).read_text() for f in files)
+        assert "AKSPOOLSECRET" not in text and results.MASK in text
+        with pytest.raises(InputError, match="locked by another process"):
+            results.query(db, "SELECT 1", lock_wait=0.1)
+        locked_until = dt.datetime.now(dt.UTC)
+    results.write_rows(db, "stream_benchmarks", [_bench("r2")])
+    assert _spooled(db) == []
+    assert _count(db, "SELECT count(*) FROM stream_benchmarks WHERE run_id = 'r1'") == 2
+    assert _count(db, "SELECT count(*) FROM stream_benchmarks") == 3
+    # the spooled replace ran in order: the partition holds the spooled row, once, stamped
+    # with the time of its write, not of the merge
+    (row,) = results.query(db, "SELECT item, bytes, written_at FROM variant_stats")[1]
+    assert row[:2] == ("a", 7) and before <= row[2] <= locked_until
+    _, (row,) = results.query(db, "SELECT ts, config->>'aws_secret_access_key' "
+                                  "FROM stream_benchmarks WHERE run_id = 'r1' LIMIT 1")
+    assert row == (dt.datetime.fromtimestamp(1_700_000_000.25, tz=dt.UTC), results.MASK)
+    assert _count(db, "SELECT count(*) FROM spool_merges") == 2
+    results.write_rows(db, "stream_benchmarks", [_bench("r3")])
+    assert _count(db, "SELECT count(*) FROM stream_benchmarks") == 4
+    assert results.spool_status(db).note(db) is None
+
+
+def test_lock_wait_comes_from_the_env_with_one_default(tmp_path, monkeypatch):
+    monkeypatch.delenv(results.LOCK_WAIT_ENV, raising=False)
+    assert results.lock_wait_s() == results._LOCK_WAIT_S == 30.0
+    assert results.lock_wait_s(0.5) == 0.5
+    monkeypatch.setenv(results.LOCK_WAIT_ENV, "soon")
+    with pytest.raises(InputError, match=results.LOCK_WAIT_ENV):
+        results.write_rows(tmp_path / "r.duckdb", "variant_stats", [_stat("a")])
+    db = tmp_path / "r.duckdb"
+    monkeypatch.setenv(results.LOCK_WAIT_ENV, "0.1")
+    results.write_rows(db, "variant_stats", [_stat("a")])
+    with _locked(db):
+        results.write_rows(db, "variant_stats", [_stat("b")])  # waits 0.1 s, not 30
+        assert results.spool_status(db).rows == 1
+    with results.connect(db):  # a writable open merges too
+        pass
+    assert _spooled(db) == []
+    assert results.query(db, "SELECT item FROM variant_stats ORDER BY item")[1] == [("a",), ("b",)]
+
+
+def test_a_spool_is_merged_once_by_writers_racing_and_after_a_crash(tmp_path):
+    db = tmp_path / "r.duckdb"
+    results.write_rows(db, "stream_benchmarks", [_bench("base")])
+    with _locked(db):
+        for i in range(4):
+            results.write_rows(db, "stream_benchmarks", [_bench(f"s{i}")] * 3, lock_wait=0.1)
+    folder = results.spool_dir(db)
+    first, second, *rest = sorted(folder.iterdir())
+    # a merger that died after its claim, and one that died after its commit
+    first.rename(first.with_name(f"{first.name}.claimed-999999999-dead"))
+    copy = (second.name, second.read_text())
+    with results.connect(db):
+        pass
+    (folder / copy[0]).write_text(copy[1])  # committed, its file back: the ledger knows it
+    assert results.spool_status(db).writes == 1
+    with _locked(db):  # two more spooled while locked, for the race below
+        for i in range(4, 6):
+            results.write_rows(db, "stream_benchmarks", [_bench(f"s{i}")] * 3, lock_wait=0.1)
+    barrier = threading.Barrier(4)
+
+    def writer(n: int) -> None:
+        barrier.wait()
+        results.write_rows(db, "stream_benchmarks", [_bench(f"w{n}")])
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert _spooled(db) == []
+    counts = dict(results.query(db, "SELECT run_id, count(*) FROM stream_benchmarks "
+                                    "GROUP BY run_id")[1])
+    assert counts == {"base": 1, **{f"s{i}": 3 for i in range(6)}, **{f"w{n}": 1 for n in range(4)}}
+    assert _count(db, "SELECT count(*) FROM spool_merges") == 6
+
+
+def test_a_spooled_write_that_cannot_merge_is_kept_and_reported(tmp_path, capsys):
+    from ocog_lib.cli import main
+
+    db = tmp_path / "r.duckdb"
+    results.write_rows(db, "variant_stats", [_stat("a")])
+    with _locked(db):
+        results.write_rows(db, "variant_stats", [_stat("a")], lock_wait=0.1)  # duplicate key
+        results.write_rows(db, "stream_benchmarks", [_bench("r1")], lock_wait=0.1)
+        with pytest.raises(InputError, match="colour"):  # a bad write fails, is not spooled
+            results.write_rows(db, "variant_stats", [_stat("b", colour="red")], lock_wait=0.1)
+    assert main(["query", "--db", str(db), "SELECT count(*) AS n FROM stream_benchmarks"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[2].split() == ["0"]
+    assert captured.err == (f"ocog: note: 2 spooled row(s) in 2 write(s) under "
+                            f"{results.spool_dir(db)} are not in {db} yet: the next write "
+                            "merges them\n")
+    results.write_rows(db, "variant_stats", [_stat("c")])
+    assert [p.endswith(".json.failed") for p in _spooled(db)] == [True]
+    assert results.query(db, "SELECT item FROM variant_stats ORDER BY item")[1] == [("a",), ("c",)]
+    assert _count(db, "SELECT count(*) FROM stream_benchmarks") == 1
+    assert main(["query", "--db", str(db), "SELECT 1"]) == 0
+    assert "1 spooled write(s)" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def bench_settings(tmp_path_factory):
+    from tests.ocog_lib.benchdata import make_bench_variants
+
+    return make_bench_variants(tmp_path_factory.mktemp("benchdata"), size=256)
+
+
+_STREAM = ["bench", "stream", "--json", "--seconds", "0.2", "--length", "64", "--batch-size",
+           "8", "--patch-size", "64", "--threads", "1"]
+
+
+def test_bench_stream_prints_its_result_and_spools_it_while_the_db_is_locked(
+        bench_settings, monkeypatch, capsys):
+    from ocog_lib.cli import main
+
+    db = bench_settings.results_db
+    monkeypatch.setenv("OCOG_DATA_DIR", str(bench_settings.data_dir))
+    monkeypatch.setenv("OCOG_DUCKDB", str(db))
+    monkeypatch.setenv(results.LOCK_WAIT_ENV, "0.2")
+    results.write_rows(db, "variant_stats", [_stat("a")])
+    with _locked(db):
+        assert main(_STREAM) == 0
+        run_id = json.loads(capsys.readouterr().out)["run_id"]
+        (spooled,) = _spooled(db)
+        assert json.loads((results.spool_dir(db) / spooled).read_text())["rows"][0]["run_id"] \
+            == run_id
+    with results.connect(db):
+        pass
+    assert _count(db, f"SELECT count(*) FROM stream_benchmarks WHERE run_id = '{run_id}'") == 1
+
+
+def test_bench_stream_prints_its_result_before_storing_it(bench_settings, monkeypatch, capsys):
+    from ocog_lib.cli import main
+
+    def fail(db_path, table, rows, **_):
+        raise InputError(db_path, "disk full")
+
+    monkeypatch.setenv("OCOG_DATA_DIR", str(bench_settings.data_dir))
+    monkeypatch.setenv("OCOG_DUCKDB", str(bench_settings.results_db))
+    monkeypatch.setattr(results, "write_rows", fail)
+    assert main(_STREAM) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["rows"][0]["samples_per_s"] > 0
+    assert captured.err.startswith("ocog: error: ") and "disk full" in captured.err
