@@ -9,13 +9,17 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ocog_lib import __version__
+from ocog_lib.cli_types import OcogParser, at_least, default, non_negative_int
 from ocog_lib.errors import OcogError
 from ocog_lib.settings import DEFAULT_BENCH_SIZE, Settings, bench_size_from_env
 
@@ -44,10 +48,13 @@ def register_query(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "query", help="run SQL on the DuckDB results file",
         description="Run one SQL statement, read-only, on the results file ($OCOG_DUCKDB, "
-        "default data/ocog.duckdb), e.g. ocog query \"select * from variant_stats\".",
+        "default $OCOG_DATA_DIR/ocog.duckdb, i.e. data/ocog.duckdb), "
+        "e.g. ocog query \"select * from variant_stats\". "
+        "A sandbox: no writes, no other files, no extensions, no settings.",
     )
     p.add_argument("sql", help="one SQL statement")
-    p.add_argument("--db", type=Path, default=None, help="results file (default: $OCOG_DUCKDB)")
+    p.add_argument("--db", type=Path, default=None,
+                   help="results file (default: $OCOG_DUCKDB, else $OCOG_DATA_DIR/ocog.duckdb)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_query)
 
@@ -62,6 +69,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
                                                        for r in rows]}, default=str))
     else:
         print(results.format_table(columns, rows))
+    note = results.spool_status(db).note(db)
+    if note:
+        print(f"ocog: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -80,14 +90,16 @@ def register_sample(subparsers: argparse._SubParsersAction) -> None:
         description="Write one raw scene per sensor tile, then prepare the sample dataset "
         "(scenes, masks, benchmark scenes, manifest.json) under $OCOG_DATA_DIR.",
     )
-    b.add_argument("--bench-size", type=int, default=None,
+    b.add_argument("--bench-size", type=at_least(16), default=None,
                    help=f"benchmark scene edge in px (default: $OCOG_BENCH_SIZE or "
                         f"{DEFAULT_BENCH_SIZE})")
-    b.add_argument("--n-bench", type=int, default=2, help="benchmark scenes (default: 2)")
+    b.add_argument("--n-bench", type=non_negative_int,
+                   default=default("ocog_lib.data.sample", "prepare_sample", "n_bench"),
+                   help="benchmark scenes")
     b.set_defaults(func=_cmd_sample_build)
 
 
-def build_sample(settings: Settings, *, bench_size: int, n_bench: int = 2,
+def build_sample(settings: Settings, *, bench_size: int, n_bench: int | None = None,
                  progress: Callable[[str], None] = lambda _msg: None):
     """Raw scenes for every sample tile, then the prepared sample; returns its manifest."""
     from ocog_lib.data.sample import build_raw_scene, prepare_sample, sample_tiles
@@ -96,8 +108,8 @@ def build_sample(settings: Settings, *, bench_size: int, n_bench: int = 2,
     for tile in sample_tiles():
         raws[tile] = build_raw_scene(tile, settings.raw_scene_path(tile))
         progress(f"raw scene {tile}: {raws[tile]}")
-    return prepare_sample(raws, settings.prepared_dir("sample"), bench_size=bench_size,
-                          n_bench=n_bench)
+    more = {} if n_bench is None else {"n_bench": n_bench}  # None: prepare_sample's default
+    return prepare_sample(raws, settings.prepared_dir("sample"), bench_size=bench_size, **more)
 
 
 def _cmd_sample_build(args: argparse.Namespace) -> int:
@@ -115,24 +127,58 @@ def _cmd_sample_build(args: argparse.Namespace) -> int:
 # --- variants ------------------------------------------------------------------------------
 
 
+_VARIANT_HELP = (
+    "a profile: default, optimal_local, optimal_remote (`ocog variants list` shows their "
+    "settings), or a custom spec CODEC[:key=value,...] with keys level, predictor (1-3), "
+    "block (128-1024), overviews (count, 0 or auto), resampling, interleave (pixel|band), "
+    "max_z_error (LERC), name, e.g. \"zstd:level=1,predictor=2,block=256\""
+)
+
+
 def register_variants(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "variants", help="COG variants of a prepared dataset",
-        description="Write COG variants (compression, blocks, predictor, interleave).",
+        description="Write COG variants (compression, blocks, predictor, interleave); "
+        "list the named profiles and the custom spec syntax.",
     )
-    sub = p.add_subparsers(dest="variants_cmd", required=True, metavar="{write}")
+    sub = p.add_subparsers(dest="variants_cmd", required=True, metavar="{write,list}")
     w = sub.add_parser(
         "write", help="write one variant and record its stats",
         description="Write every image and mask of a prepared dataset as COGs under one "
-        "profile, validate them, check losslessness, and record the rows in variant_stats.",
+        "profile, validate them, check losslessness, and record the rows in variant_stats. "
+        "Ctrl-C stops at once and leaves no temporary file; what an earlier killed run left "
+        "is removed.",
     )
-    w.add_argument("--dataset", default="sample", help="prepared dataset (default: sample)")
-    w.add_argument("--variant", required=True,
-                   help="profile name (default, optimal_local, optimal_remote) or a spec")
+    w.add_argument("--dataset", default="sample", help="prepared dataset")
+    w.add_argument("--variant", required=True, help=_VARIANT_HELP)
     w.add_argument("--no-check", action="store_true", help="skip validation and lossless check")
     w.add_argument("--no-record", action="store_true", help="do not write to DuckDB")
     w.add_argument("--json", action="store_true", help="print one JSON object")
     w.set_defaults(func=_cmd_variants_write)
+    ls = sub.add_parser(
+        "list", help="the named profiles and the custom spec syntax",
+        description="The named COG profiles (codec, level, predictor, block size, ...) and "
+        "how to write a custom one for --variant.",
+    )
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls.set_defaults(func=_cmd_variants_list)
+
+
+def _cmd_variants_list(args: argparse.Namespace) -> int:
+    from ocog_lib import results
+    from ocog_lib.cog import profile_rows, spec_syntax
+
+    rows = profile_rows()
+    if args.json:
+        print(json.dumps({"profiles": rows, "custom": spec_syntax()}))
+        return 0
+    columns = list(rows[0])
+    print(results.format_table(columns, [[r[c] for c in columns] for r in rows]))
+    print("\ncustom profile (--variant):")
+    for line in spec_syntax():
+        print(f"  {line}")
+    print("masks are always written losslessly with the image's block size.")
+    return 0
 
 
 def write_variant_and_record(settings: Settings, dataset: str, variant: str, *,
@@ -237,7 +283,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser(groups: Sequence[str] = COMMAND_GROUPS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OcogParser(
         prog="ocog",
         description="Stream Earth-observation imagery from Cloud-Optimized GeoTIFFs into "
         "PyTorch; every measurement lands in DuckDB.",
@@ -250,15 +296,44 @@ def build_parser(groups: Sequence[str] = COMMAND_GROUPS) -> argparse.ArgumentPar
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the same cleanup runs on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises Interrupted (its default would skip all cleanup)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupted(signum: int, _frame) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _terminate_as_interrupt():
+            return int(args.func(args) or 0)
     except OcogError as exc:
         print(f"ocog: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"ocog: interrupted ({signal.Signals(signum).name}), stopped before the end",
+              file=sys.stderr)  # fmt: skip
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import argparse
 import json
 import sys
 
+from ocog_lib import cli_types as T
 from ocog_lib.settings import Settings
 
+_QUERY = ("ocog_lib.data.sentinel2", "SceneQuery")
 BENCHMARKS = ("vaihingen", "potsdam", "dfc22")
 
 
@@ -44,16 +46,23 @@ def register_data(subparsers: argparse._SubParsersAction) -> None:
         "and --ids: the OCOG toolkit's seven tiles, Oct-Dec 2024.",
     )
     search.add_argument("--api", default="earth-search",
-                        help="earth-search, planetary-computer or a STAC API URL "
-                             "(default: %(default)s)")
-    search.add_argument("--collection", default="sentinel-2-l2a")
+                        help="earth-search, planetary-computer or a STAC API URL")
+    search.add_argument("--collection", default="sentinel-2-l2a", help="STAC collection")
     search.add_argument("--tiles", nargs="*", default=[], help="MGRS tiles, e.g. 36MZD T37MBV")
     search.add_argument("--ids", nargs="*", default=[], help="explicit STAC item ids")
-    search.add_argument("--start", default=None, help="first day, ISO (default: 2024-10-01 "
-                                                      "for the toolkit's tiles, else open)")
-    search.add_argument("--end", default=None, help="last day, ISO")
-    search.add_argument("--max-cloud", type=float, default=20.0, help="percent (default: 20)")
-    search.add_argument("--prefer", choices=["least_cloudy", "newest"], default="least_cloudy")
+    first, last = T.constant("ocog_lib.data.sentinel2", "OCOG_TOOLKIT_PERIOD")
+    search.add_argument("--start", default=None,
+                        help=f"first day, ISO (default: {first} for the toolkit's tiles, else "
+                        "open)")  # fmt: skip
+    search.add_argument("--end", default=None,
+                        help=f"last day, ISO (default: {last} for the toolkit's tiles, else "
+                        "open)")  # fmt: skip
+    search.add_argument("--max-cloud", type=T.float_range(0, 100),
+                        default=T.default(*_QUERY, "max_cloud_cover"),
+                        help="cloud cover limit, percent")
+    search.add_argument("--prefer", choices=["least_cloudy", "newest"],
+                        default=T.default(*_QUERY, "prefer"),
+                        help="which scene under the cloud limit")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(func=_cmd_s2_search)
 
@@ -65,7 +74,10 @@ def register_data(subparsers: argparse._SubParsersAction) -> None:
     acquire.add_argument("--tiles", nargs="*", default=[], help="tiles (default: all in the "
                                                                 "catalog)")
     acquire.add_argument("--keep-bands", action="store_true", help="keep the band downloads")
-    acquire.add_argument("--connections", type=int, default=4, help="ranged GETs in flight")
+    acquire.add_argument("--connections", type=T.positive_int,
+                         default=T.default("ocog_lib.data.sentinel2", "acquire_scene",
+                                           "connections"),
+                         help="ranged GETs in flight per band")
     acquire.set_defaults(func=_cmd_s2_acquire)
 
     prep = sub.add_parser(
@@ -80,7 +92,8 @@ def register_data(subparsers: argparse._SubParsersAction) -> None:
                       help="potsdam: which orthophotos (default: first found)")
     prep.add_argument("--crs", default=None, help="CRS for world-file georeferencing "
                                                   "without a .prj, e.g. EPSG:32632")
-    prep.add_argument("--limit", type=int, default=None, help="at most this many items")
+    prep.add_argument("--limit", type=T.positive_int, default=None,
+                      help="at most this many items (default: all)")
     prep.set_defaults(func=_cmd_prepare)
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 
+from ocog_lib import cli_types as T
 from ocog_lib.settings import Settings
+
+_EXPORT = ("ocog_lib.hdf5.export", "ExportConfig")
+_CHECK = ("ocog_lib.hdf5.validate", "compare_with_sources")
 
 
 def register_export(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +22,7 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         description="Write COG windows to a package other tools can train from.",
     )
     sub = p.add_subparsers(dest="export_cmd", required=True, metavar="{hdf5,check}")
+    d = functools.partial(T.default, *_EXPORT)
 
     h = sub.add_parser(
         "hdf5",
@@ -26,7 +32,7 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         "PATH_splits.json and PATH_tile_info.json beside it. Skipped when a complete package "
         "made from the same inputs is already there (--force rewrites it, to the same bytes).",
     )
-    h.add_argument("--dataset", default="sample", help="prepared dataset (default: sample)")
+    h.add_argument("--dataset", default="sample", help="prepared dataset")
     h.add_argument(
         "--output",
         type=Path,
@@ -37,24 +43,30 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         "--variant", default="", help="read this written COG variant instead of the prepared files"
     )
     h.add_argument(
-        "--roles", default="scene", help="comma-separated manifest roles to export (default: scene)"
+        "--roles", type=T.name_list, default=("scene",),
+        help="comma-separated manifest roles to export (default: scene)",
     )
-    h.add_argument("--patch-size", type=int, default=256)
-    h.add_argument("--sampler", default="grid", choices=["grid", "random", "block"])
+    h.add_argument("--patch-size", type=T.positive_int, default=d("patch_size"),
+                   help="window edge in px")
+    h.add_argument("--sampler", default=d("sampler"), choices=["grid", "random", "block"],
+                   help="grid (full coverage) or the engine's random / block sampler")
     h.add_argument(
         "--samples",
-        type=int,
-        default=0,
+        type=T.non_negative_int,
+        default=d("samples"),
         help="windows: 0 = grid all / random,block 1024; with grid a seeded subset",
     )
-    h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--compression", default="gzip", choices=["gzip", "lzf", "none"])
-    h.add_argument("--gzip-level", type=int, default=4)
+    h.add_argument("--seed", type=T.non_negative_int, default=d("seed"),
+                   help="sampler and split seed")
+    h.add_argument("--compression", default=d("compression"), help="HDF5 filter",
+                   choices=T.constant("ocog_lib.hdf5.layout", "COMPRESSIONS"))
+    h.add_argument("--gzip-level", type=T.int_range(0, 9), default=d("gzip_level"),
+                   help="gzip level 0-9")
     h.add_argument(
         "--split-block",
-        type=int,
-        default=0,
-        help="px edge of the spatial split blocks (default: 4 x patch size)",
+        type=T.non_negative_int,
+        default=d("split_block"),
+        help="px edge of the spatial split blocks; 0 = 4 x patch size",
     )
     h.add_argument(
         "--no-split-guard",
@@ -72,8 +84,10 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         "random subset of samples from the source COGs with GDAL and compare pixel for pixel.",
     )
     c.add_argument("path", type=Path, help="the .h5 file")
-    c.add_argument("--samples", type=int, default=16, help="samples to compare (default: 16)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--samples", type=T.positive_int, default=T.default(*_CHECK, "samples"),
+                   help="samples to compare")
+    c.add_argument("--seed", type=T.non_negative_int, default=T.default(*_CHECK, "seed"),
+                   help="which samples")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=_cmd_check)
 
@@ -97,7 +111,7 @@ def _cmd_hdf5(args: argparse.Namespace) -> int:
         args.output,
         config,
         variant=args.variant,
-        roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
+        roles=args.roles,
         force=args.force,
         progress=lambda m: print(m, file=sys.stderr),
     )

@@ -22,7 +22,9 @@ def register_s3(subparsers: argparse._SubParsersAction) -> None:
         description="ocog reads and uploads through OCOG_S3_ENDPOINT, else AWS_ENDPOINT_URL_S3, "
         "else AWS_ENDPOINT_URL; with none set it uses an embedded S3 server (moto) on "
         "127.0.0.1, started on first use and kept running. Bucket: $OCOG_S3_BUCKET "
-        f"(default ocog); port: $OCOG_S3_PORT (default any free one). Note: {_IN_MEMORY}.",
+        f"(default ocog); port: $OCOG_S3_PORT (default any free one). Note: {_IN_MEMORY}. "
+        "(`ocog bench compare --remote` with no endpoint set starts a private server for its "
+        "run instead.)",
     )
     sub = p.add_subparsers(dest="s3_cmd", required=True, metavar="{serve,status,stop}")
 

@@ -11,7 +11,10 @@ import json
 import sys
 from dataclasses import replace
 
+from ocog_lib import cli_types as T
 from ocog_lib.settings import Settings
+
+_SEARCH = "ocog_lib.search"
 
 
 def register_search(subparsers: argparse._SubParsersAction) -> None:
@@ -32,17 +35,23 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
         "(--storage-url or $OCOG_OPTUNA_STORAGE, e.g. postgresql://...; default: the "
         "journal file <data dir>/optuna.journal).",
     )
-    _common(b)
-    b.add_argument("--trials", type=int, default=20, help="searched trials (default: 20)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--study", default=None, help="study name to create or join")
-    b.add_argument("--storage-url", default=None, help="optuna storage URL or journal path")
+    _common(b, "run_bayesian")
+    space = T.defaults_of(_SEARCH, "SearchSpace")
+    b.add_argument("--trials", type=T.positive_int, default=20, help="searched trials")
+    b.add_argument("--seed", type=T.non_negative_int, default=0, help="sampler seed")
+    b.add_argument("--study", default=None, help="study name to create or join "
+                   "(default: a new study)")  # fmt: skip
+    b.add_argument("--storage-url", default=None,
+                   help="optuna storage URL or journal path (default: $OCOG_OPTUNA_STORAGE, "
+                   "else <data dir>/optuna.journal)")  # fmt: skip
     b.add_argument("--no-baselines", action="store_true",
                    help="do not enqueue the named profiles' configurations")  # fmt: skip
     b.add_argument("--no-prune", action="store_true", help="measure every trial to the end")
-    b.add_argument("--patch-sizes", default="256",
-                   help="comma-separated patch sizes to search (default: 256, fixed)")  # fmt: skip
-    b.add_argument("--max-workers", type=int, default=2, help="DataLoader processes 0..N")
+    b.add_argument("--patch-sizes", type=T.list_of(T.positive_int), default=space["patch_sizes"],
+                   help="comma-separated patch sizes to search (default: "
+                   f"{','.join(map(str, space['patch_sizes']))}, fixed)")  # fmt: skip
+    b.add_argument("--max-workers", type=T.non_negative_int, default=space["max_workers"],
+                   help="DataLoader processes tried: 0..N")
     b.set_defaults(func=_cmd_bayesian)
 
     g = sub.add_parser(
@@ -51,23 +60,35 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
         description="Like the OCOG toolkit's grid_search --var1 compression --var2 block_size: "
         "mean and std of samples/s per cell.",
     )
-    _common(g)
-    g.add_argument("--var1", required=True, help="e.g. compression, block_size, sampler")
-    g.add_argument("--var2", required=True)
-    g.add_argument("--values1", default=None, help="comma-separated (default: per variable)")
-    g.add_argument("--values2", default=None)
-    g.add_argument("--repeats", type=int, default=3)
+    _common(g, "run_grid")
+    g.add_argument("--var1", required=True,
+                   help="first variable, e.g. compression, block_size, sampler (an unknown "
+                   "name lists them all)")  # fmt: skip
+    g.add_argument("--var2", required=True, help="second variable, e.g. block_size")
+    g.add_argument("--values1", type=T.name_list, default=None,
+                   help="comma-separated values of --var1 (default: the variable's own list)")
+    g.add_argument("--values2", type=T.name_list, default=None,
+                   help="comma-separated values of --var2 (default: the variable's own list)")
+    g.add_argument("--repeats", type=T.positive_int, default=3, help="runs per cell")
     g.set_defaults(func=_cmd_grid)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="sample")
-    p.add_argument("--storage", default="local", choices=["local", "remote"])
-    p.add_argument("--seconds", type=float, default=2.0, help="steady-state seconds per run")
-    p.add_argument("--warmup", type=float, default=0.5, help="seconds after the first batch, "
-                   "not counted (reported apart)")  # fmt: skip
-    p.add_argument("--rtt-ms", type=float, default=30.0, help="remote: per-request delay")
-    p.add_argument("--cap-mb-s", type=float, default=100.0, help="remote: bandwidth cap")
+def _common(p: argparse.ArgumentParser, runner: str) -> None:
+    """Flags both commands share; defaults from `runner`'s signature and RemoteOptions."""
+    run = T.defaults_of(_SEARCH, runner)
+    remote = T.defaults_of(_SEARCH, "RemoteOptions")
+    warmup = run.get("warmup_seconds", T.default(_SEARCH, "BayesianOptions", "warmup_seconds"))
+    p.add_argument("--dataset", default="sample", help="prepared dataset")
+    p.add_argument("--storage", default="local", choices=["local", "remote"],
+                   help="local files, or S3 through the WAN shaper")
+    p.add_argument("--seconds", type=T.positive_float, default=run["seconds"],
+                   help="steady-state seconds per run")
+    p.add_argument("--warmup", type=T.non_negative_float, default=warmup,
+                   help="seconds after the first batch, not counted (reported apart)")
+    p.add_argument("--rtt-ms", type=T.non_negative_float, default=remote["rtt_ms"],
+                   help="remote: delay per request, ms")
+    p.add_argument("--cap-mb-s", type=T.positive_float, default=remote["cap_mb_s"],
+                   help="remote: bandwidth cap, MB/s")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -94,7 +115,7 @@ def _cmd_bayesian(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     space = replace(SearchSpace(), max_workers=args.max_workers,
-                    patch_sizes=tuple(int(p) for p in args.patch_sizes.split(",")))  # fmt: skip
+                    patch_sizes=tuple(args.patch_sizes))  # fmt: skip
     opts = BayesianOptions(
         space=space,
         warmup_seconds=args.warmup,
@@ -138,7 +159,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     from ocog_lib.search_plots import save_grid_plots
 
     settings = Settings.from_env()
-    split = lambda v: v.split(",") if v else None  # noqa: E731
+    split = lambda v: list(v) if v else None  # noqa: E731
     remote = RemoteOptions(rtt_ms=args.rtt_ms, cap_mb_s=args.cap_mb_s)
     bar = _Bar(args.json, "run")
     try:

@@ -3,34 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
+from ocog_lib import cli_types as T
 from ocog_lib.settings import Settings
+
+_TRAIN = ("ocog_lib.train.loop", "TrainConfig")
 
 
 def register_train(subparsers: argparse._SubParsersAction) -> None:
+    """Every flag defaults to TrainConfig's own default."""
     p = subparsers.add_parser(
         "train", help="train a U-Net on a dataset streamed under one loader config",
         description="Train a compact U-Net on a dataset's variant files, evaluate mIoU on "
         "held-out patches, store the model ($OCOG_MODEL_STORE, default data/models) and "
         "append rows to training_runs (see the model_comparison view).",
     )
-    p.add_argument("--dataset", default="sample")
-    p.add_argument("--config", default="local-optimal",
-                   help="loader config: local-default, local-optimal (default), "
-                   "remote-default, remote-optimal")
-    p.add_argument("--max-time", type=float, default=600.0, help="seconds (default 600)")
-    p.add_argument("--iterations", type=int, default=None, help="optimizer steps")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:0 ...")
-    p.add_argument("--patch-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--width", type=int, default=16, help="U-Net channels of the first block")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader processes")
-    p.add_argument("--seed", type=int, default=0)
+    d = functools.partial(T.default, *_TRAIN)
+    p.add_argument("--dataset", default=d("dataset"), help="prepared dataset")
+    p.add_argument("--config", default=d("loader_config"),
+                   choices=T.constant("ocog_lib.train.configs", "LOADER_CONFIGS"),
+                   help="loader config (*-optimal: the search's best when recorded)")
+    p.add_argument("--max-time", type=T.positive_float, default=d("max_time"),
+                   help="seconds of training, evaluation included")
+    p.add_argument("--iterations", type=T.positive_int, default=d("iterations"),
+                   help="optimizer steps (default: until --max-time)")
+    p.add_argument("--device", default=d("device"),
+                   help="auto (cuda when present, else cpu), cpu, cuda, cuda:0 ...")
+    p.add_argument("--patch-size", type=T.positive_int, default=d("patch_size"),
+                   help=f"patch edge in px, a multiple of {2 ** d('depth')}")
+    p.add_argument("--batch-size", type=T.positive_int, default=d("batch_size"),
+                   help="patches per optimizer step")
+    p.add_argument("--width", type=T.positive_int, default=d("width"),
+                   help="U-Net channels of the first block")
+    p.add_argument("--lr", type=T.positive_float, default=d("lr"), help="learning rate")
+    p.add_argument("--eval-every", type=T.positive_int, default=d("eval_every"),
+                   help="steps between evaluations (and checkpoints)")
+    p.add_argument("--workers", type=T.non_negative_int, default=d("workers"),
+                   help="DataLoader processes (default: the loader config's)")
+    p.add_argument("--seed", type=T.non_negative_int, default=d("seed"), help="seed")
     p.add_argument("--no-resume", action="store_true", help="start over, ignore a checkpoint")
-    p.add_argument("--store", default=None, help="model store: folder or s3://bucket/prefix")
+    p.add_argument("--store", default=None,
+                   help="model store: folder or s3://bucket/prefix (default: "
+                   "$OCOG_MODEL_STORE, else data/models)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_train)
 

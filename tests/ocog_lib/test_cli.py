@@ -149,3 +149,164 @@ def test_variants_write_unknown_variant_is_named(tmp_path, monkeypatch, capsys):
     assert main(["variants", "write", "--variant", "fastest"]) == 1
     err = capsys.readouterr().err
     assert "fastest" in err
+
+
+# --- help texts and defaults: one source of truth -----------------------------------------
+
+
+def _parsers():
+    """(argv prefix, parser) of every (sub)command."""
+    def walk(parser, prefix=()):
+        yield prefix, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*prefix, name))
+
+    return list(walk(build_parser()))
+
+
+def _flags(parser):
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def test_every_optional_flag_has_help():
+    missing = [f"ocog {' '.join(path)} {'/'.join(a.option_strings)}"
+               for path, parser in _parsers() for a in _flags(parser).values() if not a.help]
+    assert missing == []
+
+
+def test_engine_flags_default_to_stream_config():
+    """A flag named like a StreamConfig field measures the engine's default, not its own."""
+    from dataclasses import fields
+
+    from ocog_lib.stream.dataset import StreamConfig
+
+    engine = {f.name: f.default for f in fields(StreamConfig)}
+    flags = _flags(dict(_parsers())[("bench", "stream")])
+    sized_by_the_command = {"length"}  # 0: enough windows for --seconds
+    checked = set(flags) & set(engine) - sized_by_the_command
+    assert {"patch_size", "batch_size", "workers", "threads", "prefetch", "cache_mb",
+            "patches_per_tile", "shuffle_tiles", "bands", "dtype", "sampler"} <= checked
+    assert {d: flags[d].default for d in checked} == {d: engine[d] for d in checked}
+    assert flags["shuffle_tiles"].default == StreamConfig.shuffle_tiles
+
+
+def _library_defaults(obj) -> dict:
+    import dataclasses
+    import inspect
+
+    if dataclasses.is_dataclass(obj):
+        return {f.name: f.default for f in dataclasses.fields(obj)
+                if f.default is not dataclasses.MISSING}
+    return {k: p.default for k, p in inspect.signature(obj).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_flags_default_to_their_library_config():
+    from ocog_lib.data.sentinel2 import SceneQuery, acquire_scene
+    from ocog_lib.hdf5.export import ExportConfig
+    from ocog_lib.hdf5.validate import compare_with_sources
+    from ocog_lib.search import BayesianOptions, RemoteOptions, SearchSpace, run_bayesian, run_grid
+    from ocog_lib.train.loop import TrainConfig
+
+    parsers = dict(_parsers())
+    sources = {
+        ("train",): [TrainConfig],
+        ("export", "hdf5"): [ExportConfig],
+        ("export", "check"): [compare_with_sources],
+        ("search", "bayesian"): [run_bayesian, RemoteOptions, SearchSpace],
+        ("search", "grid"): [run_grid, RemoteOptions],
+        ("data", "s2", "acquire"): [acquire_scene],
+    }
+    for path, objs in sources.items():
+        flags = _flags(parsers[path])
+        for obj in objs:
+            lib = _library_defaults(obj)
+            for dest in set(flags) & set(lib) - {"patch_sizes"}:
+                assert flags[dest].default == lib[dest], (path, dest)
+    renamed = [
+        (("train",), "config", TrainConfig().loader_config),
+        (("search", "bayesian"), "warmup", BayesianOptions().warmup_seconds),
+        (("search", "bayesian"), "patch_sizes", SearchSpace().patch_sizes),
+        (("search", "grid"), "warmup", _library_defaults(run_grid)["warmup_seconds"]),
+        (("data", "s2", "search"), "max_cloud", SceneQuery(tiles=("36MZD",)).max_cloud_cover),
+    ]
+    for path, dest, expected in renamed:
+        assert _flags(parsers[path])[dest].default == expected, (path, dest)
+
+
+def test_compare_flags_keep_the_runs_config_and_say_so():
+    from ocog_lib.bench import CompareConfig
+    from ocog_lib.bench_remote import RemoteCompareConfig
+
+    flags = _flags(dict(_parsers())[("bench", "compare")])
+    local, remote = CompareConfig(), RemoteCompareConfig()
+    for dest in ("repeats", "seconds", "cache_mb"):
+        assert flags[dest].default is None  # unset: the config's own value
+        assert f"{getattr(local, dest):g} local, {getattr(remote, dest):g} with --remote" in (
+            flags[dest].help)
+    assert flags["rtt_ms"].default == remote.rtt_ms
+    assert ",".join(f"{c:g}" for c in remote.caps_mb_s) in flags["caps"].help
+    assert ",".join(local.variants) in flags["variants"].help
+
+
+def test_defaults_read_from_source_are_the_imported_ones():
+    """cli_types reads defaults with ast (no torch at `ocog --help`): same values as import."""
+    from ocog_lib import cli_types
+
+    for module, qualname in [
+        cli_types.STREAM_CONFIG, ("ocog_lib.bench", "CompareConfig"),
+        ("ocog_lib.bench_remote", "RemoteCompareConfig"), ("ocog_lib.train.loop", "TrainConfig"),
+        ("ocog_lib.hdf5.export", "ExportConfig"), ("ocog_lib.search", "run_grid"),
+        ("ocog_lib.search", "SearchSpace"), ("ocog_lib.data.sample", "prepare_sample"),
+    ]:
+        read = cli_types.defaults_of(module, qualname)
+        imported = cli_types._imported_defaults(module, qualname)
+        assert read and read.items() <= imported.items(), (module, qualname)
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from ocog_lib.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'rasterio', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_help_texts_say_what_the_code_does(capsys):
+    from ocog_lib.remote.endpoint import ENDPOINT_VARS
+
+    stream = _help(["bench", "stream"], capsys)
+    assert "--shuffle-tiles SHUFFLE_TILES tile visits" in stream and "(default: 16)" in stream
+    assert "divided by --workers" in stream  # StreamConfig.threads_per_process
+    endpoint_order = ", else ".join(ENDPOINT_VARS)
+    assert endpoint_order in _help(["bench", "compare"], capsys)
+    assert "OCOG_S3_ENDPOINT, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL" in _help(
+        ["s3"], capsys)
+    variants = _help(["variants", "write"], capsys)
+    assert "ocog variants list" in variants and "CODEC[:key=value,...]" in variants
+    assert "$OCOG_DATA_DIR/ocog.duckdb" in _help(["query"], capsys)
+
+
+def test_variants_list(capsys):
+    from ocog_lib.cog import PROFILES, profile_from_spec
+
+    assert main(["variants", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["name", "compression", "level", "predictor", "block"]
+    rows = {ln.split()[0]: ln.split() for ln in lines[2:2 + len(PROFILES)]}
+    assert rows["default"][1:5] == ["DEFLATE", "6", "1", "512"]
+    assert rows["optimal_remote"][1:5] == ["LERC_ZSTD", "9", "1", "512"]
+    assert any(ln.strip().startswith("CODEC[:key=value,...]") for ln in lines)
+
+    assert main(["variants", "list", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {p["name"] for p in doc["profiles"]} == set(PROFILES)
+    example = doc["custom"][0].split("e.g. ")[1]
+    assert profile_from_spec(example).interleave == "BAND"  # the example is a valid spec

@@ -3,13 +3,20 @@ the source's exact pixels; bad input is named and leaves nothing behind."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import rasterio
 import tifffile
 
+from ocog_lib import cog
 from ocog_lib.cog import (
     PROFILES,
     CogProfile,
@@ -22,11 +29,19 @@ from ocog_lib.cog import (
     write_cog,
     write_variant,
 )
-from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.errors import InputError
 from tests.ocog_lib.stream.rasters import real_pixels
 
 HEIGHT, WIDTH = 700, 1000  # not a multiple of any block size: edge tiles are partial
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_writer():
+    """This module's writes share one writer process (a write outside a cog_writer()
+    block starts its own, ~0.5 s); the interrupt tests below run their own `ocog`."""
+    with cog.cog_writer():
+        yield
 
 
 def _plain_tiff(path: Path, arr: np.ndarray) -> Path:
@@ -334,3 +349,98 @@ def test_impossible_variant_for_the_dataset(tiny_sample, tmp_path):
     assert not (tmp_path / "webp" / "manifest.json").exists()
     with pytest.raises(InputError, match="own folder"):
         write_variant(tiny_sample.manifest, PROFILES["default"], tiny_sample.prepared)
+
+
+# --- interrupts and what they leave -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_dataset(tmp_path_factory) -> Path:
+    """$OCOG_DATA_DIR with a prepared dataset `big` whose scene takes GDAL seconds to write
+    at DEFLATE level 12: noise (nothing to gain, everything to try), 4 x 2048^2 uint16."""
+    data = tmp_path_factory.mktemp("slow_data")
+    prepared = data / "prepared" / "big"
+    (prepared / "scenes").mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 4096, (4, 2048, 2048), dtype=np.uint16)
+    _plain_tiff(prepared / "scenes" / "scene.tif", pixels)
+    DatasetManifest("big", {0: "any"}, [ManifestItem("scene", "scenes/scene.tif", None, "scene")]
+                    ).save(prepared)  # fmt: skip
+    return data
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def _start_write(data: Path, variant: str) -> tuple[subprocess.Popen, Path]:
+    """`ocog variants write` of the slow scene, once GDAL has begun writing its file."""
+    cmd = [sys.executable, "-m", "ocog_lib.cli", "variants", "write", "--dataset", "big",
+           "--variant", f"deflate:level=12,name={variant}", "--no-check", "--no-record"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OCOG_DATA_DIR": str(data)}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    folder = data / "variants" / "big" / variant
+    deadline = time.monotonic() + 120  # a hang guard, not a speed limit
+    while not (folder.exists() and _files(folder)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "GDAL never started writing"
+        time.sleep(0.02)
+    return proc, folder
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_interrupted_write_stops_and_leaves_nothing(sig, slow_dataset):
+    proc, folder = _start_write(slow_dataset, f"slow_{sig.name.lower()}")
+    try:
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)  # a hang guard: GDAL alone needs ~6 s here
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert f"ocog: interrupted ({sig.name})" in err and "Traceback" not in err
+    assert _files(folder) == []  # neither the COG nor a temporary
+    assert psutil.wait_procs(helpers, timeout=30)[1] == []  # no writer left running
+
+
+def test_a_killed_write_is_cleaned_up_by_the_next(slow_dataset):
+    proc, folder = _start_write(slow_dataset, "slow_sigkill")
+    helpers = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()  # SIGKILL: no cleanup can run
+    proc.communicate(timeout=120)
+    assert psutil.wait_procs(helpers, timeout=30)[1] == []  # the writer stopped with it
+    left = _files(folder)
+    hidden = [n for n in left if any(part.startswith(".") for part in Path(n).parts)]
+    assert left and hidden == left  # temporaries only, no COG
+    manifest = DatasetManifest.load(slow_dataset / "prepared" / "big")
+    write_variant(manifest, resolve_profile("none:name=slow_sigkill"), folder, check=False)
+    assert _files(folder) == ["manifest.json", "scenes/scene.tif"]
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tiny_sample, tmp_path):
+    out = tmp_path / "v"
+    sub = out / Path(tiny_sample.manifest.items[0].image).parent
+    sub.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = [
+        sub / f".ocog-tmp-{cog._HOST}-{gone.pid}-0123abcd",  # its writer was killed
+        out / ".x.tif.89abcdef.tmp.ovr.tmp",  # GDAL's side file of a write before this one
+        out / ".x.tif.89abcdef.tmp",
+    ]
+    stale[0].mkdir()
+    (stale[0] / "x.tif.ovr.tmp").write_bytes(b"half")
+    for old in stale[1:]:
+        old.write_bytes(b"half")
+        os.utime(old, (time.time() - 2 * cog.STALE_AFTER_S,) * 2)
+    kept = [
+        out / f".ocog-tmp-{cog._HOST}-{os.getpid()}-fedcba98",  # a write still running
+        out / ".y.tif.01234567.tmp",  # too recent to tell
+        out / ".keep", out / "notes.tmp", out / ".x.tif.tmp", sub / ".ocog-tmp-notes",
+    ]  # fmt: skip
+    kept[0].mkdir()
+    for path in kept[1:]:
+        path.write_bytes(b"mine")
+    assert sorted(cog.remove_stale_temps(out)) == sorted(stale)
+    stale[0].mkdir()  # and write_variant runs it first
+    write_variant(tiny_sample.manifest, PROFILES["optimal_local"], out, check=False)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
