@@ -683,6 +683,12 @@ def _write_checked(src: Path, dst: Path, prof: CogProfile, check: bool) -> dict:
         raise OcogError(f"{res.dst}: not a valid COG ({'; '.join(valid.errors)})")
     if lossless_ok is False:
         raise OcogError(f"{res.dst}: pixels differ from {src} under lossless {prof.name}")
+    if check:  # GDAL against GDAL passes a decoder bug of ocog's own: hold ours to GDAL
+        from ocog_lib.stream.verify import first_mismatch
+
+        where = first_mismatch(res.dst)
+        if where is not None:
+            raise OcogError(f"{res.dst}: ocog's decoder differs from GDAL at {where}")
     return dict(
         path=str(res.dst),
         bytes=res.bytes,
@@ -704,8 +710,9 @@ def write_variant(
 ) -> tuple[DatasetManifest, list[dict]]:
     """Every image and mask of a prepared dataset as COGs under `out_dir`, plus its manifest.
 
-    With check, each COG must pass validate_cog and, for lossless profiles (masks always),
-    match its source pixel for pixel; a failure raises OcogError naming the file.
+    With check, each COG must pass validate_cog, for lossless profiles (masks always) match
+    its source pixel for pixel, and be decoded by ocog's engine exactly as GDAL reads it;
+    a failure raises OcogError naming the file.
     """
     out_dir = Path(out_dir)
     if manifest.root is not None and out_dir.resolve() == Path(manifest.root).resolve():
