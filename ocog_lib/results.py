@@ -29,6 +29,7 @@ import duckdb
 
 from ocog_lib.atomic import atomic_write_text, claim_path
 from ocog_lib.errors import InputError, OcogError
+from ocog_lib.remote.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -615,6 +616,8 @@ def _to_db(value: Any, dtype: str) -> Any:
         return None
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, str):  # a text column may hold a URI or an error quoting one
+        return redact(value)
     return value
 
 
@@ -727,11 +730,6 @@ _SECRET_KEY = re.compile(
     r"|session_?key|authorization|signature",
     re.IGNORECASE,
 )
-_SECRET_QUERY = re.compile(
-    r"(?P<k>[?&](?:sig|x-amz-signature|x-amz-credential|x-amz-security-token|token)=)[^&#\s\"']*",
-    re.IGNORECASE,
-)
-_URL_PASSWORD = re.compile(r"(?P<k>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+(?=@)", re.IGNORECASE)
 MASK = "***"
 
 
@@ -744,7 +742,6 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if isinstance(value, str):
-        value = _SECRET_QUERY.sub(lambda m: m.group("k") + MASK, value)
-        return _URL_PASSWORD.sub(lambda m: m.group("k") + MASK, value)
+    if isinstance(value, str):  # the one list of URL secrets: ocog_lib.remote.secrets
+        return redact_text(value)
     return value

@@ -23,9 +23,8 @@ import time
 import weakref
 from dataclasses import dataclass, fields
 from http.client import HTTPException
-from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ocog_lib.errors import InputError
 from ocog_lib.remote.secrets import redact_text, redact_uri
@@ -140,13 +139,20 @@ class ByteSource:
 
 
 class LocalFile(ByteSource):
-    """A local file read with pread; one descriptor per process, opened on first use."""
+    """A local file read with pread; one descriptor per process, opened on first use.
 
-    def __init__(self, path: str | os.PathLike[str]):
+    The file is pinned to what it was when first opened (device, inode, size, mtime,
+    pickled along to workers): a read finds the file changed in place, truncated,
+    replaced or deleted since, and fails naming it, rather than hand back bytes of
+    another file. One stat per read: nothing next to a decode or a patch copy.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], _pinned: tuple | None = None):
         self.path = str(path)
         self.uri = self.path
         self._fd: int | None = None
         self._pid = -1
+        self._pinned = _pinned  # (dev, ino, size, mtime_ns) when first opened
         self._init_process_state()
         _LIVE_SOURCES.add(self)
 
@@ -155,10 +161,10 @@ class LocalFile(ByteSource):
         self._counters = _Counters()
 
     def __getstate__(self) -> dict:
-        return {"path": self.path}
+        return {"path": self.path, "pinned": self._pinned}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], state.get("pinned"))
 
     def __repr__(self) -> str:
         return f"LocalFile({self.path!r})"
@@ -168,29 +174,85 @@ class LocalFile(ByteSource):
         if self._fd is None or self._pid != pid:
             with self._lock:
                 if self._fd is None or self._pid != pid:
+                    fd = self._open()
                     try:
-                        self._fd = os.open(self.path, os.O_RDONLY)
-                    except FileNotFoundError as exc:
-                        raise InputError(self.path, "file not found") from exc
-                    except IsADirectoryError as exc:
-                        raise InputError(self.path, "is a directory, not a file") from exc
-                    except PermissionError as exc:
-                        raise InputError(self.path, "permission denied") from exc
-                    self._pid = pid
+                        self._pin(os.fstat(fd))
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    self._fd, self._pid = fd, pid
         return self._fd
+
+    def _open(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise InputError(self.path, "file not found") from None
+        except IsADirectoryError:
+            raise InputError(self.path, "is a directory, not a file") from None
+        except PermissionError:
+            raise InputError(self.path, "permission denied") from None
+        except OSError as exc:
+            raise InputError(self.path, f"cannot open it ({exc.strerror})") from None
+        if os.path.isdir(self.path):  # os.open opens directories read-only
+            os.close(fd)
+            raise InputError(self.path, "is a directory, not a file")
+        return fd
+
+    def _pin(self, st: os.stat_result) -> None:
+        """Record the file on first open; a later open (another process) must find it."""
+        if self._pinned is None:
+            self._pinned = _identity(st)
+        else:
+            self._check(st)
+
+    def _check(self, st: os.stat_result | None = None) -> None:
+        if st is None:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                raise InputError(self.path, "changed while streaming: the file is gone") from None
+        now = _identity(st)
+        if now == self._pinned:
+            return
+        dev, ino, size, _ = self._pinned
+        if (now[0], now[1]) != (dev, ino):
+            what = "replaced by another file"
+        elif now[2] != size:
+            what = f"{size} bytes when opened, now {now[2]}"
+        else:
+            what = "modified in place (mtime)"
+        raise InputError(self.path, f"changed while streaming: {what}")
 
     def size(self) -> int:
         return os.fstat(self._handle()).st_size
 
     def read(self, offset: int, length: int) -> bytes:
-        data = os.pread(self._handle(), length, offset)
-        self._counters.add(requests=1, bytes=len(data))
-        if len(data) != length:
-            raise InputError(
-                self.path,
-                f"truncated: wanted {length} bytes at offset {offset}, file gave {len(data)}",
-            )
+        fd = self._handle()
+        try:
+            data = os.pread(fd, length, offset)
+        except OSError as exc:
+            raise InputError(self.path, f"read failed ({exc.strerror})") from None
+        self._after_read(offset, length, len(data))
         return data
+
+    def read_into(self, buf: Any, offset: int) -> None:
+        """Fill the writable buffer `buf` with the file's bytes at `offset`, or raise."""
+        fd = self._handle()
+        view = memoryview(buf).cast("B")
+        try:
+            got = os.preadv(fd, [view], offset) if len(view) else 0
+        except OSError as exc:
+            raise InputError(self.path, f"read failed ({exc.strerror})") from None
+        self._after_read(offset, len(view), got)
+
+    def _after_read(self, offset: int, wanted: int, got: int) -> None:
+        self._counters.add(requests=1, bytes=got)
+        self._check()  # first: a short read of a file changed under us says so
+        if got != wanted:
+            raise InputError(
+                self.path, f"truncated: wanted {wanted} bytes at offset {offset}, file gave {got}"
+            )
 
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
@@ -202,6 +264,10 @@ class LocalFile(ByteSource):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # --------------------------------------------------------------------------- remote
@@ -292,20 +358,8 @@ def _pool_manager(max_connections: int, ca_certs: str | None) -> Any:
         return pm
 
 
-class _RedactingFilter(logging.Filter):
-    """urllib3 logs request lines (query strings included) at DEBUG: mask them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is logging's problem
-            return True
-        record.msg, record.args = redact_text(message), ()
-        return True
-
-
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
-
+# urllib3 logs request lines (query strings included) at DEBUG: importing
+# ocog_lib.remote.secrets redacted them (and GDAL's) as they are made.
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _READ_CHUNK = 1 << 20
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -422,12 +476,15 @@ class _RemoteObject(ByteSource):
         for attempt in range(opts.attempts):
             if attempt:
                 self._counters.add(retries=1)
+            fatal = None
             try:
                 return attempt_fn(deadline)
             except _Fatal as exc:
-                raise self._fail(str(exc)) from None
+                fatal = str(exc)
             except _Retryable as exc:
                 last = redact_text(exc, self._secrets())
+            if fatal is not None:  # raised out here: urllib3's error (the raw URL) stays behind
+                raise self._fail(fatal)
             log.debug("%s: %s failed (%s), attempt %d", self.uri, what, last, attempt + 1)
             left = deadline - time.monotonic()
             if attempt + 1 == opts.attempts or left <= 0:
@@ -879,6 +936,11 @@ class HttpObject(_RemoteObject):
     def _url(self) -> str:
         return self._full_url
 
+    @property
+    def signed_url(self) -> str:
+        """The URL with its SAS: for GDAL, which reads what the fast path cannot. Secret."""
+        return self._full_url
+
     def _ca_certs(self) -> str | None:
         return self.ca_bundle
 
@@ -904,15 +966,17 @@ def open_source(uri: str | os.PathLike[str], **opts: Any) -> ByteSource:
     set of options serves every storage. Unknown names raise.
     """
     text = str(uri)
-    parsed = urlsplit(text)
     unknown = set(opts) - _S3_OPTS - _HTTP_OPTS
     if unknown:
         raise InputError(redact_uri(text), f"unknown source option(s): {sorted(unknown)}")
-    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
-        path = Path(parsed.path if parsed.scheme == "file" else text)
-        if not path.exists():
-            raise InputError(path, "file not found")
+    path = _local_path(text)
+    if path is not None:
+        if not os.path.exists(path):  # maybe a mistyped URL: shown redacted
+            raise InputError(redact_uri(path), "file not found")
+        if os.path.isdir(path):
+            raise InputError(path, "is a directory, not a file")
         return LocalFile(path)
+    parsed = urlsplit(text)
     if parsed.scheme == "s3":
         return S3Object(text, **{k: v for k, v in opts.items() if k in _S3_OPTS})
     if parsed.scheme in ("http", "https"):
@@ -921,6 +985,17 @@ def open_source(uri: str | os.PathLike[str], **opts: Any) -> ByteSource:
         redact_uri(text),
         f"URI scheme '{parsed.scheme}' is not supported (local paths, file://, s3://, http(s)://)",
     )
+
+
+def _local_path(text: str) -> str | None:
+    """The local path `text` names, or None for a URL. A path is never parsed as a URL:
+    `/data/x?sig=1.tif` is a file name (only `file://` URIs are decoded)."""
+    scheme = text.split(":", 1)[0].lower() if "://" in text else ""
+    if scheme == "file":
+        return unquote(urlsplit(text).path)
+    if scheme and scheme.isascii() and scheme.replace("+", "").replace("-", "").isalnum():
+        return None
+    return text
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -15,6 +15,10 @@ Where the work runs:
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import math
+import numbers
 import os
 import pickle
 import threading
@@ -40,6 +44,7 @@ from ocog_lib.stream.reader import (
     open_raster,
 )
 from ocog_lib.stream.samplers import (
+    SAMPLERS,
     RasterGrid,
     SamplerConfig,
     batch_mix,
@@ -48,6 +53,70 @@ from ocog_lib.stream.samplers import (
     tiles_per_visit,
 )
 from ocog_lib.tiff_index import Georef, read_georef
+
+# integer fields: (name, smallest value, what is allowed)
+_INT_FIELDS = (
+    ("patch_size", 1, "a positive integer"),
+    ("batch_size", 1, "a positive integer"),
+    ("length", 1, "a positive integer"),
+    ("seed", 0, "an integer >= 0"),
+    ("workers", 0, "0 (this process) or more"),
+    ("threads", 0, "0 (auto) or more"),
+    ("prefetch", 0, "0 or more"),
+    ("patches_per_tile", 0, "0 (auto) or positive"),
+    ("shuffle_tiles", 1, "a positive integer"),
+    ("merge_gap", 0, "0 or more bytes"),
+    ("io_threads", -1, "-1 (auto) or more"),
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_bands(bands: object) -> None:
+    if bands is None:
+        return
+    if isinstance(bands, str | bytes) or not hasattr(bands, "__iter__"):
+        raise InputError(f"bands {bands!r}", "a sequence of 0-based band indices, or None")
+    values = list(bands)
+    if not values:
+        raise InputError("bands ()", "empty: give at least one band, or None for all")
+    for b in values:
+        if not _is_int(b) or b < 0:
+            raise InputError(f"band {b!r}", "a band index is an integer >= 0 (0-based)")
+    dup = sorted({b for b in values if values.count(b) > 1})
+    if dup:
+        raise InputError(f"bands {tuple(values)}", f"band(s) {dup} given more than once")
+
+
+def _check_dtype(dtype: object) -> None:
+    if dtype is None:
+        return
+    try:
+        dt = np.dtype(dtype)
+        ok = dt.kind in "biuf" and _torch_dtype(dt) is not None
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"dtype {dtype!r}", "not a numeric dtype (e.g. float32, uint16, uint8)")
+
+
+def _as_paths(what: str, paths: object) -> list[str]:
+    """A list of paths; one path (str or PathLike) is a list of one, not of its letters."""
+    if isinstance(paths, str | os.PathLike):
+        return [str(paths)]
+    if paths is None or not hasattr(paths, "__iter__"):
+        raise InputError(what, f"a list of paths or URIs, not {type(paths).__name__}")
+    return [str(p) for p in paths]
+
+
+def _check_fits(images: list[RasterSource], patch: int) -> None:
+    for r in images:
+        if r.height < patch or r.width < patch:
+            raise InputError(
+                r.uri, f"{r.height}x{r.width} px is smaller than the patch size {patch}"
+            )
 
 
 @dataclass(frozen=True)
@@ -78,12 +147,30 @@ class StreamConfig:
     on_error: str = "raise"  # "skip": leave out a sample whose tiles cannot be read, count it
 
     def __post_init__(self) -> None:
+        """Every field checked before any file opens, the error naming field and value."""
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"sampler {self.sampler!r}", f"unknown; choose one of {SAMPLERS}")
+        for name, lowest, allowed in _INT_FIELDS:
+            value = getattr(self, name)
+            if not _is_int(value) or value < lowest:
+                raise InputError(f"{name} {value!r}", f"must be {allowed}")
+        mb = self.cache_mb
+        if isinstance(mb, bool) or not isinstance(mb, numbers.Real) or not mb >= 0:
+            raise InputError(f"cache_mb {mb!r}", "must be a number of MB >= 0 (0: no tile cache)")
+        if not math.isfinite(mb):
+            raise InputError(f"cache_mb {mb!r}", "must be finite")
+        _check_bands(self.bands)
+        _check_dtype(self.dtype)
         if self.on_error not in ("raise", "skip"):
             raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
-        if self.patches_per_tile < 0:
-            raise InputError(
-                f"patches_per_tile {self.patches_per_tile}", "must be 0 (auto) or positive"
-            )
+        if self.pin_memory not in (None, True, False):
+            raise InputError(f"pin_memory {self.pin_memory!r}", "must be None, True or False")
+        if self.start_method is not None:
+            import multiprocessing
+
+            methods = multiprocessing.get_all_start_methods()
+            if self.start_method not in methods:
+                raise InputError(f"start_method {self.start_method!r}", f"choose one of {methods}")
 
     def resolved(self, rasters: list[RasterSource], masks: list[RasterSource] = ()) -> StreamConfig:
         """This config with tile reuse decided for these rasters (image rasters, then masks).
@@ -173,7 +260,7 @@ class _Engine:
             band_first=cfg.band_first_tiles(),
         )
         self.fallback = FallbackReader(rasters)
-        self.direct = DirectReader(rasters, budget=self.cache.max_bytes)
+        self.direct = DirectReader(rasters)
         self.assemblers = ThreadPoolExecutor(
             max_workers=max(1, cfg.prefetch), thread_name_prefix="ocog-batch"
         )
@@ -199,14 +286,18 @@ class CogStream(torch.utils.data.IterableDataset):
         rasters: list[RasterSource] | None = None,
     ):
         super().__init__()
-        self.images = [str(p) for p in images]
-        self.masks = [str(p) for p in masks] if masks else None
+        config = config or StreamConfig()
+        self.images = _as_paths("images", images)
+        if not self.images:
+            raise InputError("images", "none given: pass at least one image path or URI")
+        self.masks = _as_paths("masks", masks) if masks else None
         if self.masks is not None and len(self.masks) != len(self.images):
             raise InputError("masks", f"{len(self.masks)} masks for {len(self.images)} images")
         paths = self.images + (self.masks or [])
         self.rasters = rasters or [open_raster(p) for p in paths]
         n = len(self.images)
-        self.cfg = (config or StreamConfig()).resolved(self.rasters[:n], self.rasters[n:])
+        _check_fits(self.rasters[:n], config.patch_size)
+        self.cfg = config.resolved(self.rasters[:n], self.rasters[n:])
         self._check_rasters()
         self.bands = (
             list(self.cfg.bands)
@@ -215,7 +306,8 @@ class CogStream(torch.utils.data.IterableDataset):
         )
         for b in self.bands:
             if not 0 <= b < self.rasters[0].bands:
-                raise InputError(f"band {b}", f"out of range for {self.rasters[0].bands} bands")
+                first = self.rasters[0]
+                raise InputError(f"band {b}", f"out of range: {first.uri} has {first.bands} bands")
         self.grids = [
             RasterGrid(r.height, r.width, r.tile_height, r.tile_width) for r in self.rasters[:n]
         ]
@@ -295,23 +387,36 @@ class CogStream(torch.utils.data.IterableDataset):
         (file, plane, ty, tx) the batch needs from the cache (image and mask tiles; not
         those read directly or through GDAL). Each raster's parts come from its own tile
         grid: a mask may be tiled unlike its image (256 vs 512, striped vs tiled)."""
-        n_img = len(self.images)
+        n_img, p = len(self.images), self.cfg.patch_size
+        planes = self._cached_planes()
         plan: list[tuple[int, list[tuple[int, list]]]] = []
         keys: dict[tuple[int, int, int, int], None] = {}
         for b, (fid, row, col) in enumerate(wins.tolist()):
-            files = []
-            for f in (fid, fid + n_img) if masks else (fid,):
-                r = self.rasters[f]
-                parts = r.window_tiles(row, col, self.cfg.patch_size) if r.fast else []
-                files.append((f, parts))
-                if not r.fast or (r.direct and self.cfg.direct):
-                    continue
-                planes = self.bands if (r.index.planar == 2 and f < n_img) else [0]
-                for pl in planes:
-                    for ty, tx, _, _ in parts:
+            img = self.rasters[fid]
+            parts = img.window_tiles(row, col, p) if img.fast else []
+            files = [(fid, parts)]
+            if masks:
+                m, mf = self.rasters[fid + n_img], fid + n_img
+                same = (m.tile_height, m.tile_width) == (img.tile_height, img.tile_width)
+                files.append((mf, parts if same and img.fast else
+                              m.window_tiles(row, col, p) if m.fast else []))  # fmt: skip
+            for f, fparts in files:
+                for pl in planes[f]:
+                    for ty, tx, _, _ in fparts:
                         keys[(f, pl, ty, tx)] = None
             plan.append((b, files))
         return plan, keys
+
+    def _cached_planes(self) -> list[list[int]]:
+        """Per raster, the planes whose tiles go through the cache (none for files read
+        directly or through GDAL)."""
+        n_img = len(self.images)
+        return [
+            []
+            if not r.fast or (r.direct and self.cfg.direct)
+            else self.bands if (r.index.planar == 2 and f < n_img) else [0]
+            for f, r in enumerate(self.rasters)
+        ]
 
     def make_batch(
         self, wins: np.ndarray, position: int | None = None, tiles: tuple | None = None
@@ -422,17 +527,17 @@ class CogStream(torch.utils.data.IterableDataset):
         for ty, tx, dy, dx, sy, sx in self._pieces(r, row, col, parts):
             if planar:
                 for i, band in enumerate(bands):
-                    tile = eng.direct.tile(f, band, ty, tx, sy.stop - sy.start)
+                    tile = eng.direct.tile_rows(f, band, ty, tx, sy)
                     if tile is None:
                         dst[i, dy, dx] = fill
                     else:
-                        np.copyto(dst[i, dy, dx], tile[sy, sx, 0], casting="unsafe")
+                        np.copyto(dst[i, dy, dx], tile[:, sx, 0], casting="unsafe")
                 continue
-            tile = eng.direct.tile(f, 0, ty, tx, sy.stop - sy.start)
+            tile = eng.direct.tile_rows(f, 0, ty, tx, sy)
             if tile is None:
                 dst[:, dy, dx] = fill
                 continue
-            src = tile[sy, sx].transpose(2, 0, 1)
+            src = tile[:, sx].transpose(2, 0, 1)
             np.copyto(dst[:, dy, dx], src if all_bands else src[bands], casting="unsafe")
 
     def iter_batches(self, chunks: list[np.ndarray] | None = None) -> Iterator[dict]:
@@ -440,8 +545,9 @@ class CogStream(torch.utils.data.IterableDataset):
         chunks = self.batch_windows() if chunks is None else chunks
         eng = self.engine()
         # each batch's tiles, worked out once: for the cache's plan and for the batch itself
-        tiles = [self._batch_tiles(w, self.masks is not None) for w in chunks]
-        eng.cache.set_plan(_tile_plan([keys for _, keys in tiles]))
+        with _no_cyclic_gc():
+            tiles = [self._batch_tiles(w, self.masks is not None) for w in chunks]
+            eng.cache.set_plan(_tile_plan([keys for _, keys in tiles]))
         ahead: deque = deque()
         depth = max(1, self.cfg.prefetch)
 
@@ -501,6 +607,20 @@ def _georef(r: RasterSource) -> Georef:
     if r.index is not None:
         return r.index.georef
     return read_georef(open_source(r.gdal_uri or r.uri))
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Building the plan allocates a few small tuples per window and frees none: the cyclic
+    collector only rescans them (it took half to two thirds of the plan's time, 20,000
+    windows: 0.20-0.45 s -> 0.06-0.10 s, 2026-12-01)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _tile_plan(per_batch: list[dict]) -> dict[tuple, list[int]]:

@@ -9,11 +9,11 @@ WEBP, ...) through GDAL with one handle per thread, opened in the reading proces
 
 from __future__ import annotations
 
-import mmap
 import os
 import threading
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,7 +41,8 @@ class RasterSource:
     tile_height: int
     tile_width: int
     fallback_reason: str | None = None
-    gdal_uri: str | None = None  # what GDAL opens (may carry a SAS token: never shown)
+    # what GDAL opens: may carry a SAS token, so never shown (not in repr either)
+    gdal_uri: str | None = field(default=None, repr=False)
 
     @property
     def fast(self) -> bool:
@@ -78,51 +79,75 @@ class RasterSource:
 def open_raster(uri: str) -> RasterSource:
     """Parse a raster's header once (in the parent); fall back to GDAL where needed.
 
-    `RasterSource.uri` is the redacted form (safe in messages); GDAL gets the raw one.
+    `RasterSource.uri` is safe in messages: a remote URI redacted, a local path as given
+    (a file name is no secret, and `x?sig=1.tif` is a name, not a query). I/O never goes
+    through it: reads use `source`, GDAL gets `gdal_uri` (the raw URI).
     """
-    from ocog_lib.remote.secrets import redact_uri
-
-    problem: str | None = None
-    shown = redact_uri(str(uri))
+    src = open_source(uri)
+    local = isinstance(src, LocalFile)
+    shown = str(uri) if local else src.uri
     try:
-        src = open_source(uri)
         idx = parse_tiff(src)
         problem = idx.fast_path_problem
-        if problem is None:
-            return RasterSource(
-                uri=shown,
-                index=idx,
-                source=src,
-                height=idx.height,
-                width=idx.width,
-                bands=idx.bands,
-                dtype=idx.dtype.newbyteorder("="),
-                tile_height=idx.tile_height,
-                tile_width=idx.tile_width,
-            )
     except UnsupportedLayout as exc:
-        problem = exc.cause
+        idx, problem = None, exc.cause
+    if problem is None:
+        return RasterSource(
+            uri=shown,
+            index=idx,
+            source=src,
+            height=idx.height,
+            width=idx.width,
+            bands=idx.bands,
+            dtype=idx.dtype.newbyteorder("="),
+            tile_height=idx.tile_height,
+            tile_width=idx.tile_width,
+        )
     # GDAL fallback: header facts from rasterio, no handle kept open across a fork
+    gdal_uri = src.path if local else getattr(src, "signed_url", str(uri))
+    try:
+        with _gdal_env(gdal_uri), _rasterio().open(gdal_uri) as ds:
+            (bh, bw), facts = ds.block_shapes[0], (ds.height, ds.width, ds.count, ds.dtypes[0])
+    except _gdal_errors() as exc:
+        cause = _gdal_cause(exc, gdal_uri)
+    else:
+        height, width, bands, dtype = facts
+        return RasterSource(
+            uri=shown, gdal_uri=gdal_uri, index=None, source=None, height=height,
+            width=width, bands=bands, dtype=np.dtype(dtype), tile_height=bh, tile_width=bw,
+            fallback_reason=problem,
+        )  # fmt: skip
+    # raised here, not in the except block: GDAL's errors (the raw URI in them) must not
+    # ride along as __context__
+    raise InputError(shown, f"GDAL cannot read it either ({cause})")
+
+
+def _rasterio():
     import rasterio
 
-    try:
-        with rasterio.open(str(uri)) as ds:
-            bh, bw = ds.block_shapes[0]
-            return RasterSource(
-                uri=shown,
-                gdal_uri=str(uri),
-                index=None,
-                source=None,
-                height=ds.height,
-                width=ds.width,
-                bands=ds.count,
-                dtype=np.dtype(ds.dtypes[0]),
-                tile_height=bh,
-                tile_width=bw,
-                fallback_reason=problem,
-            )
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(shown, f"GDAL cannot read it either ({redact_uri(str(exc))})") from exc
+    return rasterio
+
+
+def _gdal_errors() -> tuple[type[BaseException], ...]:
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    return (RasterioError, CPLE_BaseError, OSError)
+
+
+def _gdal_cause(exc: BaseException, gdal_uri: str) -> str:
+    """GDAL's error, its chained causes too, with the URI's secrets masked."""
+    from ocog_lib.remote.secrets import redact_exception, uri_secrets
+
+    return redact_exception(exc, uri_secrets(gdal_uri))
+
+
+def _gdal_env(gdal_uri: str):
+    """Remote opens skip GDAL's directory listing (sidecar files): it costs a request
+    per open and sends the SAS to a URL no one asked for."""
+    if "://" not in gdal_uri and not gdal_uri.startswith("/vsi"):
+        return nullcontext()
+    return _rasterio().Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
 
 
 class TileFetcher:
@@ -361,77 +386,78 @@ def _cause(exc: BaseException) -> str:
 
 
 class DirectReader:
-    """Uncompressed tiles as views of a per-process memory map of the file.
+    """Uncompressed local tiles, read with pread: no decode and no tile cache.
 
-    No decode and no tile cache: the kernel's page cache already holds the bytes, and
-    the one copy a patch needs (into the batch, band-first) reads only the window's rows.
-    Mapped pages count toward this process's memory, so once `budget` bytes have been
-    touched the mappings are dropped (MADV_DONTNEED; the page cache keeps the data):
-    the loader holds no more than the cache budget every loader gets.
+    A patch reads only its rows of each tile it touches (the page cache holds the bytes)
+    into this thread's buffer, then copies them into the batch once. pread, not a memory
+    map: a mapped file truncated under the run kills the process with SIGBUS; a read of
+    it is an error, and every read checks the file is still the one whose header was
+    parsed (`LocalFile.read_into`), so a file changed in place never yields garbage.
     """
 
-    def __init__(self, rasters: list[RasterSource], budget: int = 128 << 20):
+    def __init__(self, rasters: list[RasterSource]):
         self.rasters = rasters
-        self.budget = budget
-        self._touched = 0
-        self._maps: dict[int, np.ndarray] = {}
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._local = threading.local()
 
-    def _map(self, fid: int) -> np.ndarray:
-        m = self._maps.get(fid)
-        if m is None:
-            with self._lock:
-                m = self._maps.get(fid)
-                if m is None:
-                    m = self._maps[fid] = np.memmap(self.rasters[fid].uri, mode="r")
-        return m
+    def _buffer(self, n: int) -> np.ndarray:
+        buf = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < n:
+            buf = self._local.buf = np.empty(max(n, 1 << 20), np.uint8)
+        return buf[:n]
 
-    def tile(self, fid: int, plane: int, ty: int, tx: int, rows: int) -> np.ndarray | None:
-        """(th, tw, samples) view of one stored tile (None when sparse); `rows` of it will
-        be read, which is what counts toward the budget."""
+    def tile_rows(self, fid: int, plane: int, ty: int, tx: int, rows: slice) -> np.ndarray | None:
+        """(len(rows), tw, samples): those rows of one stored tile (None when sparse). The
+        array lives in this thread's buffer: copy it out before this thread's next call."""
         r = self.rasters[fid]
         idx = r.index
         off, n = idx.tile_entry(0, plane, ty, tx)
         if n == 0:
             return None
         spp = idx.bands if idx.planar == 1 else 1
-        need = idx.tile_height * idx.tile_width * spp * idx.dtype.itemsize
-        if n < need:
+        stride = idx.tile_width * spp * idx.dtype.itemsize
+        if n < idx.tile_height * stride:
+            need = idx.tile_height * stride
             raise InputError(r.uri, f"uncompressed tile ({ty},{tx}) holds {n} bytes, needs {need}")
-        self._touched += need // idx.tile_height * rows
-        if self._touched > self.budget:
-            self._release()
-        raw = self._map(fid)[off : off + need]
-        return raw.view(idx.dtype).reshape(idx.tile_height, idx.tile_width, spp)
-
-    def _release(self) -> None:
-        with self._lock:
-            self._touched = 0
-            for m in self._maps.values():
-                m._mmap.madvise(mmap.MADV_DONTNEED)
+        buf = self._buffer((rows.stop - rows.start) * stride)
+        r.source.read_into(buf, off + rows.start * stride)
+        return buf.view(idx.dtype).reshape(-1, idx.tile_width, spp)
 
     def close(self) -> None:
-        self._maps.clear()
+        self._local = threading.local()
 
 
 class FallbackReader:
-    """GDAL windowed reads for layouts the fast path can't decode; one handle per thread."""
+    """GDAL windowed reads for layouts the fast path can't decode; one handle per thread.
+
+    A failed read is an InputError naming the file (so on_error="skip" covers it), its
+    cause redacted and no GDAL error chained: those quote the raw URI."""
 
     def __init__(self, rasters: list[RasterSource]):
         self.rasters = rasters
         self._local = threading.local()
 
-    def read(self, fid: int, row: int, col: int, size: int, bands: list[int]) -> np.ndarray:
-        import rasterio
-        from rasterio.windows import Window
-
+    def _handles(self) -> dict:
         handles = getattr(self._local, "handles", None)
         if handles is None or getattr(self._local, "pid", None) != os.getpid():
             handles = self._local.handles = {}
             self._local.pid = os.getpid()
-        ds = handles.get(fid)
-        if ds is None:
-            r = self.rasters[fid]
-            ds = handles[fid] = rasterio.open(r.gdal_uri or r.uri)
-        return ds.read([b + 1 for b in bands], window=Window(col, row, size, size))
+        return handles
+
+    def read(self, fid: int, row: int, col: int, size: int, bands: list[int]) -> np.ndarray:
+        from rasterio.windows import Window
+
+        r = self.rasters[fid]
+        uri = r.gdal_uri or r.uri
+        handles = self._handles()
+        try:
+            ds = handles.get(fid)
+            if ds is None:
+                with _gdal_env(uri):
+                    ds = handles[fid] = _rasterio().open(uri)
+            return ds.read([b + 1 for b in bands], window=Window(col, row, size, size))
+        except _gdal_errors() as exc:
+            cause = _gdal_cause(exc, uri)
+        bad = handles.pop(fid, None)  # reopened by the next read: GDAL may retry then
+        if bad is not None:
+            bad.close()
+        raise InputError(r.uri, f"GDAL cannot read window {row},{col} ({cause})")
