@@ -43,65 +43,45 @@ def _float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _bounded(convert: Callable[[str], float], lo: float | None = None,
+             hi: float | None = None, *, above: bool = False, name: str = "value"):
+    """A type that converts, then refuses values below `lo` (or at it, with `above`) or
+    over `hi`, saying the rule."""
+    if hi is not None:
+        rule = f"in {lo:g}..{hi:g}"
+    elif above:
+        rule = f"more than {lo:g}"
+    else:
+        rule = "0 or more" if lo == 0 else f"at least {lo:g}"
+
+    def check(text: str):
+        value = convert(text)
+        low = lo is not None and (value <= lo if above else value < lo)
+        if low or (hi is not None and value > hi):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            raise argparse.ArgumentTypeError(f"{shown} must be {rule}")
+        return value
+
+    check.__name__ = name
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be more than 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be 0 or more")
-    return value
+positive_int = _bounded(_int, 1, name="positive_int")
+non_negative_int = _bounded(_int, 0, name="non_negative_int")
+positive_float = _bounded(_float, 0, above=True, name="positive_float")
+non_negative_float = _bounded(_float, 0, name="non_negative_float")
 
 
 def at_least(lo: int) -> Callable[[str], int]:
-    def big_enough(text: str) -> int:
-        value = _int(text)
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {lo}")
-        return value
-
-    big_enough.__name__ = f"int_from_{lo}"
-    return big_enough
+    return _bounded(_int, lo, name=f"int_from_{lo}")
 
 
 def int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def in_range(text: str) -> int:
-        value = _int(text)
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} must be in {lo}..{hi}")
-        return value
-
-    in_range.__name__ = f"int_{lo}_{hi}"
-    return in_range
+    return _bounded(_int, lo, hi, name=f"int_{lo}_{hi}")
 
 
 def float_range(lo: float, hi: float) -> Callable[[str], float]:
-    def in_range(text: str) -> float:
-        value = _float(text)
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value:g} must be in {lo:g}..{hi:g}")
-        return value
-
-    in_range.__name__ = f"float_{lo:g}_{hi:g}"
-    return in_range
+    return _bounded(_float, lo, hi, name=f"float_{lo:g}_{hi:g}")
 
 
 def list_of(item: Callable[[str], object]) -> Callable[[str], tuple]:
