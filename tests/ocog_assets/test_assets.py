@@ -1,6 +1,5 @@
 """The Dagster layer in-process: real instance (the repo's dagster.yaml), files and DuckDB."""
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -23,23 +22,14 @@ from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.data.sample import sample_tiles
 from ocog_lib.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
 ASSETS = [raw_scenes, prepared_datasets, cog_variants, variant_stats]
 
 
-@pytest.fixture
-def instance(tmp_path, monkeypatch):
-    """The repo's dagster.yaml in a tmp DAGSTER_HOME; data and DuckDB in tmp; small scenes."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
+@pytest.fixture(autouse=True)
+def small_bench(monkeypatch):
+    """Small, quick bench scenes for every asset run here (the instance: conftest.py)."""
     monkeypatch.setenv("OCOG_BENCH_SIZE", "512")
     monkeypatch.setenv("OCOG_BENCH_SECONDS", "0.2")
-    monkeypatch.delenv("OCOG_DUCKDB", raising=False)
-    with dg.DagsterInstance.get() as inst:
-        yield inst
 
 
 def _resources(settings: Settings) -> dict:

@@ -1,8 +1,6 @@
 """stream_benchmarks as an asset: rows in DuckDB, a regression check, a nightly schedule."""
 
 import datetime as dt
-import shutil
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -15,23 +13,16 @@ from ocog_lib import results
 from ocog_lib.cli import main
 from ocog_lib.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = dg.MultiPartitionKey({"dataset": "sample", "variant": "default"})
 
 
 @pytest.fixture
-def sample_default(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
+def sample_default(instance, monkeypatch):
+    """The shared instance, with the sample built and its default variant written."""
     monkeypatch.setenv("OCOG_BENCH_SIZE", "768")
-    monkeypatch.delenv("OCOG_DUCKDB", raising=False)
     assert main(["sample", "build"]) == 0
     assert main(["variants", "write", "--variant", "default", "--no-check", "--no-record"]) == 0
-    with dg.DagsterInstance.get() as inst:
-        yield inst, Settings.from_env()
+    return instance, Settings.from_env()
 
 
 def _run(inst, settings):

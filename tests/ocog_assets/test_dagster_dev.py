@@ -2,7 +2,6 @@
 materializes a raw scene into a tmp data folder."""
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -94,11 +93,8 @@ def _proc_or_none(pid: int):
 
 
 @pytest.fixture
-def dagster_dev(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    env = dict(os.environ, DAGSTER_HOME=str(home), OCOG_DATA_DIR=str(tmp_path / "data"),
+def dagster_dev(dagster_home, tmp_path):
+    env = dict(os.environ, DAGSTER_HOME=str(dagster_home), OCOG_DATA_DIR=str(tmp_path / "data"),
                OCOG_BENCH_SIZE="256")
     env.pop("OCOG_DUCKDB", None)
     port = _free_port()

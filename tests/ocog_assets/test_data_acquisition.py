@@ -2,8 +2,6 @@
 127.0.0.1, the discovery sensor and schedule, and the benchmark preparers from raw archives."""
 
 import datetime
-import shutil
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -26,10 +24,9 @@ from ocog_assets.partitions import SENSOR_TILE
 from ocog_assets.resources import OcogPaths
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.settings import Settings
-from tests.ocog_lib.data.archives import build_dfc22, build_potsdam, build_vaihingen
-from tests.ocog_lib.data.stac_world import SceneSpec, band_pixels, start_world, stop_world
+from tests.support.archives import build_dfc22, build_potsdam, build_vaihingen
+from tests.support.stac_world import SceneSpec, band_pixels, start_world, stop_world
 
-REPO = Path(__file__).resolve().parents[2]
 ASSETS = [sentinel2_scenes, raw_scenes, prepared_datasets, cog_variants]
 SPECS = [
     SceneSpec("36MZD", "2024-10-05", 12.0, (0, 0)),
@@ -41,19 +38,6 @@ SPECS = [
     SceneSpec("36MZE", "2024-10-11", 1.0, (200, 200), drop=("red",)),
 ]
 TILES = ["36MZD", "37MBV", "37MCU", "36MZE"]
-
-
-@pytest.fixture
-def instance(tmp_path, monkeypatch):
-    """The repo's dagster.yaml in a tmp DAGSTER_HOME; data in tmp."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("OCOG_DUCKDB", raising=False)
-    with dg.DagsterInstance.get() as inst:
-        yield inst
 
 
 @pytest.fixture

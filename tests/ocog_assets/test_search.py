@@ -10,25 +10,18 @@ from ocog_assets.defs.benchmarks.assets import BENCHMARK_POOL
 from ocog_assets.defs.search.assets import GridConfig, SearchConfig, grid_results, search_results
 from ocog_assets.resources import OcogPaths
 from ocog_lib import results
-from tests.ocog_lib.benchdata import make_bench_variants
+from tests.support.benchdata import make_bench_variants
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = str(dg.MultiPartitionKey({"dataset": "sample", "storage": "local"}))
 
 
 @pytest.fixture
-def instance(tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.delenv("OCOG_DUCKDB", raising=False)
-    monkeypatch.delenv("OCOG_OPTUNA_STORAGE", raising=False)
+def settings(tmp_path):
+    """Bench variants of the sample in tmp/data; the optimal local one is its prepared data."""
     settings = make_bench_variants(tmp_path / "data", 512)
     local = settings.variant_dir("sample", "optimal_local")
     shutil.copytree(local, settings.prepared_dir("sample"))
-    with dg.DagsterInstance.get() as inst:
-        yield inst, settings
+    return settings
 
 
 def _materialize(asset, config, inst, settings):
@@ -41,10 +34,9 @@ def _materialize(asset, config, inst, settings):
     )
 
 
-def test_search_results_asset(instance):
-    inst, settings = instance
+def test_search_results_asset(instance, settings):
     config = SearchConfig(trials=2, seconds=0.2, warmup_seconds=0.05, max_workers=0)
-    res = _materialize(search_results, config, inst, settings)
+    res = _materialize(search_results, config, instance, settings)
     meta = res.asset_materializations_for_node("search_results")[0].metadata
     study = meta["study"].value
     assert meta["trials"].value == 6 + 2  # the named profiles' six configs, then the search
@@ -61,12 +53,11 @@ def test_search_results_asset(instance):
     assert best["samples_per_s"] == pytest.approx(meta["best_samples_per_s"].value)
 
 
-def test_grid_results_asset(instance):
-    inst, settings = instance
+def test_grid_results_asset(instance, settings):
     config = GridConfig(var1="compression", var2="sampler",
                         values={"compression": ["none", "zstd"], "sampler": ["random"]},
                         repeats=1, seconds=0.2, warmup_seconds=0.05)  # fmt: skip
-    res = _materialize(grid_results, config, inst, settings)
+    res = _materialize(grid_results, config, instance, settings)
     meta = res.asset_materializations_for_node("grid_results")[0].metadata
     cells = meta["cells"].value.records
     assert {(c.data["compression"], c.data["sampler"]) for c in cells} == {

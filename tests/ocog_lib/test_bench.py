@@ -8,7 +8,7 @@ import pytest
 
 from ocog_lib.bench import CompareConfig, bench_files, compare, result_rows_for_db
 from ocog_lib.errors import InputError
-from tests.ocog_lib.benchdata import PROFILES, make_bench_variants
+from tests.support.benchdata import PROFILES, make_bench_variants
 
 ROW_KEYS = {
     "name",

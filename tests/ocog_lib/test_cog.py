@@ -31,7 +31,7 @@ from ocog_lib.cog import (
 )
 from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.errors import InputError
-from tests.ocog_lib.stream.rasters import real_pixels
+from tests.support.rasters import real_pixels
 
 HEIGHT, WIDTH = 700, 1000  # not a multiple of any block size: edge tiles are partial
 

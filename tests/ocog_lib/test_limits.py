@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ocog_lib.limits import decode_limit, memory_limit
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 
 @pytest.fixture(scope="module")

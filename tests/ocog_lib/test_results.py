@@ -340,7 +340,7 @@ def test_a_spooled_write_that_cannot_merge_is_kept_and_reported(tmp_path, capsys
 
 @pytest.fixture(scope="module")
 def bench_settings(tmp_path_factory):
-    from tests.ocog_lib.benchdata import make_bench_variants
+    from tests.support.benchdata import make_bench_variants
 
     return make_bench_variants(tmp_path_factory.mktemp("benchdata"), size=256)
 

@@ -31,7 +31,7 @@ from ocog_lib.search import (
 )
 from ocog_lib.search_plots import png_markdown, save_grid_plots, save_study_plots
 from ocog_lib.settings import Settings
-from tests.ocog_lib.benchdata import make_bench_variants
+from tests.support.benchdata import make_bench_variants
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = dict(seconds=0.2)
@@ -68,7 +68,7 @@ def test_search_matches_or_beats_the_named_profiles(shared):
     best, base = result.best, result.best_baseline
     assert base is not None and best.value >= base.value
     assert result.summary()["speedup_vs_baseline"] >= 1.0
-    # no trial may hold more than a quarter of the data in its cache (BENCHMARKS.md)
+    # no trial may hold more than a quarter of the data in its cache (docs/benchmarks.md)
     cap = decoded_mb("sample", shared) / 4
     assert all(0 < t.config["cache_mb"] <= cap for t in result.trials)
 

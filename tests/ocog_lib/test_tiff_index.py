@@ -8,7 +8,7 @@ import rasterio
 
 from ocog_lib.storage import ByteRange, LocalFile, merge_ranges
 from ocog_lib.tiff_index import read_georef, read_index
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 
 def test_index_matches_gdal(tmp_path):

@@ -16,7 +16,7 @@ from ocog_lib.data.prepare import RawFile, read_world_file
 from ocog_lib.data.vaihingen import VaihingenConfig, prepare_vaihingen
 from ocog_lib.errors import InputError
 from ocog_lib.stream.dataset import make_stream
-from tests.ocog_lib.data.archives import (
+from tests.support.archives import (
     ISPRS_NAMES,
     build_dfc22,
     build_potsdam,

@@ -9,8 +9,8 @@ import rasterio
 from ocog_lib.cli import main
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.settings import Settings
-from tests.ocog_lib.data.archives import build_dfc22
-from tests.ocog_lib.data.stac_world import SceneSpec, band_pixels, start_world, stop_world
+from tests.support.archives import build_dfc22
+from tests.support.stac_world import SceneSpec, band_pixels, start_world, stop_world
 
 
 @pytest.fixture

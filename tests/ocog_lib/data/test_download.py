@@ -9,10 +9,10 @@ import pytest
 
 from ocog_lib.data.download import download, part_paths
 from ocog_lib.errors import InputError
-from ocog_lib.remote.faults import FaultFront
+from tests.support.faults import FaultFront
 from ocog_lib.remote.shaper import Fault, Shaper
 from ocog_lib.storage import RemoteOptions
-from tests.ocog_lib.remote.rangeserver import RangeServer
+from tests.support.rangeserver import RangeServer
 
 BLOB = np.random.default_rng(3).integers(0, 256, 3 << 20, np.uint8).tobytes()
 CHUNK = 256 << 10

@@ -26,9 +26,9 @@ from ocog_lib.data.sentinel2 import (
     tile_square,
 )
 from ocog_lib.errors import InputError
-from ocog_lib.remote.faults import FaultFront
+from tests.support.faults import FaultFront
 from ocog_lib.storage import RemoteOptions
-from tests.ocog_lib.data.stac_world import (
+from tests.support.stac_world import (
     SIG,
     SceneSpec,
     TokenEndpoint,

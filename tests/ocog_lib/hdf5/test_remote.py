@@ -9,7 +9,7 @@ import numpy as np
 from ocog_lib.hdf5.dataset import Hdf5Dataset, loader
 from ocog_lib.hdf5.remote import ByteSourceFile
 from ocog_lib.storage import open_source
-from tests.ocog_lib.remote.rangeserver import RangeServer
+from tests.support.rangeserver import RangeServer
 
 
 def _serve(package) -> dict[str, bytes]:

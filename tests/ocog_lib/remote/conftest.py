@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ocog_lib.remote.s3server import EmbeddedS3
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 BUCKET = "ocog-test"
 

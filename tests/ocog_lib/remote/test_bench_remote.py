@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ocog_lib.bench_remote import RemoteCompareConfig, check_remote_rows, compare_remote
-from tests.ocog_lib.benchdata import make_bench_variants
+from tests.support.benchdata import make_bench_variants
 
 
 @pytest.fixture(scope="module")

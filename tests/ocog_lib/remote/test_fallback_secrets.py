@@ -18,8 +18,8 @@ from rasterio.windows import Window
 from ocog_lib.errors import InputError
 from ocog_lib.stream.dataset import make_stream
 from ocog_lib.stream.reader import open_raster
-from tests.ocog_lib.remote.rangeserver import RangeServer
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rangeserver import RangeServer
+from tests.support.rasters import real_pixels, write_raster
 
 SECRET = "SECRETVALUE"
 PATCH = 128

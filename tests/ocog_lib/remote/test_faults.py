@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.faults import FaultFront
 from ocog_lib.remote.shaper import Fault, Shaper
 from ocog_lib.storage import RemoteOptions, S3Object
 from tests.ocog_lib.remote.conftest import local_bytes
+from tests.support.faults import FaultFront
 
 QUICK = RemoteOptions(attempts=4, backoff_s=0.01, deadline_s=20)
 

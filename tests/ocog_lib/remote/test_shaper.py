@@ -16,7 +16,7 @@ from ocog_lib.errors import InputError
 from ocog_lib.remote.shaper import Fault, Shaper
 from ocog_lib.storage import HttpObject, S3Object
 from tests.ocog_lib.remote.conftest import local_bytes
-from tests.ocog_lib.remote.rangeserver import RangeServer
+from tests.support.rangeserver import RangeServer
 
 
 def test_a_ranged_get_takes_at_least_the_rtt(s3, s3_env, objects):

@@ -12,8 +12,8 @@ from ocog_lib.errors import InputError
 from ocog_lib.remote.shaper import Shaper, ShaperCounters, _CounterBlock
 from ocog_lib.storage import HttpObject, S3Object
 from tests.ocog_lib.remote.conftest import local_bytes
-from tests.ocog_lib.remote.rangeserver import RangeServer
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rangeserver import RangeServer
+from tests.support.rasters import real_pixels, write_raster
 
 HEADER_ALLOWANCE = 600  # bytes of status line and headers a response may add to its body
 REQUEST_ALLOWANCE = 2000  # bytes of one request (SigV4 headers included)

@@ -23,7 +23,7 @@ from ocog_lib.storage import ByteRange, HttpObject, RemoteOptions, S3Object, ope
 from ocog_lib.stream.decode import decode_tile
 from ocog_lib.tiff_index import parse_tiff
 from tests.ocog_lib.remote.conftest import BUCKET, local_bytes
-from tests.ocog_lib.remote.rangeserver import RangeServer
+from tests.support.rangeserver import RangeServer
 
 QUICK = RemoteOptions(attempts=3, backoff_s=0.01, deadline_s=20)
 

@@ -8,10 +8,10 @@ import rasterio
 from rasterio.windows import Window
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.faults import FaultFront
 from ocog_lib.stream.dataset import make_stream
 from tests.ocog_lib.remote.conftest import BUCKET
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.faults import FaultFront
+from tests.support.rasters import real_pixels, write_raster
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 from botocore.config import Config
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.faults import FaultFront
 from ocog_lib.remote.upload import UploadConfig, file_sha256, upload_dir, upload_file
 from ocog_lib.storage import S3Object
 from tests.ocog_lib.remote.conftest import BUCKET
+from tests.support.faults import FaultFront
 
 SMALL_PARTS = UploadConfig(multipart_threshold=8 << 20, part_size=5 << 20, threads=3)
 

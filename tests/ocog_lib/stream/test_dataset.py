@@ -12,7 +12,7 @@ from rasterio.windows import Window
 
 from ocog_lib.errors import InputError
 from ocog_lib.stream.dataset import make_stream
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 # name: (dtype, bands, height, width, driver, creation options)
 LAYOUTS = {

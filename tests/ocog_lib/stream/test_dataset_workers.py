@@ -11,7 +11,7 @@ from rasterio.windows import Window
 
 from ocog_lib.errors import InputError, OcogError
 from ocog_lib.stream.dataset import make_stream
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 GRID = dict(sampler="grid", patch_size=128, batch_size=2)
 

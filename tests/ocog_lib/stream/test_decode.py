@@ -23,7 +23,7 @@ from ocog_lib.errors import InputError
 from ocog_lib.stream.dataset import make_stream
 from ocog_lib.stream.decode import decode_tile, has_delta, undo_delta
 from ocog_lib.tiff_index import read_index
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 BLOCK = 32
 # name: (creation options, float only)

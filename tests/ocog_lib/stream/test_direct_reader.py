@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from ocog_lib.errors import InputError
 from ocog_lib.stream.dataset import make_stream
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 REPO = Path(__file__).resolve().parents[3]
 # no tile cache: every batch reads the file, so a change is met whatever the timing

@@ -7,7 +7,7 @@ import rasterio
 
 from ocog_lib.stream.footprint import tile_bytes_per_sample
 from ocog_lib.stream.reader import open_raster
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 
 def _gdal_block_bytes(path, blocks):

@@ -14,7 +14,7 @@ from rasterio.windows import Window
 from ocog_lib.errors import InputError
 from ocog_lib.storage import LocalFile, open_source
 from ocog_lib.stream.dataset import StreamConfig, make_stream
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from ocog_lib.errors import InputError
 from ocog_lib.stream.dataset import make_stream
 from ocog_lib.stream.samplers import tiles_per_visit
-from tests.ocog_lib.stream.rasters import TRANSFORM, real_pixels, write_raster
+from tests.support.rasters import TRANSFORM, real_pixels, write_raster
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

@@ -24,7 +24,7 @@ from ocog_lib.storage import ByteSource
 from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.dataset import CogStream, StreamConfig, make_stream
 from ocog_lib.stream.reader import TileFetcher, open_raster
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 BAD = (1, 2)  # the corrupt tile (row, col) of a 4 x 4 grid of 64-px tiles
 

@@ -8,7 +8,7 @@ import pytest
 import ocog_lib.stream.verify as verify
 from ocog_lib.cog import _write_checked, resolve_profile
 from ocog_lib.errors import OcogError
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 
 def float_scene_with_nan(path):

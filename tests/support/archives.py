@@ -18,7 +18,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
 from ocog_lib.data.rgb_masks import ISPRS_CLASSES, encode
-from tests.ocog_lib.stream.rasters import real_pixels
+from tests.support.rasters import real_pixels
 
 IGNORE = 255
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.settings import Settings
-from tests.ocog_lib.stream.rasters import real_pixels, write_raster
+from tests.support.rasters import real_pixels, write_raster
 
 PROFILES = {
     "default": dict(compress="DEFLATE", level=6, blocksize=256),

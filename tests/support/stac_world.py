@@ -30,10 +30,10 @@ import rasterio.shutil
 from rasterio.io import MemoryFile
 
 from ocog_lib.data.sentinel2 import tile_footprint, tile_square
-from tests.ocog_lib.remote.rangeserver import RangeServer
+from tests.support.rangeserver import RangeServer
 
 FIXTURE = Path("/work/shared/fixtures/stac/earth-search-v1-sentinel-2-l2a-item.json")
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 RUSTAC = REPO / ".venv" / "bin" / "rustac"
 S2_FILES = {"blue": "s2_B02.jp2", "green": "s2_B03.jp2", "red": "s2_B04.jp2", "nir": "s2_B08.jp2"}
 PC_KEYS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}

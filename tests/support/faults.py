@@ -5,7 +5,8 @@ of a real server (the embedded S3, say) and answers the first requests with the 
 statuses it was given (500, 503 with an S3-style XML body, as a throttled or failing
 store would), then forwards every later request byte for byte, Host header and SigV4
 signature included, so the server still checks what the client signed. Faults below
-HTTP (resets, truncated bodies, stalls) belong to the WAN shaper (`shaper.Fault`).
+HTTP (resets, truncated bodies, stalls) belong to the WAN shaper
+(`ocog_lib.remote.shaper.Fault`).
 It runs on a thread of the calling process: a test tool, not a benchmark component.
 """
 

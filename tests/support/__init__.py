@@ -1,0 +1,1 @@
+"""Test tools shared across test packages: rasters, servers, fault fronts, fixtures."""
