@@ -1,7 +1,7 @@
 """Throughput benchmarks: one configuration, or ocog against its yardsticks in one run.
 
 Every figure is a ratio measured side by side on the same files with the same CPU and
-memory budget (see BENCHMARKS.md): our engine, the OCOG toolkit's loader reproduced in
+memory budget (see docs/benchmarks.md): our engine, the OCOG toolkit's loader reproduced in
 `reference.py`, and the decode (or memory) limit for the same windows. Configurations
 are interleaved over repeats and medians reported, so drift on a shared machine hits
 every row alike. Start-up (time to the first batch) is measured apart from steady state.
@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.env import gdal_cache_of_config
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 from ocog_lib.stream.dataset import CogStream, StreamConfig
@@ -301,6 +302,7 @@ def _length_for(seconds: float, expected_sps: float, batch: int) -> int:
     return int(max(batch * 8, expected_sps * (seconds + 3)) // batch * batch)
 
 
+@gdal_cache_of_config
 def compare(
     cfg: CompareConfig,
     settings: Settings | None = None,
@@ -309,7 +311,6 @@ def compare(
     """ocog vs the reference loader vs the decode limit, one run, interleaved repeats."""
     settings = settings or Settings.from_env()
     say = progress or (lambda _msg: None)
-    os.environ["GDAL_CACHEMAX"] = str(int(cfg.cache_mb))  # in MB as an env var, every loader
     # the reference default config always runs on the default variant: the yardstick
     files = {v: bench_files(cfg.dataset, v, settings) for v in {"default", *cfg.variants}}
     masks_of = (lambda v: files[v][1]) if cfg.with_masks else (lambda v: [])

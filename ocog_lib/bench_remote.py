@@ -30,6 +30,7 @@ from ocog_lib.bench import (
     run_ocog,
     run_reference,
 )
+from ocog_lib.env import gdal_cache_of_config, scoped_env
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 from ocog_lib.stream.dataset import CogStream, StreamConfig
@@ -107,20 +108,6 @@ def _endpoint(bucket: str) -> Iterator[tuple[str, Callable[[str | None], dict], 
         yield server.endpoint_url, server.env, server.client()
 
 
-@contextmanager
-def _environ(values: dict) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _ratio(rasters: list[RasterSource]) -> float:
     """Decoded / stored bytes of a variant's full-resolution tiles (its compression ratio).
 
@@ -159,6 +146,7 @@ def _server_ceiling(url: str, uri: str, seconds: float = 2.0) -> float:
     return total / (time.perf_counter() - t0) / 1e6
 
 
+@gdal_cache_of_config
 def compare_remote(
     cfg: RemoteCompareConfig,
     settings: Settings | None = None,
@@ -172,7 +160,6 @@ def compare_remote(
 
     settings = settings or Settings.from_env()
     say = progress or (lambda _m: None)
-    os.environ["GDAL_CACHEMAX"] = str(int(cfg.cache_mb))
     if cfg.patch_sized_tiles:
         from ocog_lib.search import ensure_variant
 
@@ -210,7 +197,7 @@ def compare_remote(
             patch_bytes[v] = pkg.image_bytes_per_sample
             hdf5_ratio[v] = pkg.decoded_bytes / max(1, pkg.h5_bytes)
         host, port = url.split("://", 1)[1].rsplit(":", 1)
-        with _environ(env_for(None)):
+        with scoped_env(env_for(None)):
             ceiling = _server_ceiling(url, uris["default"][0])
         say(f"endpoint serves {ceiling:.0f} MB/s unshaped (1 MiB ranges, 16 in flight)")
 
@@ -218,7 +205,7 @@ def compare_remote(
             with (
                 Shaper(host, int(port), rtt_ms=cfg.rtt_ms, cap_mb_s=cap) as shaper,
                 not_measured(shaper.pid),
-                _environ(env_for(shaper.url)),
+                scoped_env(env_for(shaper.url)),
             ):
                 rows += _runs_at_cap(cfg, cap, uris, local, parsed, shaper, patch_bytes, say)
                 rows += _hdf5_at_cap(cfg, cap, packages, shaper, say)

@@ -45,6 +45,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.env import exact_env
 from ocog_lib.errors import InputError, OcogError
 
 COMPRESSIONS = (
@@ -475,11 +476,10 @@ def _writer_loop() -> None:
     threading.Thread(target=read, daemon=True).start()
     while True:
         src, tmp, profile, bands, threads, environ, env_options = inbox.get()
-        os.environ.clear()
-        os.environ.update(environ)
         try:
-            outcome: object = _gdal_write(Path(src), Path(tmp), profile, bands, threads,
-                                          env_options)
+            with exact_env(environ):  # the caller's environment, for this write only
+                outcome: object = _gdal_write(Path(src), Path(tmp), profile, bands, threads,
+                                              env_options)
         except Exception as exc:  # noqa: BLE001 - the parent raises it
             outcome = exc
         try:

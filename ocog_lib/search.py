@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ocog_lib.bench import _length_for, bench_files, measure
+from ocog_lib.env import scoped_env
 from ocog_lib.errors import InputError, OcogError
 from ocog_lib.settings import Settings
 
@@ -180,7 +181,7 @@ class SearchSpace:
         ).normalized()
 
     def fit_cache(self, decoded_mb: float | None, ratio: float = 4.0) -> SearchSpace:
-        """Cap the engine cache at 1/ratio of the data (BENCHMARKS.md: data >= 4x any cache),
+        """Cap the engine cache at 1/ratio of the data (docs/benchmarks.md: data >= 4x any cache),
         so no trial wins by holding the whole dataset in memory."""
         if not decoded_mb:
             return self
@@ -348,7 +349,7 @@ def trial_files(
     if storage == "local":
         yield VariantFiles(dataset, settings, write_missing=write_missing)
         return
-    from ocog_lib.bench_remote import _endpoint, _environ
+    from ocog_lib.bench_remote import _endpoint
     from ocog_lib.remote.shaper import Shaper
     from ocog_lib.rss import not_measured
 
@@ -358,7 +359,7 @@ def trial_files(
         with (
             Shaper(host, int(port), rtt_ms=opts.rtt_ms, cap_mb_s=opts.cap_mb_s) as shaper,
             not_measured(shaper.pid),
-            _environ(env_for(shaper.url)),
+            scoped_env(env_for(shaper.url)),
         ):
             yield RemoteFiles(dataset, settings, client, opts.bucket, write_missing=write_missing)
 
@@ -435,46 +436,47 @@ def measure_config(
     sc = cfg.stream_config(
         length=_length_for(seconds + warmup_seconds, expected, cfg.batch_size), seed=seed
     )
-    os.environ["GDAL_CACHEMAX"] = str(max(1, int(cfg.cache_mb)))  # MB as an env var
-    stream = CogStream(images, masks or None, sc)
-    r0 = stream.rasters[0]
-    patch_bytes = cfg.patch_size * cfg.patch_size * r0.bands * r0.dtype.itemsize
-    needed = [0, 0]
-    t_start = time.perf_counter()
-    deadline = t_start + timeout_s if timeout_s else None
-    steady_from = [0.0]
+    # MB as an env var: the loader workers read it at start-up; restored after the trial
+    with scoped_env(GDAL_CACHEMAX=str(max(1, int(cfg.cache_mb)))):
+        stream = CogStream(images, masks or None, sc)
+        r0 = stream.rasters[0]
+        patch_bytes = cfg.patch_size * cfg.patch_size * r0.bands * r0.dtype.itemsize
+        needed = [0, 0]
+        t_start = time.perf_counter()
+        deadline = t_start + timeout_s if timeout_s else None
+        steady_from = [0.0]
 
-    def batches():
-        first_at = None
-        counted = 0
-        step = 0
-        for batch in stream.loader():
-            now = time.perf_counter()
-            if deadline is not None and now > deadline:
-                raise TrialTimeout(
-                    f"trial ran past its {timeout_s:g} s time box "
-                    f"({'no batch yet' if first_at is None else 'batches too slow'})"
-                )
-            s = batch["stats"]
-            needed[0] += int(s[0])
-            needed[1] += int(s[1])
-            if first_at is None:
-                first_at = now
-            elif now - first_at >= warmup_seconds:
-                if not steady_from[0]:
-                    steady_from[0] = now
-                else:
-                    counted += int(batch["image"].shape[0])
-                    el = now - steady_from[0]
-                    if report and el >= (step + 1) * seconds / report_every:
-                        report(step, counted / el)
-                        step += 1
-            yield batch
+        def batches():
+            first_at = None
+            counted = 0
+            step = 0
+            for batch in stream.loader():
+                now = time.perf_counter()
+                if deadline is not None and now > deadline:
+                    raise TrialTimeout(
+                        f"trial ran past its {timeout_s:g} s time box "
+                        f"({'no batch yet' if first_at is None else 'batches too slow'})"
+                    )
+                s = batch["stats"]
+                needed[0] += int(s[0])
+                needed[1] += int(s[1])
+                if first_at is None:
+                    first_at = now
+                elif now - first_at >= warmup_seconds:
+                    if not steady_from[0]:
+                        steady_from[0] = now
+                    else:
+                        counted += int(batch["image"].shape[0])
+                        el = now - steady_from[0]
+                        if report and el >= (step + 1) * seconds / report_every:
+                            report(step, counted / el)
+                            step += 1
+                yield batch
 
-    try:
-        m = measure(batches(), min_seconds=seconds, warmup_seconds=warmup_seconds)
-    finally:
-        stream.close()
+        try:
+            m = measure(batches(), min_seconds=seconds, warmup_seconds=warmup_seconds)
+        finally:
+            stream.close()
     hit = 1.0 - needed[1] / needed[0] if needed[0] else None
     return TrialMeasurement(
         samples_per_s=m.samples_per_s,

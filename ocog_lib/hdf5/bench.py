@@ -32,6 +32,7 @@ from ocog_lib.bench import (
     data_wait,
     measure,
 )
+from ocog_lib.env import gdal_cache_of_config
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 
@@ -168,6 +169,7 @@ def remote_packages(
     return out
 
 
+@gdal_cache_of_config
 def hdf5_rows(
     cfg: CompareConfig,
     hcfg: Hdf5BenchConfig | None = None,
@@ -180,7 +182,6 @@ def hdf5_rows(
     say = progress or (lambda _msg: None)
     if hcfg.samples < cfg.batch_size:
         raise InputError(f"samples {hcfg.samples}", f"fewer than one batch of {cfg.batch_size}")
-    os.environ["GDAL_CACHEMAX"] = str(int(cfg.cache_mb))  # as bench.compare sets it
     workers = hcfg.workers or cfg.threads or (os.cpu_count() or 1)
 
     plan = []

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ocog_lib.env import scoped_env
 from ocog_lib.errors import InputError
 from ocog_lib.remote.child import stop_child, wait_for_announcement
 
@@ -183,18 +184,9 @@ class EmbeddedS3:
     def activated(self, endpoint_url: str | None = None) -> Iterator[dict[str, str]]:
         """Set `env()` in os.environ for the duration (process-wide: not for threads that
         expect their own credentials), restoring what was there before."""
-        saved = {k: os.environ.get(k) for k in (*self.env(endpoint_url), *_AWS_CREDENTIAL_VARS)}
-        for var in _AWS_CREDENTIAL_VARS:
-            os.environ.pop(var, None)
-        os.environ.update(self.env(endpoint_url))
-        try:
-            yield self.env(endpoint_url)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        env = self.env(endpoint_url)
+        with scoped_env({**dict.fromkeys(_AWS_CREDENTIAL_VARS), **env}):
+            yield env
 
     def client(self, service: str = "s3", endpoint_url: str | None = None) -> Any:
         """A boto3 client for this server with its credentials (never from the ambient env)."""

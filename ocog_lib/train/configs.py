@@ -137,7 +137,8 @@ def remote_files(
 ) -> Iterator[tuple[list[str], list[str]]]:
     """The variant's files as s3:// URIs, uploaded to the configured endpoint
     ($AWS_ENDPOINT_URL_S3) or an embedded one, with GDAL/engine env set while open."""
-    from ocog_lib.bench_remote import _endpoint, _environ
+    from ocog_lib.bench_remote import _endpoint
+    from ocog_lib.env import scoped_env
     from ocog_lib.remote.upload import upload_file
 
     bucket = bucket or os.environ.get("OCOG_TRAIN_BUCKET", DEFAULT_BUCKET)
@@ -148,7 +149,7 @@ def remote_files(
             uri = f"s3://{bucket}/train/{dataset}/{variant}/{rel}"
             upload_file(path, uri, client=client)
             uris.append(uri)
-        with _environ(env_for(None)):
+        with scoped_env(env_for(None)):
             yield uris[: len(images)], uris[len(images):]
 
 
