@@ -10,7 +10,7 @@ from ocog_lib import results
 from tests.ocog_lib.train.conftest import train_settings, train_variants  # noqa: F401
 
 
-def test_trained_models_partition_writes_rows_and_metadata(train_settings):  # noqa: F811
+def test_trained_models_partition_writes_rows_and_metadata(instance, train_settings):  # noqa: F811
     from ocog_assets.definitions import defs
 
     tags = defs.get_assets_def("trained_models").op.tags
@@ -21,7 +21,7 @@ def test_trained_models_partition_writes_rows_and_metadata(train_settings):  # n
     cfg = TrainingConfig(iterations=4, eval_every=2, patch_size=64, width=4,
                          model_store=str(train_settings.data_dir / "store"))
     res = dg.materialize(
-        [trained_models], partition_key=key,
+        [trained_models], partition_key=key, instance=instance,
         resources={"paths": paths, "results": ResultsStore(paths=paths)},
         run_config=dg.RunConfig({"trained_models": cfg}),
     )
