@@ -379,11 +379,13 @@ def _start_write(data: Path, variant: str) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen(cmd, env={**os.environ, "OCOG_DATA_DIR": str(data)}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     folder = data / "variants" / "big" / variant
-    deadline = time.monotonic() + 120  # a hang guard, not a speed limit
-    while not (folder.exists() and _files(folder)):
+    for _ in range(6000):  # a hang guard (polls, not a time limit)
+        if folder.exists() and _files(folder):
+            break
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "GDAL never started writing"
         time.sleep(0.02)
+    else:
+        raise AssertionError("GDAL never started writing")
     return proc, folder
 
 

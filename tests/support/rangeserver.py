@@ -14,7 +14,32 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
-class RangeServer:
+class LoopbackHTTP:
+    """A threaded HTTP server on 127.0.0.1 (a free port) for the block's duration; a
+    subclass says which handler serves (`handler()`) and where its URL points (`path`)."""
+
+    path = ""
+    _server: ThreadingHTTPServer | None = None
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path}"
+
+    def __enter__(self):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class RangeServer(LoopbackHTTP):
     def __init__(
         self,
         files: dict[str, bytes],
@@ -30,26 +55,14 @@ class RangeServer:
         self.connections = 0
         self.requests = 0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> RangeServer:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(_Handler):
             server_owner = owner
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return Handler
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -17,11 +17,10 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import rasterio.shutil
 from rasterio.io import MemoryFile
 
 from ocog_lib.data.sentinel2 import tile_footprint, tile_square
-from tests.support.rangeserver import RangeServer
+from tests.support.rangeserver import LoopbackHTTP, RangeServer
 
 FIXTURE = Path("/work/shared/fixtures/stac/earth-search-v1-sentinel-2-l2a-item.json")
 REPO = Path(__file__).resolve().parents[2]
@@ -208,19 +207,16 @@ class StacServer:
             self._log.close()
 
 
-class TokenEndpoint:
+class TokenEndpoint(LoopbackHTTP):
     """Planetary Computer's token endpoint in miniature: GET /<collection> -> SAS token."""
+
+    path = "/api/sas/v1/token"
 
     def __init__(self, token: str):
         self.token = token
         self.requests: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/sas/v1/token"
-
-    def __enter__(self) -> TokenEndpoint:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -237,14 +233,7 @@ class TokenEndpoint:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return Handler
 
 
 @dataclass
