@@ -29,7 +29,7 @@ import duckdb
 
 from ocog_lib.atomic import atomic_write_text, claim_path
 from ocog_lib.errors import InputError, OcogError
-from ocog_lib.remote.secrets import redact_text
+from ocog_lib.secrets import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -742,6 +742,6 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if isinstance(value, str):  # the one list of URL secrets: ocog_lib.remote.secrets
+    if isinstance(value, str):  # the one list of URL secrets: ocog_lib.secrets
         return redact_text(value)
     return value

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.secrets import redact_text, redact_uri
+from ocog_lib.secrets import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ def _pool_manager(max_connections: int, ca_certs: str | None) -> Any:
 
 
 # urllib3 logs request lines (query strings included) at DEBUG: importing
-# ocog_lib.remote.secrets redacted them (and GDAL's) as they are made.
+# ocog_lib.secrets redacted them (and GDAL's) as they are made.
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _READ_CHUNK = 1 << 20
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}

@@ -31,3 +31,9 @@ def build_tiny_sample(root: Path) -> TinySample:
 def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> TinySample:
     """The sample with 512 px scenes and two 512 px bench scenes; treat it as read-only."""
     return build_tiny_sample(tmp_path_factory.mktemp("tiny_sample"))
+
+
+# Fixtures from tests/support, registered once for the whole suite.
+from tests.support.hdf5pkg import package  # noqa: E402, F401
+from tests.support.s3 import objects, s3, s3_env  # noqa: E402, F401
+from tests.support.variants import train_settings, train_variants  # noqa: E402, F401

@@ -11,7 +11,7 @@ docs/hdf5.md describes the layout for readers that have only h5py.
   against the source COGs.
 - `dataset`: a PyTorch map-style dataset over a package, safe with DataLoader workers.
 - `remote`: a package read by byte ranges from s3:// or http(s):// (h5py's fileobj driver).
-- `bench`: HDF5 streaming rows in the shape of `ocog_lib.bench.BenchRow`.
+- `bench`: HDF5 streaming rows in the shape of `ocog_lib.bench.local.BenchRow`.
 
 Modules are imported by name; this package imports nothing heavy on its own.
 """

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 from ocog_lib.atomic import atomic_write_text
 from ocog_lib.errors import InputError
 from ocog_lib.remote.s3server import DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY, REGION
-from ocog_lib.remote.secrets import redact_uri
+from ocog_lib.secrets import redact_uri
 from ocog_lib.settings import Settings
 
 ENDPOINT_VARS = ("OCOG_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.secrets import redact_text
+from ocog_lib.secrets import redact_text
 from ocog_lib.storage import parse_s3_uri
 
 CHECKSUM_KEY = "sha256"  # user metadata key: sent as x-amz-meta-sha256

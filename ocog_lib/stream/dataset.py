@@ -31,12 +31,13 @@ from traceback import format_exception
 import numpy as np
 import torch
 
+from ocog_lib.cog.decode import undo_delta
+from ocog_lib.cog.tiff_index import Georef, read_georef
 from ocog_lib.errors import InputError, OcogError
-from ocog_lib.remote.secrets import redact_uri
+from ocog_lib.secrets import redact_uri
 from ocog_lib.storage import open_source
 from ocog_lib.stream.cache import TileCache
-from ocog_lib.stream.decode import undo_delta
-from ocog_lib.stream.reader import (
+from ocog_lib.stream.rasters import (
     DirectReader,
     FallbackReader,
     RasterSource,
@@ -52,7 +53,6 @@ from ocog_lib.stream.samplers import (
     sample_windows,
     tiles_per_visit,
 )
-from ocog_lib.tiff_index import Georef, read_georef
 
 # integer fields: (name, smallest value, what is allowed)
 _INT_FIELDS = (

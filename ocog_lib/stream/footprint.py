@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ocog_lib.stream.reader import RasterSource
+from ocog_lib.stream.rasters import RasterSource
 
 
 def tile_bytes_per_sample(

@@ -118,7 +118,7 @@ def variant_files(
     dataset: str, variant: str, settings: Settings, role: str = "scene"
 ) -> tuple[list[str], list[str], list[str]]:
     """(images, masks, relative paths of the images) of a written variant; masks required."""
-    from ocog_lib.bench import bench_files
+    from ocog_lib.bench.local import bench_files
     from ocog_lib.data.manifest import DatasetManifest
 
     images, masks = bench_files(dataset, variant, settings, role=role)
@@ -137,7 +137,7 @@ def remote_files(
 ) -> Iterator[tuple[list[str], list[str]]]:
     """The variant's files as s3:// URIs, uploaded to the configured endpoint
     ($AWS_ENDPOINT_URL_S3) or an embedded one, with GDAL/engine env set while open."""
-    from ocog_lib.bench_remote import _endpoint
+    from ocog_lib.bench.remote import _endpoint
     from ocog_lib.env import scoped_env
     from ocog_lib.remote.upload import upload_file
 

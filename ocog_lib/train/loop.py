@@ -278,7 +278,7 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *,
 
 def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: list[str],
            masks: list[str], progress: ProgressFn | None) -> TrainResult:
-    from ocog_lib.consumer import _NvmlMonitor
+    from ocog_lib.bench.consumer import _NvmlMonitor
 
     manifest = DatasetManifest.load(settings.variant_dir(cfg.dataset, loader.variant))
     classes, ignore = manifest.classes, manifest.ignore_index

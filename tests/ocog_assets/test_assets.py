@@ -16,8 +16,8 @@ from ocog_assets.demo import register_sample_tiles, sample_plan
 from ocog_assets.partitions import DATASETS, SENSOR_TILE, VARIANTS
 from ocog_assets.resources import OcogPaths, ResultsStore
 from ocog_lib import results
-from ocog_lib.cli import main
-from ocog_lib.cog import PROFILES, resolve_profile
+from ocog_lib.cli.main import main
+from ocog_lib.cog.variants import PROFILES, resolve_profile
 from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.data.sample import sample_tiles
 from ocog_lib.settings import Settings

@@ -10,7 +10,7 @@ from ocog_assets.defs.benchmarks.assets import REGRESSION, StreamBenchConfig, st
 from ocog_assets.defs.benchmarks.schedules import nightly_stream_benchmarks
 from ocog_assets.resources import OcogPaths, ResultsStore
 from ocog_lib import results
-from ocog_lib.cli import main
+from ocog_lib.cli.main import main
 from ocog_lib.settings import Settings
 
 KEY = dg.MultiPartitionKey({"dataset": "sample", "variant": "default"})

@@ -18,7 +18,7 @@ from ocog_assets.defs.remote.assets import ENDPOINT_TAG, remote_variants
 from ocog_assets.defs.remote.resources import ObjectStore, object_store_from_env
 from ocog_assets.defs.variants.assets import cog_variants
 from ocog_assets.resources import OcogPaths, default_resources
-from ocog_lib.cog import resolve_profile, write_variant
+from ocog_lib.cog.variants import resolve_profile, write_variant
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.remote.endpoint import ENDPOINT_VARS, embedded_status, stop_embedded
 from ocog_lib.remote.s3server import EmbeddedS3

@@ -7,7 +7,6 @@ import dagster as dg
 from ocog_assets.defs.training.assets import K8S_GPU_TAGS, TrainingConfig, trained_models
 from ocog_assets.resources import OcogPaths, ResultsStore
 from ocog_lib import results
-from tests.ocog_lib.train.conftest import train_settings, train_variants  # noqa: F401
 
 
 def test_trained_models_partition_writes_rows_and_metadata(instance, train_settings):  # noqa: F811

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocog_lib.cli import main
+from ocog_lib.cli.main import main
 
 GRID = ["search", "grid", "--var1", "sampler", "--var2", "block_size"]
 S2_SEARCH = ["data", "s2", "search", "--api", "http://127.0.0.1:9", "--tiles", "36MZD"]
@@ -77,7 +77,7 @@ def test_the_message_says_what_is_wrong(capsys):
 
 
 def test_good_values_are_parsed_to_what_the_library_takes():
-    from ocog_lib.cli import build_parser
+    from ocog_lib.cli.main import build_parser
 
     args = build_parser().parse_args(
         ["bench", "stream", "--bands", "2, 0,1", "--dtype", "Float32", "--cache-mb", "64",

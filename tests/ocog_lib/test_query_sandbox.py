@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ocog_lib import results
-from ocog_lib.cli import main
+from ocog_lib.cli.main import main
 from ocog_lib.errors import InputError
 
 SECRET_FILE = "/etc/passwd"

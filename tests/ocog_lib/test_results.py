@@ -315,7 +315,7 @@ def test_a_spool_is_merged_once_by_writers_racing_and_after_a_crash(tmp_path):
 
 
 def test_a_spooled_write_that_cannot_merge_is_kept_and_reported(tmp_path, capsys):
-    from ocog_lib.cli import main
+    from ocog_lib.cli.main import main
 
     db = tmp_path / "r.duckdb"
     results.write_rows(db, "variant_stats", [_stat("a")])
@@ -351,7 +351,7 @@ _STREAM = ["bench", "stream", "--json", "--seconds", "0.2", "--length", "64", "-
 
 def test_bench_stream_prints_its_result_and_spools_it_while_the_db_is_locked(
         bench_settings, monkeypatch, capsys):
-    from ocog_lib.cli import main
+    from ocog_lib.cli.main import main
 
     db = bench_settings.results_db
     monkeypatch.setenv("OCOG_DATA_DIR", str(bench_settings.data_dir))
@@ -370,7 +370,7 @@ def test_bench_stream_prints_its_result_and_spools_it_while_the_db_is_locked(
 
 
 def test_bench_stream_prints_its_result_before_storing_it(bench_settings, monkeypatch, capsys):
-    from ocog_lib.cli import main
+    from ocog_lib.cli.main import main
 
     def fail(db_path, table, rows, **_):
         raise InputError(db_path, "disk full")

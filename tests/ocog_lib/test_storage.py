@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.secrets import redact_text, redact_uri
+from ocog_lib.secrets import redact_text, redact_uri
 from ocog_lib.storage import (
     ByteRange,
     HttpObject,

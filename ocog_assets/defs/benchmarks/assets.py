@@ -60,8 +60,8 @@ def stream_benchmarks(
     paths: OcogPaths,
     results: ResultsStore,
 ):
-    from ocog_lib.bench import CompareConfig, compare, result_rows_for_db
-    from ocog_lib.bench_history import regressions
+    from ocog_lib.bench.history import regressions
+    from ocog_lib.bench.local import CompareConfig, compare, result_rows_for_db
     from ocog_lib.host import git_sha, host_facts
 
     dataset, variant = dataset_and_variant(context)

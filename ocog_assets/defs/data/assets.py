@@ -203,7 +203,7 @@ def prepared_datasets(context: dg.AssetExecutionContext, config: PrepareConfig,
 
 def _prepare_benchmark(context: dg.AssetExecutionContext, dataset: str, config: PrepareConfig,
                        settings) -> dg.MaterializeResult:
-    from ocog_lib.cli_data import prepare_benchmark
+    from ocog_lib.cli.data import prepare_benchmark
 
     raw, out_dir = settings.raw_dir(dataset), settings.prepared_dir(dataset)
     result = prepare_benchmark(dataset, raw, out_dir, eroded=config.eroded,

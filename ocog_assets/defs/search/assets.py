@@ -54,7 +54,7 @@ class GridConfig(dg.Config):
 
 
 def _plot_md(path: str, title: str) -> dg.MetadataValue:
-    from ocog_lib.search_plots import png_markdown
+    from ocog_lib.search.plots import png_markdown
 
     return dg.MetadataValue.md(f"{png_markdown(path, title)}\n\n`{path}`")
 
@@ -72,8 +72,8 @@ def _plot_md(path: str, title: str) -> dg.MetadataValue:
 def search_results(
     context: dg.AssetExecutionContext, config: SearchConfig, paths: OcogPaths
 ) -> dg.MaterializeResult:
-    from ocog_lib.search import BayesianOptions, RemoteOptions, SearchSpace, run_bayesian
-    from ocog_lib.search_plots import save_study_plots
+    from ocog_lib.search.core import BayesianOptions, RemoteOptions, SearchSpace, run_bayesian
+    from ocog_lib.search.plots import save_study_plots
 
     dataset, storage = dataset_and_storage(context)
     settings = paths.settings()
@@ -125,8 +125,8 @@ def search_results(
 def grid_results(
     context: dg.AssetExecutionContext, config: GridConfig, paths: OcogPaths
 ) -> dg.MaterializeResult:
-    from ocog_lib.search import RemoteOptions, run_grid
-    from ocog_lib.search_plots import save_grid_plots
+    from ocog_lib.search.core import RemoteOptions, run_grid
+    from ocog_lib.search.plots import save_grid_plots
 
     dataset, storage = dataset_and_storage(context)
     settings = paths.settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ocog_assets.partitions import datasets
-from ocog_lib.search import STORAGES
+from ocog_lib.search.core import STORAGES
 
 storages = dg.StaticPartitionsDefinition(list(STORAGES))
 # keys read "dataset|storage"

@@ -32,7 +32,7 @@ LOSSLESS = "lossless"
                 "the output is the per-file stat rows (see variant_stats).",
 )
 def cog_variants(context: dg.AssetExecutionContext, paths: OcogPaths) -> Iterator:
-    from ocog_lib.cog import resolve_profile, write_variant
+    from ocog_lib.cog.variants import resolve_profile, write_variant
 
     dataset, variant = dataset_and_variant(context)
     settings = paths.settings()
@@ -65,7 +65,7 @@ def cog_variants(context: dg.AssetExecutionContext, paths: OcogPaths) -> Iterato
 def check_files(manifest: DatasetManifest, profile, rows: list[dict]
                 ) -> tuple[dict[str, list[str]], list[str]]:
     """Fill each row's is_valid_cog / lossless_ok; return the invalid and the differing files."""
-    from ocog_lib.cog import check_lossless, mask_profile, validate_cog
+    from ocog_lib.cog.variants import check_lossless, mask_profile, validate_cog
 
     sources: dict[tuple[str, str], Path] = {}
     for item in manifest.items:

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from ocog_lib.cog import resolve_profile, write_variant
+from ocog_lib.cog.variants import resolve_profile, write_variant
 from ocog_lib.data.dfc22 import CLASSES as DFC_CLASSES
 from ocog_lib.data.dfc22 import prepare_dfc22
 from ocog_lib.data.manifest import DatasetManifest

@@ -12,7 +12,7 @@ import torch
 
 from ocog_lib.errors import InputError
 from ocog_lib.hdf5.dataset import Hdf5Dataset, loader
-from tests.ocog_lib.hdf5.conftest import cog_window
+from tests.support.hdf5pkg import cog_window
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from ocog_lib.hdf5 import export as export_mod
 from ocog_lib.hdf5.export import ExportConfig, SourceScene, export_hdf5
 from ocog_lib.hdf5.validate import validate_package
 from ocog_lib.stream.dataset import CogStream, StreamConfig
-from tests.ocog_lib.hdf5.conftest import cog_window, export_tiny
+from tests.support.hdf5pkg import cog_window, export_tiny
 from tests.support.rasters import real_pixels, write_raster
 
 

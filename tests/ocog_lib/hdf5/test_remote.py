@@ -57,7 +57,7 @@ def test_remote_package_items_equal_the_local_ones(package):
 
 
 def test_measure_package_streams_a_remote_package(package):
-    from ocog_lib.hdf5.bench import measure_package
+    from ocog_lib.bench.hdf5 import measure_package
 
     with RangeServer(_serve(package)) as server:
         uri = f"{server.url}/pkg/{package.result.path.name}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ocog_lib.cli import main
+from ocog_lib.cli.main import main
 from ocog_lib.errors import InputError
 from ocog_lib.remote.endpoint import (
     ENDPOINT_VARS,

@@ -9,8 +9,8 @@ import pytest
 from ocog_lib.errors import InputError
 from ocog_lib.remote.shaper import Fault, Shaper
 from ocog_lib.storage import RemoteOptions, S3Object
-from tests.ocog_lib.remote.conftest import local_bytes
 from tests.support.faults import FaultFront
+from tests.support.s3 import local_bytes
 
 QUICK = RemoteOptions(attempts=4, backoff_s=0.01, deadline_s=20)
 

@@ -15,8 +15,8 @@ import pytest
 from ocog_lib.errors import InputError
 from ocog_lib.remote.shaper import Fault, Shaper
 from ocog_lib.storage import HttpObject, S3Object
-from tests.ocog_lib.remote.conftest import local_bytes
 from tests.support.rangeserver import RangeServer
+from tests.support.s3 import local_bytes
 
 
 def test_a_ranged_get_takes_at_least_the_rtt(s3, s3_env, objects):

@@ -11,9 +11,9 @@ from rasterio.windows import Window
 from ocog_lib.errors import InputError
 from ocog_lib.remote.shaper import Shaper, ShaperCounters, _CounterBlock
 from ocog_lib.storage import HttpObject, S3Object
-from tests.ocog_lib.remote.conftest import local_bytes
 from tests.support.rangeserver import RangeServer
 from tests.support.rasters import real_pixels, write_raster
+from tests.support.s3 import local_bytes
 
 HEADER_ALLOWANCE = 600  # bytes of status line and headers a response may add to its body
 REQUEST_ALLOWANCE = 2000  # bytes of one request (SigV4 headers included)

@@ -17,13 +17,13 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from ocog_lib.cog.decode import decode_tile
+from ocog_lib.cog.tiff_index import parse_tiff
 from ocog_lib.errors import InputError
 from ocog_lib.remote.s3server import EmbeddedS3
 from ocog_lib.storage import ByteRange, HttpObject, RemoteOptions, S3Object, open_source
-from ocog_lib.stream.decode import decode_tile
-from ocog_lib.tiff_index import parse_tiff
-from tests.ocog_lib.remote.conftest import BUCKET, local_bytes
 from tests.support.rangeserver import RangeServer
+from tests.support.s3 import BUCKET, local_bytes
 
 QUICK = RemoteOptions(attempts=3, backoff_s=0.01, deadline_s=20)
 

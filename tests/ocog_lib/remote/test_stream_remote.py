@@ -9,9 +9,9 @@ from rasterio.windows import Window
 
 from ocog_lib.errors import InputError
 from ocog_lib.stream.dataset import make_stream
-from tests.ocog_lib.remote.conftest import BUCKET
 from tests.support.faults import FaultFront
 from tests.support.rasters import real_pixels, write_raster
+from tests.support.s3 import BUCKET
 
 
 @pytest.fixture(scope="module")

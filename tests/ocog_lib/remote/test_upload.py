@@ -11,8 +11,8 @@ from botocore.config import Config
 from ocog_lib.errors import InputError
 from ocog_lib.remote.upload import UploadConfig, file_sha256, upload_dir, upload_file
 from ocog_lib.storage import S3Object
-from tests.ocog_lib.remote.conftest import BUCKET
 from tests.support.faults import FaultFront
+from tests.support.s3 import BUCKET
 
 SMALL_PARTS = UploadConfig(multipart_threshold=8 << 20, part_size=5 << 20, threads=3)
 

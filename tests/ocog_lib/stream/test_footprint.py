@@ -6,7 +6,7 @@ import numpy as np
 import rasterio
 
 from ocog_lib.stream.footprint import tile_bytes_per_sample
-from ocog_lib.stream.reader import open_raster
+from ocog_lib.stream.rasters import open_raster
 from tests.support.rasters import real_pixels, write_raster
 
 

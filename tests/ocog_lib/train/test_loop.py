@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ocog_lib import results
-from ocog_lib.cli import main
+from ocog_lib.cli.main import main
 from ocog_lib.errors import InputError
 from ocog_lib.stream.samplers import RasterGrid, SamplerConfig
 from ocog_lib.train.loop import (

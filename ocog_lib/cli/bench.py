@@ -1,0 +1,292 @@
+"""`ocog bench ...`: the benchmark commands (same library calls as the assets)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ocog_lib.cli import types as T
+from ocog_lib.cli.types import stream_default
+from ocog_lib.settings import Settings
+
+_COMPARE = ("ocog_lib.bench.local", "CompareConfig")
+_REMOTE = ("ocog_lib.bench.remote", "RemoteCompareConfig")
+_SECONDS = 5.0  # `bench stream`: timed seconds (no library default: the CLI's own)
+
+
+def register_bench(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure streaming throughput",
+        description="Throughput benchmarks: one engine configuration, or ocog against the "
+        "OCOG toolkit's loader and the decode limit in one run.",
+    )
+    sub = bench.add_subparsers(dest="bench_cmd", required=True, metavar="{stream,compare}")
+    _register_stream(sub)
+    _register_compare(sub)
+
+
+def _register_stream(sub: argparse._SubParsersAction) -> None:
+    """`bench stream`: every engine flag defaults to StreamConfig's own default."""
+    s = sub.add_parser(
+        "stream",
+        help="one configuration of the ocog engine",
+        description="Measure one configuration of the ocog engine (defaults: the engine's, "
+        "StreamConfig).",
+    )
+    _common(s)
+    d = stream_default
+    s.add_argument("--variant", default="default",
+                   help="written COG variant folder: a profile name or a custom spec's name "
+                   "(`ocog variants list`)")  # fmt: skip
+    s.add_argument("--sampler", default=d("sampler"), choices=["random", "block", "grid"],
+                   help="window sampler")  # fmt: skip
+    s.add_argument("--patch-size", type=T.positive_int, default=d("patch_size"),
+                   help="patch edge in px")  # fmt: skip
+    s.add_argument("--batch-size", type=T.positive_int, default=d("batch_size"),
+                   help="patches per batch")  # fmt: skip
+    s.add_argument("--workers", type=T.non_negative_int, default=d("workers"),
+                   help="DataLoader processes; 0 = threads in this process")
+    s.add_argument("--threads", type=T.non_negative_int, default=d("threads"),
+                   help="decode threads per process; 0 = the machine's cores divided by "
+                   "--workers (all of them with 0 workers, at least 1)")  # fmt: skip
+    s.add_argument("--prefetch", type=T.positive_int, default=d("prefetch"),
+                   help="batches assembled ahead, per process")
+    s.add_argument("--cache-mb", type=T.positive_float, default=d("cache_mb"),
+                   help="decoded-tile cache per process, MB")
+    s.add_argument("--patches-per-tile", type=T.non_negative_int, default=d("patches_per_tile"),
+                   help="windows per tile visit; 0 = auto (1 for local files, link-sized for "
+                   "remote ones)")  # fmt: skip
+    s.add_argument("--shuffle-tiles", type=T.positive_int, default=d("shuffle_tiles"),
+                   help="tile visits whose windows are mixed together when reusing tiles")
+    s.add_argument("--bands", type=T.band_list, default=d("bands"),
+                   help="comma-separated 0-based band indices (default: all)")
+    s.add_argument("--dtype", type=T.dtype_name, default=d("dtype"),
+                   help=f"output dtype, one of {', '.join(T.DTYPES)} (default: the source's)")
+    s.add_argument("--length", type=T.non_negative_int, default=0,
+                   help="windows per epoch; 0 = enough for --seconds")
+    s.add_argument("--seconds", type=T.positive_float, default=_SECONDS,
+                   help="timed seconds (after a warm-up)")
+    s.add_argument("--seed", type=T.non_negative_int, default=d("seed"), help="sampler seed")
+    s.add_argument("--step-ms", type=T.non_negative_float, default=0.0,
+                   help="also measure data-wait with a consumer taking this long per batch; "
+                   "0 = skip")  # fmt: skip
+    s.set_defaults(func=_cmd_stream)
+
+
+def _both(key: str) -> str:
+    """The default of a compare setting both configs have, local and remote."""
+    local, remote = T.default(*_COMPARE, key), T.default(*_REMOTE, key)
+    return f"(default: {local:g} local, {remote:g} with --remote)"
+
+
+def _register_compare(sub: argparse._SubParsersAction) -> None:
+    """`bench compare`: unset flags keep CompareConfig's (or RemoteCompareConfig's) values."""
+    c = sub.add_parser(
+        "compare",
+        help="ocog vs the reference loader vs the decode limit",
+        description="One run, same files, interleaved repeats, medians. Unset flags keep the "
+        "run's config (CompareConfig, or RemoteCompareConfig with --remote; --quick: its "
+        "quick() preset).",
+    )
+    _common(c)
+    c.add_argument("--quick", action="store_true", help="one short repeat (< 60 s)")
+    c.add_argument("--repeats", type=T.positive_int, default=None,
+                   help=f"interleaved repeats {_both('repeats')}")
+    c.add_argument("--seconds", type=T.positive_float, default=None,
+                   help=f"steady-state seconds per run {_both('seconds')}")
+    c.add_argument("--cache-mb", type=T.positive_float, default=None,
+                   help=f"decoded-tile cache (and GDAL_CACHEMAX) of every loader, MB "
+                   f"{_both('cache_mb')}")  # fmt: skip
+    c.add_argument("--variants", type=T.name_list, default=None,
+                   help="comma-separated variant names (default: "
+                   f"{','.join(T.default(*_COMPARE, 'variants'))})")  # fmt: skip
+    c.add_argument(
+        "--hdf5",
+        action="store_true",
+        help="add HDF5 rows: the same patches packaged "
+        f"({', '.join(T.default('ocog_lib.bench.hdf5', 'Hdf5BenchConfig', 'compressions'))}), "
+        "read by a DataLoader with one worker per core (with --remote: "
+        f"{T.default(*_REMOTE, 'hdf5_workers')} workers, by byte ranges from the same "
+        "endpoint through the same shaper)",
+    )
+    c.add_argument(
+        "--remote",
+        action="store_true",
+        help="read from S3 through the WAN shaper: the endpoint of OCOG_S3_ENDPOINT, else "
+        "AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL; with none set, a private embedded S3 "
+        "server (moto) started for this run only, not the one of `ocog s3 serve`; bucket "
+        f"{T.default(*_REMOTE, 'bucket')}",
+    )
+    c.add_argument("--rtt-ms", type=T.non_negative_float, default=T.default(*_REMOTE, "rtt_ms"),
+                   help="remote: delay per request, ms")
+    c.add_argument("--caps", type=T.list_of(T.positive_float), default=None,
+                   help="remote: comma-separated bandwidth caps in MB/s (default: "
+                   f"{','.join(f'{c:g}' for c in T.default(*_REMOTE, 'caps_mb_s'))})")
+    c.set_defaults(func=_cmd_compare)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="sample", help="prepared dataset")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-record", action="store_true", help="do not append to DuckDB")
+
+
+def _record(result: dict, settings: Settings) -> None:
+    from ocog_lib import results
+    from ocog_lib.bench.local import result_rows_for_db
+    from ocog_lib.host import git_sha, host_facts
+
+    results.write_rows(
+        settings.results_db,
+        "stream_benchmarks",
+        result_rows_for_db(result, host_facts(), git_sha()),
+    )
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import uuid
+
+    from ocog_lib.bench.local import bench_files, format_rows, stream_once
+    from ocog_lib.stream.dataset import StreamConfig
+
+    settings = Settings.from_env()
+    images, masks = bench_files(args.dataset, args.variant, settings)
+    length = args.length or int(
+        max(2000, 4000 * (args.seconds + 3)) // args.batch_size * args.batch_size
+    )
+    sc = StreamConfig(
+        sampler=args.sampler,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        length=length,
+        seed=args.seed,
+        workers=args.workers,
+        threads=args.threads,
+        prefetch=args.prefetch,
+        cache_mb=args.cache_mb,
+        patches_per_tile=args.patches_per_tile,
+        shuffle_tiles=args.shuffle_tiles,
+        dtype=args.dtype,
+        bands=args.bands,
+    )
+    row = stream_once(images, masks, sc, seconds=args.seconds)
+    row.update(variant=args.variant, sampler=args.sampler, loader="ocog")
+    if args.step_ms > 0:
+        from ocog_lib.bench.consumer import measure_data_wait
+        from ocog_lib.stream.dataset import CogStream
+
+        stream = CogStream(images, masks or None, sc)
+        dw = measure_data_wait(
+            stream.loader(),
+            step_seconds=args.step_ms / 1000,
+            n_steps=max(10, int(args.seconds * 1000 / args.step_ms)),
+        )
+        stream.close()
+        row["data_wait_fraction"] = dw.data_wait_fraction
+        row["config"]["step_ms"] = args.step_ms
+    result = {
+        "run_id": uuid.uuid4().hex[:12],
+        "dataset": args.dataset,
+        "storage": "local",
+        "rows": [row],
+    }
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(format_rows(result["rows"]))
+        if "data_wait_fraction" in row:
+            print(
+                f"data-wait fraction at {args.step_ms:g} ms/step: {row['data_wait_fraction']:.3f}"
+            )
+    sys.stdout.flush()
+    if not args.no_record:  # after printing: a failed store never takes the result with it
+        _record(result, settings)
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """Compare settings given on the command line (local and remote share them)."""
+    out: dict = {"dataset": args.dataset}
+    for name in ("repeats", "seconds", "cache_mb"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    if args.variants:
+        out["variants"] = args.variants
+    return out
+
+
+def _progress(args: argparse.Namespace):
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    if args.remote:
+        return _cmd_compare_remote(args)
+    from dataclasses import replace
+
+    from ocog_lib.bench.local import CompareConfig, compare, format_rows
+
+    cfg = replace(CompareConfig.quick() if args.quick else CompareConfig(), **_overrides(args))
+    settings = Settings.from_env()
+    progress = _progress(args)
+    result = compare(cfg, settings, progress=progress)
+    if args.hdf5:
+        from ocog_lib.bench.hdf5 import add_hdf5_rows, hdf5_rows
+
+        add_hdf5_rows(result, hdf5_rows(cfg, None, settings, progress))
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(
+            f"dataset {result['dataset']}: {result['decoded_gib']:.2f} GiB decoded per variant, "
+            f"cache budget {result['cache_mb']:.0f} MB for every loader"
+        )
+        print(format_rows(result["rows"]))
+    sys.stdout.flush()
+    if not args.no_record:  # after printing: a failed store never takes the result with it
+        _record(result, settings)
+    return 0
+
+
+def _cmd_compare_remote(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ocog_lib.bench.local import format_rows
+    from ocog_lib.bench.remote import RemoteCompareConfig, check_remote_rows, compare_remote
+
+    overrides = {**_overrides(args), "rtt_ms": args.rtt_ms}
+    if args.hdf5:
+        from ocog_lib.bench.hdf5 import Hdf5BenchConfig
+
+        overrides["hdf5"] = Hdf5BenchConfig().compressions
+    if args.caps:
+        overrides["caps_mb_s"] = args.caps
+    cfg = replace(RemoteCompareConfig.quick() if args.quick else RemoteCompareConfig(), **overrides)
+    settings = Settings.from_env()
+    progress = _progress(args)
+
+    result = compare_remote(cfg, settings, progress=progress)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(
+            f"dataset {result['dataset']} from S3 through the shaper: RTT {cfg.rtt_ms:g} ms, "
+            f"caps {cfg.caps_mb_s} MB/s; the endpoint itself serves "
+            f"{result['endpoint_mb_s']:.0f} MB/s unshaped"
+        )
+        for cap in cfg.caps_mb_s:
+            rows = [r for r in result["rows"] if r["config"].get("cap_mb_s") == cap]
+            print(f"\ncap {cap:g} MB/s")
+            extra = ("wire_bytes_per_sample", "link_utilization", "layout_limit_sps")
+            print(format_rows(rows, extra=extra))
+    sys.stdout.flush()
+    if not args.no_record:  # after printing: a failed store never takes the result with it
+        _record(result, settings)
+    check_remote_rows(result)
+    return 0

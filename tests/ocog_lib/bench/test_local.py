@@ -1,0 +1,70 @@
+"""The benchmark harness keeps its JSON contract and its ratios add up (no speed targets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ocog_lib.bench.local import CompareConfig, bench_files, compare, result_rows_for_db
+from ocog_lib.errors import InputError
+from tests.support.benchdata import PROFILES, make_bench_variants
+
+ROW_KEYS = {
+    "name",
+    "variant",
+    "samples_per_s",
+    "mb_per_s",
+    "ratio_vs_reference_default",
+    "ratio_vs_limit",
+    "cache_hit_rate",
+    "peak_rss_mb",
+    "config",
+}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    return make_bench_variants(tmp_path_factory.mktemp("benchdata"))
+
+
+def test_compare_rows_keep_the_contract(settings):
+    cfg = CompareConfig(
+        repeats=1, seconds=0.3, step_ms=20, best_reuse=4, patch_size=128, batch_size=8, cache_mb=8
+    )
+    result = compare(cfg, settings)
+    rows = result["rows"]
+    json.dumps(result)  # one JSON object
+    assert all(ROW_KEYS <= set(r) for r in rows)
+    names = {(r["name"], r["variant"]) for r in rows}
+    assert ("reference default", "default") in names
+    assert ("reference local_optimal", "optimal_local") in names
+    for v in PROFILES:
+        assert ("ocog random", v) in names and ("ocog block", v) in names
+    assert ("memory limit block", "optimal_local") in names
+    assert ("decode limit random", "default") in names
+    ref = next(r for r in rows if r["name"] == "reference default")
+    for r in rows:
+        assert r["samples_per_s"] > 0
+        assert r["ratio_vs_reference_default"] == pytest.approx(
+            r["samples_per_s"] / ref["samples_per_s"]
+        )
+        if r["loader"] == "ocog":
+            lim = next(
+                x
+                for x in rows
+                if x["loader"].endswith("limit")
+                and x["variant"] == r["variant"]
+                and x["sampler"] == r["sampler"]
+            )
+            assert r["ratio_vs_limit"] == pytest.approx(r["samples_per_s"] / lim["samples_per_s"])
+            assert 0 <= r["cache_hit_rate"] <= 1 and 0 < r["batch_mix"] <= 1
+    waits = [r for r in rows if r.get("data_wait_fraction") is not None]
+    assert len(waits) == 3 and all(0 <= r["data_wait_fraction"] <= 1 for r in waits)
+    db_rows = result_rows_for_db(result, {"cores": 2}, "abc")
+    assert len(db_rows) == len(rows) and all(r["run_id"] == result["run_id"] for r in db_rows)
+
+
+def test_missing_variant_names_what_to_materialize(settings):
+    with pytest.raises(InputError, match=r"cog_variants\[sample\|zstd_fast\]"):
+        bench_files("sample", "zstd_fast", settings)

@@ -1,0 +1,33 @@
+"""Variants of the tiny sample for training tests, written once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ocog_lib.cog.variants import resolve_profile, write_variant
+from ocog_lib.settings import Settings
+
+
+def write_training_variants(tiny_sample, root: Path, variants=("default", "optimal_local")
+                            ) -> Settings:
+    settings = Settings(data_dir=root / "data", results_db=root / "ocog.duckdb")
+    for v in variants:
+        write_variant(tiny_sample.manifest, resolve_profile(v), settings.variant_dir("sample", v))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def train_variants(tiny_sample, tmp_path_factory) -> Settings:
+    """The tiny sample's default and optimal_local variants; treat as read-only."""
+    return write_training_variants(tiny_sample, tmp_path_factory.mktemp("train_variants"))
+
+
+@pytest.fixture
+def train_settings(train_variants, tmp_path) -> Settings:
+    """The shared variants with this test's own results file and training folder."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "variants").symlink_to(train_variants.data_dir / "variants", target_is_directory=True)
+    return Settings(data_dir=data, results_db=tmp_path / "ocog.duckdb")
