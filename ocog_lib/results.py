@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +28,7 @@ import duckdb
 
 from ocog_lib.atomic import atomic_write_text, claim_path
 from ocog_lib.errors import InputError, OcogError
-from ocog_lib.secrets import redact_text
+from ocog_lib.secrets import redact_value
 
 log = logging.getLogger(__name__)
 
@@ -609,7 +608,7 @@ def _to_db(value: Any, dtype: str) -> Any:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise InputError(value[:80], f"not JSON text ({exc})") from exc
-        return json.dumps(redact(value), sort_keys=True, default=str)
+        return json.dumps(redact_value(value), sort_keys=True, default=str)
     if dtype.startswith("TIMESTAMP") and isinstance(value, int | float):
         return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
     if isinstance(value, float) and not math.isfinite(value):
@@ -617,7 +616,7 @@ def _to_db(value: Any, dtype: str) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str):  # a text column may hold a URI or an error quoting one
-        return redact(value)
+        return redact_value(value)
     return value
 
 
@@ -722,26 +721,3 @@ def _cell(value: Any, max_width: int) -> str:
         text = str(value)
     text = text.replace("\n", " ")
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
-
-
-# Key names whose values are secrets, and secret parts inside URLs.
-_SECRET_KEY = re.compile(
-    r"secret|passw|token|credential|(^|[_-])sas($|[_-])|api_?key|private_?key|access_?key"
-    r"|session_?key|authorization|signature",
-    re.IGNORECASE,
-)
-MASK = "***"
-
-
-def redact(value: Any) -> Any:
-    """A copy of a config with secret values masked, so nothing secret reaches DuckDB."""
-    if isinstance(value, dict):
-        return {
-            k: (MASK if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, str):  # the one list of URL secrets: ocog_lib.secrets
-        return redact_text(value)
-    return value

@@ -1,9 +1,10 @@
-"""Secrets out of URIs and messages.
+"""Secrets out of URIs, messages and stored values: the one redaction engine.
 
 Every URI ocog prints, logs, raises or stores passes through `redact_uri`, and every
 message that may quote one (a urllib3 error, an S3 or Azure error body) through
 `redact_text`: SAS signatures, presigned-URL credentials and passwords never leave the
 process in clear text. Keys are kept so a reader still sees which parameters were sent.
+Configs and rows bound for the results file pass through `redact_value`.
 Log records of the libraries that see raw URLs (rasterio/GDAL, urllib3) are redacted as
 they are made (`install_log_redaction`, done on import of this module).
 """
@@ -14,6 +15,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 MASK = "***"
@@ -74,6 +76,29 @@ def redact_text(text: object, secrets: Iterable[str | None] = ()) -> str:
     out = _SECRET_QUERY_IN_TEXT.sub(lambda m: m.group("k") + MASK, out)
     out = _URL_PASSWORD.sub(lambda m: m.group("k") + MASK, out)
     return _AUTH_HEADER.sub(lambda m: m.group("k") + MASK, out)
+
+
+# Key names (of a config or a row) whose values are secrets, whatever the value looks like.
+_SECRET_KEY = re.compile(
+    r"secret|passw|token|credential|(^|[_-])sas($|[_-])|api_?key|private_?key|access_?key"
+    r"|session_?key|authorization|signature",
+    re.IGNORECASE,
+)
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of a config (dicts, lists, strings) with secrets masked: the value of every key
+    that names a secret (unless empty), and URL secrets in every string."""
+    if isinstance(value, dict):
+        return {
+            k: (MASK if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact_value(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
 
 
 def uri_secrets(uri: object) -> list[str]:

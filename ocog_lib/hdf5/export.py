@@ -36,6 +36,7 @@ import numpy as np
 
 from ocog_lib import __version__
 from ocog_lib.atomic import atomic_path
+from ocog_lib.data.locate import variant_folder
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.errors import InputError
 from ocog_lib.hdf5 import layout as L
@@ -173,14 +174,7 @@ def dataset_folder(settings: Settings, dataset: str, variant: str = "") -> Path:
     """The prepared dataset (variant "") or one of its written COG variants."""
     if not variant:
         return settings.prepared_dir(dataset)
-    folder = settings.variant_dir(dataset, variant)
-    if not (folder / "manifest.json").exists():
-        raise InputError(
-            folder,
-            f"variant '{variant}' of '{dataset}' is not written yet: materialize "
-            f"cog_variants[{dataset}|{variant}] (or `ocog variants write`) first",
-        )
-    return folder
+    return variant_folder(dataset, variant, settings)
 
 
 def default_output(settings: Settings, dataset: str) -> Path:
@@ -531,11 +525,52 @@ def export_hdf5(
 
     `windows` ((N, 3) file, row, col into `scenes`) overrides the config's sampler.
     """
-    from ocog_lib.stream.dataset import CogStream, StreamConfig
-
     cfg = config or ExportConfig()
     say = progress or (lambda _msg: None)
     output = Path(output)
+    _check_sources(scenes, output)
+    meta = {"dataset": dataset, "classes": classes, "ignore_index": ignore_index}
+    fp = fingerprint(scenes, cfg, windows, meta)
+    if not force and (done := existing_result(output, fp)) is not None:
+        say(f"{output}: up to date (fingerprint {fp[:12]}), skipped")
+        return done
+
+    t0 = time.perf_counter()
+    stream = _export_stream(scenes, cfg, windows)
+    try:
+        plan = _plan(scenes, cfg, stream.windows if windows is None else windows, windows is None)
+        if len(plan.windows) == 0:
+            raise InputError(output, "no windows left to export (all left out by the split guard)")
+        say(
+            f"{output}: {len(plan.windows)} samples of {cfg.patch_size} px "
+            f"({plan.dropped} left out by the split guard)"
+        )
+        splits = _split_members(plan)
+        stats = _export_stats(scenes, cfg, plan, splits)
+        attrs = _package_attrs(plan, cfg, stats, fp, meta, windows_given=windows is not None)
+        sidecars = _write_package(output, plan, cfg, stream, splits, attrs, ignore_index, say)
+    finally:
+        stream.close()
+    return ExportResult(
+        path=output,
+        sidecars=sidecars,
+        samples=len(plan.windows),
+        dropped=plan.dropped,
+        modalities=plan.shapes,
+        splits=stats["splits"],
+        h5_bytes=output.stat().st_size,
+        sidecar_bytes=sum(v.stat().st_size for v in sidecars.values()),
+        decoded_bytes=plan.decoded_bytes,
+        source_bytes=stats["source_bytes"],
+        seconds=time.perf_counter() - t0,
+        skipped=False,
+        fingerprint=fp,
+        compression=cfg.compression,
+        image_bytes_per_sample=plan.image_bytes_per_sample,
+    )
+
+
+def _check_sources(scenes: list[SourceScene], output: Path) -> None:
     if output.suffix not in (".h5", ".hdf5"):
         raise InputError(output, "a package name ends in .h5 (or .hdf5)")
     if not scenes:
@@ -544,17 +579,23 @@ def export_hdf5(
         for p in (s.image, s.mask):
             if p and not Path(p).exists():
                 raise InputError(p, f"source of scene '{s.name}' not found")
-    meta = {"dataset": dataset, "classes": classes, "ignore_index": ignore_index}
-    fp = fingerprint(scenes, cfg, windows, meta)
-    if not force:
-        done = existing_result(output, fp)
-        if done is not None:
-            say(f"{output}: up to date (fingerprint {fp[:12]}), skipped")
-            return done
 
-    t0 = time.perf_counter()
+
+def _split_members(plan: _Plan) -> dict[str, list[int]]:
+    """The sample indices of each split, as the splits sidecar holds them."""
+    return {
+        name: np.flatnonzero(plan.split == code).tolist()
+        for code, name in ((0, "train"), (1, "val"), (2, "test"))
+    }
+
+
+def _export_stream(scenes: list[SourceScene], cfg: ExportConfig, windows: np.ndarray | None):
+    """The engine over the scenes: its sampler picks the windows unless they are given."""
+    from ocog_lib.stream.config import StreamConfig
+    from ocog_lib.stream.dataset import CogStream
+
     labelled = all(s.mask for s in scenes)
-    stream = CogStream(
+    return CogStream(
         [s.image for s in scenes],
         [s.mask for s in scenes] if labelled else None,
         StreamConfig(
@@ -567,75 +608,54 @@ def export_hdf5(
             pin_memory=False,
         ),
     )
-    try:
-        plan = _plan(scenes, cfg, stream.windows if windows is None else windows, windows is None)
-        if len(plan.windows) == 0:
-            raise InputError(output, "no windows left to export (all left out by the split guard)")
-        say(
-            f"{output}: {len(plan.windows)} samples of {cfg.patch_size} px "
-            f"({plan.dropped} left out by the split guard)"
-        )
-        splits = {
-            name: np.flatnonzero(plan.split == code).tolist()
-            for code, name in ((0, "train"), (1, "val"), (2, "test"))
-        }
-        source_bytes = sum(Path(x).stat().st_size for s in scenes for x in (s.image, s.mask) if x)
-        stats = {
-            "samples": len(plan.windows),
-            "dropped": plan.dropped,
-            "splits": {k: len(v) for k, v in splits.items()},
-            "decoded_bytes": plan.decoded_bytes,
-            "source_bytes": source_bytes,
-            "compression": cfg.compression,
-            "image_bytes_per_sample": plan.image_bytes_per_sample,
-        }
-        attrs = {
-            L.ATTR_FORMAT: L.FORMAT,
-            L.ATTR_VERSION: L.FORMAT_VERSION,
-            "dataset": dataset,
-            L.ATTR_MODALITIES: L.attr_json(
-                {
-                    k: {"shape": v[1:], "dtype": "uint8" if k == L.LABEL else plan.dtype.name}
-                    for k, v in plan.shapes.items()
-                }
-            ),
-            L.ATTR_IMAGE: plan.image_key,
-            L.ATTR_LABEL: plan.label_key,
-            "band_names": L.attr_json({plan.image_key: plan.facts[0]["band_names"]}),
-            L.ATTR_NODATA: plan.nodata,
-            L.ATTR_IGNORE: int(ignore_index),
-            L.ATTR_CLASSES: L.attr_json({str(k): v for k, v in (classes or {}).items()}),
-            L.ATTR_PATCH: plan.patch,
-            L.ATTR_SCENES: L.attr_json(
-                [{k: f[k] for k in ("name", "image", "mask", "tile_id")} for f in plan.facts]
-            ),
-            L.ATTR_FINGERPRINT: fp,
-            "export_config": L.attr_json(cfg.output_relevant()),
-            "export_stats": L.attr_json(stats),
-            "windows_given": windows is not None,
-            "ocog_version": __version__,
-        }
-        sidecars = _write_package(output, plan, cfg, stream, splits, attrs, ignore_index, say)
-    finally:
-        stream.close()
 
-    return ExportResult(
-        path=output,
-        sidecars=sidecars,
-        samples=len(plan.windows),
-        dropped=plan.dropped,
-        modalities=plan.shapes,
-        splits=stats["splits"],
-        h5_bytes=output.stat().st_size,
-        sidecar_bytes=sum(v.stat().st_size for v in sidecars.values()),
-        decoded_bytes=plan.decoded_bytes,
-        source_bytes=source_bytes,
-        seconds=time.perf_counter() - t0,
-        skipped=False,
-        fingerprint=fp,
-        compression=cfg.compression,
-        image_bytes_per_sample=plan.image_bytes_per_sample,
-    )
+
+def _export_stats(
+    scenes: list[SourceScene], cfg: ExportConfig, plan: _Plan, splits: dict[str, list[int]]
+) -> dict:
+    """What the export made, recorded in the package (and read back by a skipped export)."""
+    source_bytes = sum(Path(x).stat().st_size for s in scenes for x in (s.image, s.mask) if x)
+    return {
+        "samples": len(plan.windows),
+        "dropped": plan.dropped,
+        "splits": {k: len(v) for k, v in splits.items()},
+        "decoded_bytes": plan.decoded_bytes,
+        "source_bytes": source_bytes,
+        "compression": cfg.compression,
+        "image_bytes_per_sample": plan.image_bytes_per_sample,
+    }
+
+
+def _package_attrs(
+    plan: _Plan, cfg: ExportConfig, stats: dict, fp: str, meta: dict, *, windows_given: bool
+) -> dict:
+    """The .h5's root attributes (docs/hdf5.md); `meta`: dataset, classes, ignore_index."""
+    return {
+        L.ATTR_FORMAT: L.FORMAT,
+        L.ATTR_VERSION: L.FORMAT_VERSION,
+        "dataset": meta["dataset"],
+        L.ATTR_MODALITIES: L.attr_json(
+            {
+                k: {"shape": v[1:], "dtype": "uint8" if k == L.LABEL else plan.dtype.name}
+                for k, v in plan.shapes.items()
+            }
+        ),
+        L.ATTR_IMAGE: plan.image_key,
+        L.ATTR_LABEL: plan.label_key,
+        "band_names": L.attr_json({plan.image_key: plan.facts[0]["band_names"]}),
+        L.ATTR_NODATA: plan.nodata,
+        L.ATTR_IGNORE: int(meta["ignore_index"]),
+        L.ATTR_CLASSES: L.attr_json({str(k): v for k, v in (meta["classes"] or {}).items()}),
+        L.ATTR_PATCH: plan.patch,
+        L.ATTR_SCENES: L.attr_json(
+            [{k: f[k] for k in ("name", "image", "mask", "tile_id")} for f in plan.facts]
+        ),
+        L.ATTR_FINGERPRINT: fp,
+        "export_config": L.attr_json(cfg.output_relevant()),
+        "export_stats": L.attr_json(stats),
+        "windows_given": windows_given,
+        "ocog_version": __version__,
+    }
 
 
 def _plan(
@@ -683,54 +703,13 @@ def _write_package(
     """Pixels, metadata and sidecars under temporary names, then the commit (see module doc)."""
     import h5py
 
-    n, p, c = len(plan.windows), plan.patch, plan.bands
-    rng = np.random.default_rng(cfg.seed)
-    stats_idx = set(rng.choice(n, size=min(n, cfg.stats_samples), replace=False).tolist())
-    img_stats = BandStats(c, plan.nodata)
-    lab_stats = BandStats(1, int(ignore_index)) if plan.label_key else None
     finals = {k: Path(L.sidecar_uri(str(output), k)) for k in L.SIDECARS}
-    filters = _filters(cfg)
-
     with contextlib.ExitStack() as commit:
         tmp_h5 = commit.enter_context(atomic_path(output))
         tmps = {k: commit.enter_context(atomic_path(v)) for k, v in finals.items()}
         with h5py.File(tmp_h5, "w", libver=("v110", "latest")) as h5:
-            image = h5.create_dataset(
-                plan.image_key,
-                shape=(n, c, p, p),
-                dtype=plan.dtype.newbyteorder("<"),
-                chunks=(1, c, p, p),
-                **filters,
-            )
-            image.attrs["band_names"] = L.attr_json(plan.facts[0]["band_names"])
-            label = None
-            if plan.label_key:
-                label = h5.create_dataset(
-                    plan.label_key, shape=(n, 1, p, p), dtype="u1", chunks=(1, 1, p, p), **filters
-                )
-            chunks = [plan.windows[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-            at = 0
-            writer = commit.enter_context(ChunkWriter(cfg))
-            for batch in stream.iter_batches(chunks):
-                img = batch["image"].numpy()
-                nb = img.shape[0]
-                writer.write(image, at, img)
-                mask = batch["mask"].numpy() if label is not None else None
-                if label is not None:
-                    writer.write(label, at, mask[:, None])
-                for j in range(nb):
-                    if at + j in stats_idx:
-                        img_stats.add(img[j])
-                        if lab_stats is not None:
-                            lab_stats.add(mask[j][None])
-                at += nb
-                if at % (cfg.batch_size * 32) == 0:
-                    say(f"{output}: {at}/{n} samples")
-            h5.create_dataset(L.METADATA, data=_metadata(plan.facts, plan.windows, p))
-
-            band_stats = {plan.image_key: img_stats.as_dict()}
-            if lab_stats is not None:
-                band_stats[plan.label_key] = lab_stats.as_dict()
+            band_stats = _write_samples(h5, output, plan, cfg, stream, ignore_index, say)
+            h5.create_dataset(L.METADATA, data=_metadata(plan.facts, plan.windows, plan.patch))
             texts = {
                 "band_stats": L.dumps(band_stats),
                 "splits": L.dumps(splits),
@@ -747,6 +726,67 @@ def _write_package(
         # commit: drop the old marker now; the exits then rename sidecars, the .h5 last
         output.unlink(missing_ok=True)
     return finals
+
+
+def _write_samples(
+    h5,
+    output: Path,
+    plan: _Plan,
+    cfg: ExportConfig,
+    stream,
+    ignore_index: int,
+    say: Callable[[str], None],
+) -> dict[str, dict]:
+    """Every window's pixels from the engine into the image (and label) datasets; the band
+    stats of a seeded subset of them, per modality."""
+    n = len(plan.windows)
+    rng = np.random.default_rng(cfg.seed)
+    stats_idx = set(rng.choice(n, size=min(n, cfg.stats_samples), replace=False).tolist())
+    img_stats = BandStats(plan.bands, plan.nodata)
+    lab_stats = BandStats(1, int(ignore_index)) if plan.label_key else None
+    image, label = _create_datasets(h5, plan, cfg)
+    chunks = [plan.windows[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+    at = 0
+    with ChunkWriter(cfg) as writer:
+        for batch in stream.iter_batches(chunks):
+            img = batch["image"].numpy()
+            nb = img.shape[0]
+            writer.write(image, at, img)
+            mask = batch["mask"].numpy() if label is not None else None
+            if label is not None:
+                writer.write(label, at, mask[:, None])
+            for j in range(nb):
+                if at + j in stats_idx:
+                    img_stats.add(img[j])
+                    if lab_stats is not None:
+                        lab_stats.add(mask[j][None])
+            at += nb
+            if at % (cfg.batch_size * 32) == 0:
+                say(f"{output}: {at}/{n} samples")
+    band_stats = {plan.image_key: img_stats.as_dict()}
+    if lab_stats is not None:
+        band_stats[plan.label_key] = lab_stats.as_dict()
+    return band_stats
+
+
+def _create_datasets(h5, plan: _Plan, cfg: ExportConfig) -> tuple:
+    """The image dataset and the label one (None without labels): one chunk per sample."""
+    n, p, c = len(plan.windows), plan.patch, plan.bands
+    filters = _filters(cfg)
+    image = h5.create_dataset(
+        plan.image_key,
+        shape=(n, c, p, p),
+        dtype=plan.dtype.newbyteorder("<"),
+        chunks=(1, c, p, p),
+        **filters,
+    )
+    image.attrs["band_names"] = L.attr_json(plan.facts[0]["band_names"])
+    label = None
+    if plan.label_key:
+        label = h5.create_dataset(
+            plan.label_key, shape=(n, 1, p, p), dtype="u1", chunks=(1, 1, p, p), **filters
+        )
+    return image, label
 
 
 class ChunkWriter:

@@ -57,46 +57,12 @@ def validate_package(
     """
     uri = str(uri)
     opts = source_opts or {}
-    try:
-        h5 = open_h5(uri, **opts)
-    except FileNotFoundError as exc:
-        raise InputError(uri, "package not found") from exc
-    except OSError as exc:
-        raise InputError(uri, f"not a readable HDF5 file ({exc})") from exc
-    with h5:
-        attrs = {k: _plain(v) for k, v in h5.attrs.items()}
-        if attrs.get(L.ATTR_FORMAT) != L.FORMAT:
-            raise InputError(uri, f"not an ocog package (attribute format={attrs.get('format')!r})")
-        if attrs.get(L.ATTR_VERSION) != L.FORMAT_VERSION:
-            raise InputError(
-                uri,
-                f"format version {attrs.get(L.ATTR_VERSION)} is not the supported "
-                f"{L.FORMAT_VERSION}; re-export it",
-            )
-        modalities = _json_attr(uri, attrs, L.ATTR_MODALITIES)
-        n = _check_modalities(uri, h5, modalities, attrs)
-        meta = _check_metadata(uri, h5, n, attrs)
+    attrs, modalities, n, meta = _check_file(uri, opts)
     recorded = _json_attr(uri, attrs, L.ATTR_SIDECARS)
-    sidecars: dict[str, Any] = {}
-    for kind in L.SIDECARS:
-        side = str(splits_path) if (kind == "splits" and splits_path) else L.sidecar_uri(uri, kind)
-        try:
-            raw = read_bytes(side, **opts)
-        except (FileNotFoundError, InputError) as exc:
-            raise InputError(side, f"sidecar of {uri} is missing ({exc})") from exc
-        expected = recorded.get(kind, {}).get("sha256")
-        own = not (kind == "splits" and splits_path)
-        if check_sidecars and own and hashlib.sha256(raw).hexdigest() != expected:
-            raise InputError(
-                side,
-                f"not the {kind} file written with {uri} (sha256 differs from the one the "
-                "package records: a partial re-export or a hand edit); re-export the package, "
-                "or pass your own splits file explicitly",
-            )
-        try:
-            sidecars[kind] = json.loads(raw)
-        except ValueError as exc:
-            raise InputError(side, f"not valid JSON ({exc})") from exc
+    sidecars = {
+        kind: _read_sidecar(uri, kind, recorded, splits_path, check_sidecars, opts)
+        for kind in L.SIDECARS
+    }
     splits = _check_splits(splits_path or L.sidecar_uri(uri, "splits"), sidecars["splits"], n)
     _check_band_stats(L.sidecar_uri(uri, "band_stats"), sidecars["band_stats"], modalities)
     tile_info = sidecars["tile_info"]
@@ -124,6 +90,60 @@ def validate_package(
         windows=np.stack([meta["file"], meta["row"], meta["col"]], axis=1).astype(np.int64),
         attrs=attrs,
     )
+
+
+def _check_file(uri: str, opts: dict) -> tuple[dict, dict, int, np.ndarray]:
+    """The package's attributes, modalities, sample count and metadata, each checked."""
+    try:
+        h5 = open_h5(uri, **opts)
+    except FileNotFoundError as exc:
+        raise InputError(uri, "package not found") from exc
+    except OSError as exc:
+        raise InputError(uri, f"not a readable HDF5 file ({exc})") from exc
+    with h5:
+        attrs = {k: _plain(v) for k, v in h5.attrs.items()}
+        if attrs.get(L.ATTR_FORMAT) != L.FORMAT:
+            raise InputError(uri, f"not an ocog package (attribute format={attrs.get('format')!r})")
+        if attrs.get(L.ATTR_VERSION) != L.FORMAT_VERSION:
+            raise InputError(
+                uri,
+                f"format version {attrs.get(L.ATTR_VERSION)} is not the supported "
+                f"{L.FORMAT_VERSION}; re-export it",
+            )
+        modalities = _json_attr(uri, attrs, L.ATTR_MODALITIES)
+        n = _check_modalities(uri, h5, modalities, attrs)
+        meta = _check_metadata(uri, h5, n, attrs)
+    return attrs, modalities, n, meta
+
+
+def _read_sidecar(
+    uri: str,
+    kind: str,
+    recorded: dict,
+    splits_path: str | os.PathLike[str] | None,
+    check_sidecars: bool,
+    opts: dict,
+) -> Any:
+    """One sidecar's JSON, checked against the sha256 the package records (unless it is
+    the caller's own splits file)."""
+    own = not (kind == "splits" and splits_path)
+    side = L.sidecar_uri(uri, kind) if own else str(splits_path)
+    try:
+        raw = read_bytes(side, **opts)
+    except (FileNotFoundError, InputError) as exc:
+        raise InputError(side, f"sidecar of {uri} is missing ({exc})") from exc
+    expected = recorded.get(kind, {}).get("sha256")
+    if check_sidecars and own and hashlib.sha256(raw).hexdigest() != expected:
+        raise InputError(
+            side,
+            f"not the {kind} file written with {uri} (sha256 differs from the one the "
+            "package records: a partial re-export or a hand edit); re-export the package, "
+            "or pass your own splits file explicitly",
+        )
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InputError(side, f"not valid JSON ({exc})") from exc
 
 
 def _plain(value: Any) -> Any:

@@ -1,14 +1,17 @@
 """A helper server we start as a child process (the embedded S3 endpoint, the WAN shaper):
-it announces its port on its first stdout line, and we stop it by PID."""
+it announces its port on its first stdout line, and we stop it by PID. `ChildServer` owns
+that lifecycle; a subclass says what the child runs and what it needs around it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
 import subprocess
 import time
 from collections.abc import Callable
+from typing import IO, Any, ClassVar, Self
 
 from ocog_lib.errors import InputError
 
@@ -49,3 +52,94 @@ def stop_child(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+class ChildServer:
+    """A loopback server in a child process for as long as the object (or `with`) lives.
+
+    `start()` runs `_spawn()`, reads the port from the child's announcement (`ANNOUNCEMENT`,
+    first group) and calls `_started()`; any failure after the spawn stops the child
+    again. `stop()` ends it by PID and calls `_stopped()`. Subclasses provide `_spawn`
+    (usually through `_popen`) and may override the other hooks.
+    """
+
+    LABEL: ClassVar[str] = "ChildServer"  # names the object in "not started" errors
+    CHILD: ClassVar[str] = "child server"  # names the child when its start fails
+    ANNOUNCEMENT: ClassVar[str] = r"PORT (\d+)"
+
+    def __init__(self, host: str, startup_timeout_s: float):
+        self.host = host
+        self.startup_timeout_s = startup_timeout_s
+        self.port: int | None = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise InputError(self.LABEL, "not started: call start() first")
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        if self._proc is not None:
+            return self
+        self._proc = self._spawn()
+        try:
+            m = wait_for_announcement(
+                self._proc, self.ANNOUNCEMENT, self.CHILD, self.startup_timeout_s, self._why_exited
+            )
+            self.port = int(m.group(1))
+            self._started(m)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Terminate the child by PID, wait, kill if it lingers; then the subclass's cleanup."""
+        proc, self._proc = self._proc, None
+        self.port = None
+        stop_child(proc)
+        self._stopped()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+    # -- what subclasses provide
+    def _spawn(self) -> subprocess.Popen:
+        raise NotImplementedError
+
+    def _popen(
+        self,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        stderr: IO[Any] | int = subprocess.PIPE,
+    ) -> subprocess.Popen:
+        """The child, its stdout piped (the announcement), in a session of its own."""
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True
+        )
+
+    def _why_exited(self) -> str:
+        """What the child said before exiting at start (its piped stderr, by default)."""
+        proc = self._proc
+        if proc is None or proc.stderr is None:
+            return ""
+        return proc.stderr.read().decode(errors="replace")[-800:].strip()
+
+    def _started(self, announcement: re.Match) -> None:
+        """The child announced its port (`self.port` is set); wait for more if it needs."""
+
+    def _stopped(self) -> None:
+        """The child is gone: release what was made for it."""

@@ -39,7 +39,7 @@ from typing import Any
 
 from ocog_lib.env import scoped_env
 from ocog_lib.errors import InputError
-from ocog_lib.remote.child import stop_child, wait_for_announcement
+from ocog_lib.remote.child import ChildServer
 
 DUMMY_ACCESS_KEY = "ocog-embedded-key"
 DUMMY_SECRET_KEY = "ocog-embedded-secret"
@@ -48,8 +48,12 @@ REGION = "us-east-1"
 _AWS_CREDENTIAL_VARS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE")
 
 
-class EmbeddedS3:
+class EmbeddedS3(ChildServer):
     """An S3 endpoint on a free loopback port for as long as the object (or `with`) lives."""
+
+    LABEL = "EmbeddedS3"
+    CHILD = "EmbeddedS3 (moto server)"
+    ANNOUNCEMENT = r"PORT (\d+) ranges=(\w+)"
 
     def __init__(
         self,
@@ -59,32 +63,21 @@ class EmbeddedS3:
         startup_timeout_s: float = 30.0,
         fast_ranges: bool = True,
     ):
-        self.host = host
+        super().__init__(host, startup_timeout_s)
         self.requested_port = port
-        self.startup_timeout_s = startup_timeout_s
         self.fast_ranges = fast_ranges
-        self.port: int | None = None
         self.fast_ranges_active = False  # the child patched moto's ranged GET
         self.access_key = DUMMY_ACCESS_KEY
         self.secret_key = DUMMY_SECRET_KEY
         self.region = REGION
-        self._proc: subprocess.Popen | None = None
         self._log: Path | None = None
 
-    # -- lifecycle
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
+    # -- lifecycle (start, stop, with: ChildServer)
     @property
     def endpoint_url(self) -> str:
-        if self.port is None:
-            raise InputError("EmbeddedS3", "not started: call start() first")
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
-    def start(self) -> EmbeddedS3:
-        if self._proc is not None:
-            return self
+    def _spawn(self) -> subprocess.Popen:
         fd, log_name = tempfile.mkstemp(prefix="ocog-s3-", suffix=".log")
         self._log = Path(log_name)
         env = dict(os.environ)
@@ -103,25 +96,11 @@ class EmbeddedS3:
         if not self.fast_ranges:
             cmd.append("--stock-ranges")
         with os.fdopen(fd, "wb") as log:
-            self._proc = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=log, start_new_session=True
-            )
-        try:
-            self.port = self._wait_for_port()
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            return self._popen(cmd, env=env, stderr=log)
 
-    def _wait_for_port(self) -> int:
-        assert self._proc is not None
-        m = wait_for_announcement(
-            self._proc, r"PORT (\d+) ranges=(\w+)", "EmbeddedS3 (moto server)",
-            self.startup_timeout_s, self._log_tail,
-        )  # fmt: skip
-        self.fast_ranges_active = m.group(2) == "fast"
-        return int(m.group(1))
+    def _started(self, announcement: re.Match) -> None:
+        self.fast_ranges_active = announcement.group(2) == "fast"
+        self._wait_ready()
 
     def _wait_ready(self) -> None:
         import urllib3
@@ -138,30 +117,20 @@ class EmbeddedS3:
                 raise InputError("EmbeddedS3", f"moto server not ready: {self._log_tail()}")
             time.sleep(0.05)
 
+    def _why_exited(self) -> str:
+        return self._log_tail()
+
     def _log_tail(self) -> str:
         try:
             return (self._log.read_text(errors="replace")[-800:] if self._log else "").strip()
         except OSError:
             return ""
 
-    def stop(self) -> None:
-        """Terminate the child by PID, wait, kill if it lingers; state is gone after this."""
-        proc, self._proc = self._proc, None
-        stop_child(proc)
+    def _stopped(self) -> None:
+        """The child's state is gone with it; so is its log."""
         if self._log is not None:
             self._log.unlink(missing_ok=True)
             self._log = None
-        self.port = None
-
-    def __enter__(self) -> EmbeddedS3:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
 
     # -- clients
     def env(self, endpoint_url: str | None = None) -> dict[str, str]:

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.child import stop_child, wait_for_announcement
+from ocog_lib.remote.child import ChildServer
 
 _CHUNK = 256 * 1024
 # The counter block: a sequence number (odd while the proxy writes), then the counters.
@@ -144,8 +144,11 @@ class Fault:
             raise InputError(self, "after_bytes and count must be >= 0")
 
 
-class Shaper:
+class Shaper(ChildServer):
     """The proxy process: `with Shaper(host, port, rtt_ms=30, cap_mb_s=100) as s: s.port`."""
+
+    LABEL = "Shaper"
+    CHILD = "Shaper (proxy)"
 
     def __init__(
         self,
@@ -160,31 +163,17 @@ class Shaper:
     ):
         if rtt_ms < 0 or (cap_mb_s is not None and cap_mb_s <= 0):
             raise InputError("Shaper", "rtt_ms must be >= 0 and cap_mb_s > 0 (or None)")
+        super().__init__(host, startup_timeout_s)
         self.target_host = target_host
         self.target_port = int(target_port)
         self.rtt_ms = rtt_ms
         self.cap_mb_s = cap_mb_s
         self.fault = fault
-        self.host = host
-        self.startup_timeout_s = startup_timeout_s
-        self.port: int | None = None
-        self._proc: subprocess.Popen | None = None
         self._counters: _CounterBlock | None = None
         self._final: ShaperCounters | None = None  # the last reading, kept after stop()
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise InputError("Shaper", "not started: call start() first")
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> Shaper:
-        if self._proc is not None:
-            return self
+    # -- lifecycle (start, stop, with: ChildServer)
+    def _spawn(self) -> subprocess.Popen:
         self._counters, self._final = _CounterBlock.create(), None
         cmd = [
             sys.executable, "-m", "ocog_lib.remote.shaper",
@@ -196,27 +185,13 @@ class Shaper:
             cmd += ["--cap-mb-s", str(self.cap_mb_s)]
         if self.fault is not None:
             cmd += ["--fault", json.dumps(asdict(self.fault))]
-        self._proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
-        try:
-            self.port = self._wait_for_port()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._popen(cmd)
 
-    def _wait_for_port(self) -> int:
-        assert self._proc is not None
-        proc = self._proc
-
-        def why() -> str:
-            return proc.stderr.read().decode(errors="replace")[-800:].strip() if proc.stderr else ""
-
-        m = wait_for_announcement(
-            proc, r"PORT (\d+)", "Shaper (proxy)", self.startup_timeout_s, why
-        )
-        return int(m.group(1))
+    def _stopped(self) -> None:
+        block, self._counters = self._counters, None
+        if block is not None:
+            self._final = block.read()  # the proxy has exited: these are final
+            block.close(unlink=True)
 
     def counters(self) -> ShaperCounters:
         """What has crossed the shaper so far (cheap: a read of shared memory, no I/O).
@@ -229,25 +204,6 @@ class Shaper:
         if self._final is not None:
             return self._final
         raise InputError("Shaper", "not started: call start() first")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        self.port = None
-        stop_child(proc)
-        block, self._counters = self._counters, None
-        if block is not None:
-            self._final = block.read()  # the proxy has exited: these are final
-            block.close(unlink=True)
-
-    def __enter__(self) -> Shaper:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
 
 
 # ------------------------------------------------------------------ the proxy process

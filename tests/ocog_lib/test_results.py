@@ -14,6 +14,7 @@ import pytest
 
 from ocog_lib import results
 from ocog_lib.errors import InputError
+from ocog_lib.secrets import MASK, redact_value
 
 
 def _stat(item: str, variant: str = "default", nbytes: int = 100, **extra) -> dict:
@@ -95,7 +96,7 @@ def test_stream_benchmarks_epoch_ts_and_json_columns(tmp_path):
             "FROM stream_benchmarks")
     ts, workers, secret, cores = rows[0]
     assert ts == dt.datetime.fromtimestamp(1_700_000_000.5, tz=dt.UTC)
-    assert (workers, secret, cores) == ("4", results.MASK, "2")
+    assert (workers, secret, cores) == ("4", MASK, "2")
 
 
 def test_unknown_table_and_column_are_named(tmp_path):
@@ -155,13 +156,13 @@ def test_redact_masks_secret_keys_and_signed_urls():
             "https://b.s3.amazonaws.com/x.tif?X-Amz-Credential=AK%2F1&X-Amz-Signature=ff00",
         ],
     }
-    out = results.redact(config)
+    out = redact_value(config)
     text = json.dumps(out)
     for secret in ("wJalrXUtnFEMI", "FQoGZXIvYXdz", "AbC%2Bd", "hunter2", "ff00", "AK%2F1"):
         assert secret not in text
     assert out["workers"] == 4
-    assert out["aws_secret_access_key"] == results.MASK
-    assert out["storage"] == {"azure_sas_token": results.MASK, "account": "acct", "password": ""}
+    assert out["aws_secret_access_key"] == MASK
+    assert out["storage"] == {"azure_sas_token": MASK, "account": "acct", "password": ""}
     assert out["uris"][0] == (
         "https://acct.blob.core.windows.net/c/x.tif?sv=2022-11-02&se=2030&sig=***&sp=r")
     assert out["uris"][1] == "s3://bucket/x.tif"
@@ -238,7 +239,7 @@ def test_locked_write_is_spooled_then_merged_once_by_the_next_write(tmp_path, ca
         # the user is told where the rows went, and no secret reaches the spool file
         assert sum(str(results.spool_dir(db)) in r.getMessage() for r in caplog.records) == 2
         text = "".join((results.spool_dir(db) / f).read_text() for f in files)
-        assert "AKSPOOLSECRET" not in text and results.MASK in text
+        assert "AKSPOOLSECRET" not in text and MASK in text
         with pytest.raises(InputError, match="locked by another process"):
             results.query(db, "SELECT 1", lock_wait=0.1)
         locked_until = dt.datetime.now(dt.UTC)
@@ -252,7 +253,7 @@ def test_locked_write_is_spooled_then_merged_once_by_the_next_write(tmp_path, ca
     assert row[:2] == ("a", 7) and before <= row[2] <= locked_until
     _, (row,) = results.query(db, "SELECT ts, config->>'aws_secret_access_key' "
                                   "FROM stream_benchmarks WHERE run_id = 'r1' LIMIT 1")
-    assert row == (dt.datetime.fromtimestamp(1_700_000_000.25, tz=dt.UTC), results.MASK)
+    assert row == (dt.datetime.fromtimestamp(1_700_000_000.25, tz=dt.UTC), MASK)
     assert _count(db, "SELECT count(*) FROM spool_merges") == 2
     results.write_rows(db, "stream_benchmarks", [_bench("r3")])
     assert _count(db, "SELECT count(*) FROM stream_benchmarks") == 4

@@ -16,7 +16,8 @@ from ocog_lib.errors import InputError
 from ocog_lib.hdf5 import export as export_mod
 from ocog_lib.hdf5.export import ExportConfig, SourceScene, export_hdf5
 from ocog_lib.hdf5.validate import validate_package
-from ocog_lib.stream.dataset import CogStream, StreamConfig
+from ocog_lib.stream.config import StreamConfig
+from ocog_lib.stream.dataset import CogStream
 from tests.support.hdf5pkg import cog_window, export_tiny
 from tests.support.rasters import real_pixels, write_raster
 
