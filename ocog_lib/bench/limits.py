@@ -35,14 +35,10 @@ class LimitResult:
 
 
 def _tiles_for(index: TiffIndex, row: int, col: int, patch: int) -> list[tuple[int, int]]:
-    th, tw = index.tile_height, index.tile_width
+    """(offset, byte count) of every stored tile a patch x patch window needs, plane by plane."""
     planes = index.bands if index.planar == 2 else 1
-    out = []
-    for pl in range(planes):
-        for ty in range(row // th, (row + patch - 1) // th + 1):
-            for tx in range(col // tw, (col + patch - 1) // tw + 1):
-                out.append(index.tile_entry(0, pl, ty, tx))
-    return out
+    tiles = index.grid.window_tiles(row, col, patch, patch)
+    return [index.tile_entry(0, pl, ty, tx) for pl in range(planes) for ty, tx in tiles]
 
 
 def decode_limit(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ocog_lib.cog.grid import TileGrid
 from ocog_lib.errors import InputError, UnsupportedLayout
 from ocog_lib.storage import ByteSource, open_source
 
@@ -101,23 +102,12 @@ class Georef:
 
 
 @dataclass(frozen=True)
-class Level:
-    """One resolution level (full resolution or an overview) of a tiled TIFF."""
+class Level(TileGrid):
+    """One resolution level (full resolution or an overview) of a tiled TIFF: its tile grid
+    and where each tile is stored."""
 
-    width: int
-    height: int
-    tile_width: int
-    tile_height: int
     offsets: np.ndarray  # uint64, one per tile (per band and tile when planar=2)
     byte_counts: np.ndarray  # uint64, same shape
-
-    @property
-    def tiles_across(self) -> int:
-        return -(-self.width // self.tile_width)
-
-    @property
-    def tiles_down(self) -> int:
-        return -(-self.height // self.tile_height)
 
 
 @dataclass(frozen=True)
@@ -137,6 +127,11 @@ class TiffIndex:
     jpeg_tables: bytes = b""
     extra: dict = field(default_factory=dict)
     georef: Georef = field(default_factory=Georef)  # CRS and transform
+
+    @property
+    def grid(self) -> TileGrid:
+        """The full-resolution tile grid."""
+        return self.levels[0]
 
     @property
     def width(self) -> int:
@@ -247,13 +242,8 @@ def _array(tags: dict[int, tuple], tag: int) -> np.ndarray:
     return np.asarray(v, dtype=np.uint64)
 
 
-def parse_tiff(source: ByteSource) -> TiffIndex:
-    """Parse the header of a tiled (Cloud-Optimized) GeoTIFF from byte ranges."""
-    uri = source.uri
-    size = source.size()
-    if size < 16:
-        raise InputError(uri, f"not a TIFF: only {size} bytes")
-    r = _Reader(source, size)
+def _byte_order(r: _Reader, uri: str) -> tuple[str, bool, int]:
+    """(byte order, BigTIFF, offset of the first IFD) from the file's first bytes."""
     magic = r.head[:4]
     if magic[:2] == b"II":
         bo = "<"
@@ -270,7 +260,49 @@ def parse_tiff(source: ByteSource) -> TiffIndex:
         (first,) = struct.unpack(bo + "Q", r.head[8:16])
     else:
         raise InputError(uri, f"not a TIFF: version {version}")
+    return bo, big, first
 
+
+def _levels(ifds: list[dict[int, tuple]], bands: int, bits: tuple, planar: int, size: int,
+            uri: str) -> tuple[Level, ...]:
+    """The tiled image levels among the IFDs (full resolution first, then overviews)."""
+    levels = []
+    for tags in ifds:
+        subfile = tags.get(254, (0,))[0]
+        if subfile & 4:  # transparency mask, not an image level
+            continue
+        if 322 not in tags or 324 not in tags:
+            continue
+        if tags.get(277, (1,))[0] != bands or tags.get(258, bits) != bits:
+            continue
+        offsets, counts = _array(tags, 324), _array(tags, 325)
+        lv = Level(
+            width=int(tags[256][0]),
+            height=int(tags[257][0]),
+            tile_width=int(tags[322][0]),
+            tile_height=int(tags[323][0]),
+            offsets=offsets,
+            byte_counts=counts,
+        )
+        planes = bands if planar == 2 else 1
+        if len(offsets) != lv.tile_count * planes or len(counts) != len(offsets):
+            raise InputError(uri, "corrupt TIFF: tile offset count does not match the tile grid")
+        if len(offsets) and int((offsets + counts).max()) > size:
+            raise InputError(
+                uri, f"truncated TIFF: tiles point past the end of the {size}-byte file"
+            )
+        levels.append(lv)
+    return tuple(levels)
+
+
+def parse_tiff(source: ByteSource) -> TiffIndex:
+    """Parse the header of a tiled (Cloud-Optimized) GeoTIFF from byte ranges."""
+    uri = source.uri
+    size = source.size()
+    if size < 16:
+        raise InputError(uri, f"not a TIFF: only {size} bytes")
+    r = _Reader(source, size)
+    bo, big, first = _byte_order(r, uri)
     ifds: list[dict[int, tuple]] = []
     offset, seen = first, set()
     while offset and offset not in seen and len(ifds) < 64:
@@ -299,33 +331,6 @@ def parse_tiff(source: ByteSource) -> TiffIndex:
         except ValueError:
             nodata = None
 
-    levels = []
-    for tags in ifds:
-        subfile = tags.get(254, (0,))[0]
-        if subfile & 4:  # transparency mask, not an image level
-            continue
-        if 322 not in tags or 324 not in tags:
-            continue
-        if tags.get(277, (1,))[0] != bands or tags.get(258, bits) != bits:
-            continue
-        offsets, counts = _array(tags, 324), _array(tags, 325)
-        lv = Level(
-            width=int(tags[256][0]),
-            height=int(tags[257][0]),
-            tile_width=int(tags[322][0]),
-            tile_height=int(tags[323][0]),
-            offsets=offsets,
-            byte_counts=counts,
-        )
-        planes = bands if planar == 2 else 1
-        if len(offsets) != lv.tiles_across * lv.tiles_down * planes or len(counts) != len(offsets):
-            raise InputError(uri, "corrupt TIFF: tile offset count does not match the tile grid")
-        if len(offsets) and int((offsets + counts).max()) > size:
-            raise InputError(
-                uri, f"truncated TIFF: tiles point past the end of the {size}-byte file"
-            )
-        levels.append(lv)
-
     return TiffIndex(
         uri=uri,
         size=size,
@@ -337,7 +342,7 @@ def parse_tiff(source: ByteSource) -> TiffIndex:
         planar=int(planar),
         photometric=int(main.get(262, (1,))[0]),
         nodata=nodata,
-        levels=tuple(levels),
+        levels=_levels(ifds, bands, bits, planar, size, uri),
         lerc_params=tuple(int(v) for v in main.get(50674, ())),
         jpeg_tables=bytes(main.get(347, (b"",))[0]) if 347 in main and main[347] else b"",
         georef=parse_georef(main),

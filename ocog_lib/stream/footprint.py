@@ -22,7 +22,8 @@ def tile_bytes_per_sample(
     for start in range(0, len(windows), max(1, group)):
         tiles: set[tuple[int, int, int]] = set()
         for f, row, col in windows[start : start + group].tolist():
-            tiles.update((f, ty, tx) for ty, tx, _, _ in rasters[f].window_tiles(row, col, patch))
+            touched = rasters[f].grid.window_tiles(row, col, patch, patch)
+            tiles.update((f, ty, tx) for ty, tx in touched)
         for f, ty, tx in tiles:
             index = rasters[f].index
             planes = index.bands if index.planar == 2 else 1

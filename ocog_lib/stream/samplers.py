@@ -2,7 +2,8 @@
 
 Samplers are separate from the dataset (as in torchgeo): they only produce windows,
 `(file, row, col)` top-left corners of `patch x patch` patches that lie wholly inside
-their raster. The dataset reads whatever windows it is given.
+their raster, from each raster's tile grid (`cog.grid.TileGrid`). The dataset reads
+whatever windows it is given.
 
 - `random`: top-left corners uniform over each raster, rasters weighted by area.
 - `block`: the OCOG toolkit's tile-aligned sampler. A patch no larger than a block
@@ -29,27 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ocog_lib.cog.grid import TileGrid, tile_span
 from ocog_lib.errors import InputError
 
 SAMPLERS = ("random", "block", "grid")
-
-
-@dataclass(frozen=True)
-class RasterGrid:
-    """The shape facts a sampler needs about one raster."""
-
-    height: int
-    width: int
-    tile_height: int
-    tile_width: int
-
-    @property
-    def tiles_down(self) -> int:
-        return -(-self.height // self.tile_height)
-
-    @property
-    def tiles_across(self) -> int:
-        return -(-self.width // self.tile_width)
 
 
 @dataclass(frozen=True)
@@ -83,7 +67,7 @@ def tiles_per_visit(kind: str, patch: int, tile: int, anchor: int | None = None)
         span = anchor + patch - 1
     # the span starts on the anchor grid: at worst this far into a tile of `tile` px
     slack = tile - math.gcd(anchor, tile)
-    return -(-(slack + span) // tile)
+    return len(tile_span(slack, span, tile))
 
 
 def link_reuse(kind: str, patch: int, tile_height: int, tile_width: int, cap: int = 32) -> int:
@@ -100,7 +84,7 @@ def link_reuse(kind: str, patch: int, tile_height: int, tile_width: int, cap: in
     return int(min(cap, max(1, -(-2 * fetched // (patch * patch)))))
 
 
-def _check_fits(grids: list[RasterGrid], patch: int) -> None:
+def _check_fits(grids: list[TileGrid], patch: int) -> None:
     for i, g in enumerate(grids):
         if g.height < patch or g.width < patch:
             raise InputError(
@@ -127,7 +111,7 @@ def _axis_in_tile(rng, tiles: np.ndarray, tile: int, extent: int, patch: int, bl
     return lo + (rng.random(len(tiles)) * np.maximum(hi - lo, 1)).astype(np.int64)
 
 
-def sample_windows(grids: list[RasterGrid], cfg: SamplerConfig) -> np.ndarray:
+def sample_windows(grids: list[TileGrid], cfg: SamplerConfig) -> np.ndarray:
     """Windows as an (N, 3) int64 array of (file, row, col)."""
     if not grids:
         raise InputError("sampler", "no rasters to sample from")
@@ -152,7 +136,7 @@ def sample_windows(grids: list[RasterGrid], cfg: SamplerConfig) -> np.ndarray:
     # tile visits: a tile drawn uniformly over all tiles of all rasters, k windows each
     k = cfg.patches_per_tile
     visits = -(-cfg.length // k)
-    counts = np.array([g.tiles_down * g.tiles_across for g in grids], dtype=float)
+    counts = np.array([g.tile_count for g in grids], dtype=float)
     files = rng.choice(len(grids), size=visits, p=counts / counts.sum())
     rows = np.empty(visits * k, dtype=np.int64)
     cols = np.empty(visits * k, dtype=np.int64)
@@ -174,7 +158,7 @@ def sample_windows(grids: list[RasterGrid], cfg: SamplerConfig) -> np.ndarray:
     return out[: cfg.length]
 
 
-def _grid_windows(grids: list[RasterGrid], p: int) -> np.ndarray:
+def _grid_windows(grids: list[TileGrid], p: int) -> np.ndarray:
     parts = []
     for f, g in enumerate(grids):
         ys = np.unique(np.minimum(np.arange(0, g.height, p), g.height - p))
@@ -184,7 +168,7 @@ def _grid_windows(grids: list[RasterGrid], p: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
-def batch_mix(windows: np.ndarray, grids: list[RasterGrid], batch_size: int) -> float:
+def batch_mix(windows: np.ndarray, grids: list[TileGrid], batch_size: int) -> float:
     """How mixed batches are: distinct anchor tiles per batch / batch size (1.0 = all distinct)."""
     if len(windows) == 0:
         return 0.0

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ocog_lib.cog.grid import TileGrid
 from ocog_lib.errors import InputError
 from ocog_lib.stream.samplers import (
-    RasterGrid,
     SamplerConfig,
     batch_mix,
     link_reuse,
@@ -17,7 +17,7 @@ from ocog_lib.stream.samplers import (
     tiles_per_visit,
 )
 
-GRIDS = [RasterGrid(1000, 1300, 256, 256), RasterGrid(700, 520, 128, 128)]
+GRIDS = [TileGrid(1000, 1300, 256, 256), TileGrid(700, 520, 128, 128)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -38,19 +38,19 @@ def test_windows_lie_inside_their_raster(kind, patch, reuse, seed):
 @settings(max_examples=40, deadline=None)
 @given(patch=st.integers(1, 256), reuse=st.integers(1, 4), seed=st.integers(0, 1000))
 def test_block_windows_stay_inside_one_tile(patch, reuse, seed):
-    grid = [RasterGrid(1024, 1024, 256, 256)]  # whole tiles only: no edge tile
+    grid = [TileGrid(1024, 1024, 256, 256)]  # whole tiles only: no edge tile
     w = sample_windows(grid, SamplerConfig("block", patch, 300, seed, patches_per_tile=reuse))
     assert (w[:, 1] // 256 == (w[:, 1] + patch - 1) // 256).all()
     assert (w[:, 2] // 256 == (w[:, 2] + patch - 1) // 256).all()
 
 
 def test_block_windows_larger_than_a_block_are_grid_aligned():
-    w = sample_windows([RasterGrid(2048, 2048, 256, 256)], SamplerConfig("block", 600, 500, 1))
+    w = sample_windows([TileGrid(2048, 2048, 256, 256)], SamplerConfig("block", 600, 500, 1))
     assert (w[:, 1] % 256 == 0).all() and (w[:, 2] % 256 == 0).all()
 
 
 def test_grid_covers_every_pixel_once_or_more():
-    g = RasterGrid(700, 520, 128, 128)
+    g = TileGrid(700, 520, 128, 128)
     w = sample_windows([g], SamplerConfig("grid", 200))
     covered = np.zeros((g.height, g.width), bool)
     for _, r, c in w:
@@ -70,7 +70,7 @@ def test_random_is_uniform_enough_and_seeded():
 
 
 def test_reuse_draws_several_windows_per_tile_and_mix_reports_it():
-    g = [RasterGrid(4096, 4096, 512, 512)]
+    g = [TileGrid(4096, 4096, 512, 512)]
     plain = sample_windows(g, SamplerConfig("block", 256, 640, 0))
     reuse = sample_windows(
         g, SamplerConfig("block", 256, 640, 0, patches_per_tile=8, shuffle_tiles=4)
@@ -84,7 +84,7 @@ def test_bad_configs_are_named():
     with pytest.raises(InputError, match="sampler 'spiral'"):
         SamplerConfig("spiral")
     with pytest.raises(InputError, match="smaller than the patch"):
-        sample_windows([RasterGrid(100, 100, 64, 64)], SamplerConfig("random", 128))
+        sample_windows([TileGrid(100, 100, 64, 64)], SamplerConfig("random", 128))
 
 
 @pytest.mark.parametrize(

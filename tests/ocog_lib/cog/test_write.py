@@ -1,5 +1,5 @@
-"""COG variants: every profile writes a valid COG with the asked layout and, when lossless,
-the source's exact pixels; bad input is named and leaves nothing behind."""
+"""Writing COG variants: every profile writes a valid COG with the asked layout and, when
+lossless, the source's exact pixels; bad input is named and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -16,19 +16,10 @@ import pytest
 import rasterio
 import tifffile
 
-from ocog_lib.cog import variants as cog
-from ocog_lib.cog.variants import (
-    PROFILES,
-    CogProfile,
-    check_lossless,
-    mask_profile,
-    profile_from_spec,
-    resolve_profile,
-    validate_cog,
-    validate_profile,
-    write_cog,
-    write_variant,
-)
+import ocog_lib.cog.write as cog_write
+from ocog_lib.cog.profiles import PROFILES, CogProfile, profile_from_spec, resolve_profile
+from ocog_lib.cog.validate import check_lossless, validate_cog
+from ocog_lib.cog.write import write_cog, write_variant
 from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.errors import InputError
 from tests.support.rasters import real_pixels
@@ -40,7 +31,7 @@ HEIGHT, WIDTH = 700, 1000  # not a multiple of any block size: edge tiles are pa
 def _one_writer():
     """This module's writes share one writer process (a write outside a cog_writer()
     block starts its own, ~0.5 s); the interrupt tests below run their own `ocog`."""
-    with cog.cog_writer():
+    with cog_write.cog_writer():
         yield
 
 
@@ -93,14 +84,6 @@ def test_named_profiles_are_valid_and_pixel_identical(name, rasters, tmp_path):
     assert res.source_decoded_bytes == 4 * HEIGHT * WIDTH * 2
     assert res.compression_ratio == pytest.approx(res.source_decoded_bytes / res.bytes)
     assert res.lossless and res.variant == name
-
-
-def test_named_profiles_are_the_toolkits():
-    d, local, remote = PROFILES["default"], PROFILES["optimal_local"], PROFILES["optimal_remote"]
-    assert (d.compression, d.level, d.predictor, d.blocksize) == ("DEFLATE", 6, None, 512)
-    assert local.compression == "NONE" and local.blocksize == 512
-    assert (remote.compression, remote.max_z_error, remote.level) == ("LERC_ZSTD", 0.0, 9)
-    assert all(p.interleave == "PIXEL" and p.lossless for p in PROFILES.values())
 
 
 def test_level_reaches_the_zstd_stage_of_lerc_zstd(rasters, tmp_path):
@@ -165,95 +148,6 @@ def test_webp_on_uint8(rasters, tmp_path):
     assert validate_cog(res.dst).valid and not res.lossless
     with rasterio.open(res.dst) as ds:
         assert (ds.count, ds.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"]) == (3, "WEBP")
-
-
-def test_check_lossless_finds_one_changed_pixel(rasters, tmp_path):
-    arr = _read(rasters["uint16"])
-    arr[3, 650, 999] += 1
-    changed = write_cog(_plain_tiff(tmp_path / "c.tif", arr), tmp_path / "c_cog.tif",
-                        PROFILES["default"])
-    assert not check_lossless(rasters["uint16"], changed.dst)
-    assert not check_lossless(rasters["uint16"], rasters["uint8"])  # other shape/dtype
-
-
-def test_validate_cog_rejects_a_striped_tiff(rasters):
-    result = validate_cog(rasters["uint16"])
-    assert not result.valid and result.errors
-
-
-# --- profiles -----------------------------------------------------------------------------
-
-
-def test_spec_string_and_dict_give_the_same_profile():
-    s = profile_from_spec("ZSTD:level=1,predictor=2,block=256,interleave=band,overviews=3")
-    d = profile_from_spec(
-        {"compression": "zstd", "level": 1, "predictor": 2, "blocksize": 256,
-         "interleave": "BAND", "overview_levels": 3}
-    )
-    assert s == d
-    assert (s.compression, s.level, s.predictor, s.blocksize, s.interleave, s.overview_levels) == (
-        "ZSTD", 1, 2, 256, "BAND", 3
-    )
-    assert s.name == "zstd_l1_p2_b256_band_ov3"
-    assert profile_from_spec("deflate:name=mine").name == "mine"
-    assert resolve_profile("default") is PROFILES["default"]
-
-
-@pytest.mark.parametrize(
-    "spec, cause",
-    [
-        ("zstd:colour=red", "unknown key 'colour'"),
-        ("zstd:level=high", "level='high' is not an integer"),
-        ("zstd:level", "not key=value"),
-        ("brotli", "unknown compression BROTLI"),
-    ],
-)
-def test_bad_specs_are_named(spec, cause):
-    with pytest.raises(InputError, match=cause):
-        profile_from_spec(spec)
-
-
-def test_unknown_variant_lists_the_valid_ones():
-    valid = "default, optimal_local, optimal_remote"
-    with pytest.raises(InputError, match=rf"variant 'fastest'.*{valid}"):
-        resolve_profile("fastest")
-
-
-@pytest.mark.parametrize(
-    "profile, dtype, cause",
-    [
-        (CogProfile("w", "WEBP"), "uint16", "WEBP needs uint8"),
-        (CogProfile("j", "JPEG"), "uint16", "JPEG needs uint8"),
-        (CogProfile("p3", "DEFLATE", predictor=3), "uint16", "predictor 3"),
-        (CogProfile("b", "DEFLATE", blocksize=100), "uint16", "block size 100"),
-        (CogProfile("b", "DEFLATE", blocksize=2048), "uint16", "block size 2048"),
-        (CogProfile("b", "DEFLATE", blocksize=520), "uint16", "block size 520"),
-        (CogProfile("n", "NONE", predictor=2), "uint16", "predictor applies to"),
-        (CogProfile("l", "LERC", level=3), "uint16", "LERC takes no level"),
-        (CogProfile("z", "ZSTD", level=30), "uint16", "level 30 outside 1..22"),
-        (CogProfile("m", "ZSTD", max_z_error=1.0), "uint16", "max_z_error"),
-        (CogProfile("i", "ZSTD", interleave="TILE"), "uint16", "interleave TILE"),
-    ],
-)
-def test_impossible_profiles_are_named(profile, dtype, cause):
-    with pytest.raises(InputError, match=rf"profile '{profile.name}'.*{cause}"):
-        validate_profile(profile, dtype)
-
-
-def test_jpeg_would_drop_a_fourth_band():
-    with pytest.raises(InputError, match="JPEG needs 1 or 3 bands"):
-        validate_profile(CogProfile("j", "JPEG"), "uint8", bands=4)
-
-
-def test_masks_stay_lossless():
-    remote = mask_profile(PROFILES["optimal_remote"])
-    assert (remote.compression, remote.level) == ("ZSTD", 9)  # LERC buys nothing on class ids
-    lossy = mask_profile(resolve_profile("lerc_deflate:max_z_error=5,block=256"))
-    assert (lossy.compression, lossy.max_z_error, lossy.blocksize) == ("DEFLATE", 0.0, 256)
-    assert mask_profile(resolve_profile("webp")).compression == "DEFLATE"
-    zstd = mask_profile(resolve_profile("zstd:level=1,predictor=3"))
-    assert (zstd.compression, zstd.level, zstd.predictor) == ("ZSTD", 9, None)
-    assert all(mask_profile(p).lossless for p in PROFILES.values())
 
 
 # --- bad input to write_cog -------------------------------------------------------------------
@@ -425,7 +319,7 @@ def test_stale_temporaries_are_removed_and_nothing_else(tiny_sample, tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     stale = [
-        sub / f".ocog-tmp-{cog._HOST}-{gone.pid}-0123abcd",  # its writer was killed
+        sub / f".ocog-tmp-{cog_write._HOST}-{gone.pid}-0123abcd",  # its writer was killed
         out / ".x.tif.89abcdef.tmp.ovr.tmp",  # GDAL's side file of a write before this one
         out / ".x.tif.89abcdef.tmp",
     ]
@@ -433,16 +327,16 @@ def test_stale_temporaries_are_removed_and_nothing_else(tiny_sample, tmp_path):
     (stale[0] / "x.tif.ovr.tmp").write_bytes(b"half")
     for old in stale[1:]:
         old.write_bytes(b"half")
-        os.utime(old, (time.time() - 2 * cog.STALE_AFTER_S,) * 2)
+        os.utime(old, (time.time() - 2 * cog_write.STALE_AFTER_S,) * 2)
     kept = [
-        out / f".ocog-tmp-{cog._HOST}-{os.getpid()}-fedcba98",  # a write still running
+        out / f".ocog-tmp-{cog_write._HOST}-{os.getpid()}-fedcba98",  # a write still running
         out / ".y.tif.01234567.tmp",  # too recent to tell
         out / ".keep", out / "notes.tmp", out / ".x.tif.tmp", sub / ".ocog-tmp-notes",
     ]  # fmt: skip
     kept[0].mkdir()
     for path in kept[1:]:
         path.write_bytes(b"mine")
-    assert sorted(cog.remove_stale_temps(out)) == sorted(stale)
+    assert sorted(cog_write.remove_stale_temps(out)) == sorted(stale)
     stale[0].mkdir()  # and write_variant runs it first
     write_variant(tiny_sample.manifest, PROFILES["optimal_local"], out, check=False)
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
