@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 
 from ocog_lib.cli import types as T
 from ocog_lib.settings import Settings
-
-_TRAIN = ("ocog_lib.train.loop", "TrainConfig")
+from ocog_lib.train.configs import LOADER_CONFIGS, TrainConfig
 
 
 def register_train(subparsers: argparse._SubParsersAction) -> None:
@@ -20,29 +18,28 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "held-out patches, store the model ($OCOG_MODEL_STORE, default data/models) and "
         "append rows to training_runs (see the model_comparison view).",
     )
-    d = functools.partial(T.default, *_TRAIN)
-    p.add_argument("--dataset", default=d("dataset"), help="prepared dataset")
-    p.add_argument("--config", default=d("loader_config"),
-                   choices=T.constant("ocog_lib.train.configs", "LOADER_CONFIGS"),
+    d = T.defaults(TrainConfig)
+    p.add_argument("--dataset", default=d["dataset"], help="prepared dataset")
+    p.add_argument("--config", default=d["loader_config"], choices=LOADER_CONFIGS,
                    help="loader config (*-optimal: the search's best when recorded)")
-    p.add_argument("--max-time", type=T.positive_float, default=d("max_time"),
+    p.add_argument("--max-time", type=T.positive_float, default=d["max_time"],
                    help="seconds of training, evaluation included")
-    p.add_argument("--iterations", type=T.positive_int, default=d("iterations"),
+    p.add_argument("--iterations", type=T.positive_int, default=d["iterations"],
                    help="optimizer steps (default: until --max-time)")
-    p.add_argument("--device", default=d("device"),
+    p.add_argument("--device", default=d["device"],
                    help="auto (cuda when present, else cpu), cpu, cuda, cuda:0 ...")
-    p.add_argument("--patch-size", type=T.positive_int, default=d("patch_size"),
-                   help=f"patch edge in px, a multiple of {2 ** d('depth')}")
-    p.add_argument("--batch-size", type=T.positive_int, default=d("batch_size"),
+    p.add_argument("--patch-size", type=T.positive_int, default=d["patch_size"],
+                   help=f"patch edge in px, a multiple of {2 ** d['depth']}")
+    p.add_argument("--batch-size", type=T.positive_int, default=d["batch_size"],
                    help="patches per optimizer step")
-    p.add_argument("--width", type=T.positive_int, default=d("width"),
+    p.add_argument("--width", type=T.positive_int, default=d["width"],
                    help="U-Net channels of the first block")
-    p.add_argument("--lr", type=T.positive_float, default=d("lr"), help="learning rate")
-    p.add_argument("--eval-every", type=T.positive_int, default=d("eval_every"),
+    p.add_argument("--lr", type=T.positive_float, default=d["lr"], help="learning rate")
+    p.add_argument("--eval-every", type=T.positive_int, default=d["eval_every"],
                    help="steps between evaluations (and checkpoints)")
-    p.add_argument("--workers", type=T.non_negative_int, default=d("workers"),
+    p.add_argument("--workers", type=T.non_negative_int, default=d["workers"],
                    help="DataLoader processes (default: the loader config's)")
-    p.add_argument("--seed", type=T.non_negative_int, default=d("seed"), help="seed")
+    p.add_argument("--seed", type=T.non_negative_int, default=d["seed"], help="seed")
     p.add_argument("--no-resume", action="store_true", help="start over, ignore a checkpoint")
     p.add_argument("--store", default=None,
                    help="model store: folder or s3://bucket/prefix (default: "
@@ -54,7 +51,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ocog_lib.train.loop import TrainConfig, train_and_record
+    from ocog_lib.train.loop import train_and_record
     from ocog_lib.train.store import model_store
 
     cfg = TrainConfig(

@@ -3,23 +3,21 @@
 A bad value is refused by argparse itself (`error: argument --x: ...`, exit 2) before any
 work starts; the library checks the same values again (InputError) for its other callers.
 
-Defaults come from the library's config dataclasses and function signatures, so a flag
-can never measure or train something else than the library's default does. They are read
-from the source (ast) rather than imported: the config modules import torch, 3 s that
-`ocog --help` must not pay. `tests/ocog_lib/test_cli.py` compares them with the imported
-dataclasses.
+Defaults come from the library's config dataclasses and function signatures, imported,
+so a flag can never measure or train something else than the library's default does. The
+modules they live in import neither torch nor rasterio at module level (3 s that
+`ocog --help` must not pay; `tests/ocog_lib/cli/test_main.py` checks).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
+import dataclasses
 import functools
 import importlib
-import importlib.util
+import inspect
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 # output dtypes the engine can allocate a batch tensor in (numpy names torch shares)
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32",
@@ -119,67 +117,8 @@ def dtype_name(text: str) -> str:
 # --- defaults ----------------------------------------------------------------------------
 
 
-@functools.cache
-def defaults_of(module: str, qualname: str) -> dict[str, object]:
-    """Literal defaults of a dataclass's fields or a function's parameters in `module`.
-
-    Read from the source so the module is not imported; a default written as a module
-    constant (DEFAULT_CACHE_MB) is followed, one written as an expression is left out.
-    """
-    tree = _source(module)
-    if tree is None:
-        return _imported_defaults(module, qualname)  # no source: import it after all
-    consts = _module_constants(tree)
-    node = next(n for n in tree.body
-                if isinstance(n, ast.ClassDef | ast.FunctionDef) and n.name == qualname)
-    pairs: list[tuple[str, ast.expr]] = []
-    if isinstance(node, ast.ClassDef):
-        pairs = [(s.target.id, s.value) for s in node.body
-                 if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name) and s.value]
-    else:
-        a = node.args
-        positional = (a.posonlyargs + a.args)[len(a.posonlyargs + a.args) - len(a.defaults):]
-        pairs = [(p.arg, d) for p, d in zip(positional, a.defaults, strict=True)]
-        pairs += [(p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)
-                  if d is not None]
-    out: dict[str, object] = {}
-    for key, expr in pairs:
-        if isinstance(expr, ast.Name) and expr.id in consts:
-            out[key] = consts[expr.id]
-            continue
-        try:
-            out[key] = ast.literal_eval(expr)
-        except ValueError:
-            continue  # field(default_factory=...) and the like
-    return out  # fmt: skip
-
-
-@functools.cache
-def _source(module: str) -> ast.Module | None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-
-
-def _module_constants(tree: ast.Module) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(
-            stmt.targets[0], ast.Name
-        ):
-            try:
-                out[stmt.targets[0].id] = ast.literal_eval(stmt.value)
-            except ValueError:
-                pass
-    return out
-
-
-def _imported_defaults(module: str, qualname: str) -> dict[str, object]:
-    import dataclasses
-    import inspect
-
-    obj = getattr(importlib.import_module(module), qualname)
+def defaults(obj: object) -> dict[str, object]:
+    """Defaults of a dataclass's fields or a function's parameters."""
     if dataclasses.is_dataclass(obj):
         return {f.name: f.default for f in dataclasses.fields(obj)
                 if f.default is not dataclasses.MISSING}  # fmt: skip
@@ -187,28 +126,28 @@ def _imported_defaults(module: str, qualname: str) -> dict[str, object]:
             if p.default is not inspect.Parameter.empty}  # fmt: skip
 
 
+@functools.cache
+def defaults_of(module: str, qualname: str) -> dict[str, object]:
+    """Defaults of `module.qualname`, a config dataclass or a function (see defaults)."""
+    return defaults(getattr(importlib.import_module(module), qualname))
+
+
 def default(module: str, qualname: str, key: str) -> object:
     """The library's default for `key` of `module.qualname` (see defaults_of)."""
     found = defaults_of(module, qualname)
     if key not in found:
-        raise KeyError(f"{module}.{qualname} has no literal default for {key!r}")
+        raise KeyError(f"{module}.{qualname} has no default for {key!r}")
     return found[key]
 
 
-@functools.cache
 def constant(module: str, key: str) -> object:
-    """A literal module-level constant of `module` (e.g. a tuple of names), not imported."""
-    tree = _source(module)
-    if tree is None:
-        return getattr(importlib.import_module(module), key)
-    return _module_constants(tree)[key]
-
-
-STREAM_CONFIG = ("ocog_lib.stream.dataset", "StreamConfig")
+    """A module-level constant of `module` (e.g. a tuple of names)."""
+    return getattr(importlib.import_module(module), key)
 
 
 def stream_default(key: str) -> object:
-    return default(*STREAM_CONFIG, key)
+    """StreamConfig's default for `key`: the engine flags measure the engine's defaults."""
+    return default("ocog_lib.stream.config", "StreamConfig", key)
 
 
 # --- help --------------------------------------------------------------------------------

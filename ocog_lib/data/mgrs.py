@@ -9,9 +9,6 @@ UTM coordinates come from GDAL (via rasterio), so only the lettering is done her
 
 from __future__ import annotations
 
-from rasterio.crs import CRS
-from rasterio.warp import transform
-
 from ocog_lib.errors import InputError
 
 LATITUDE_BANDS = "CDEFGHJKLMNPQRSTUVWX"  # 8 degrees each from 80 S; X spans 72-84 N
@@ -60,6 +57,9 @@ def utm_epsg(zone: int, lat: float) -> int:
 
 def mgrs_tile(lon: float, lat: float) -> str:
     """MGRS 100 km tile id such as '18TWL' for a WGS 84 point (lon, lat in degrees)."""
+    from rasterio.crs import CRS  # here, not at import: `ocog --help` imports this module
+    from rasterio.warp import transform
+
     band = latitude_band(lat)
     zone = utm_zone(lon, lat)
     xs, ys = transform(CRS.from_epsg(4326), CRS.from_epsg(utm_epsg(zone, lat)), [lon], [lat])

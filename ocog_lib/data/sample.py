@@ -49,15 +49,17 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
 
 from ocog_lib.atomic import atomic_path
 from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.data.mgrs import latitude_band, mgrs_tile, utm_zone
 from ocog_lib.errors import InputError
+
+if TYPE_CHECKING:  # rasterio is imported where used: `ocog --help` reads this module's defaults
+    import rasterio
 
 CLASSES: dict[int, str] = {0: "water", 1: "vegetation", 2: "bare_soil", 3: "built_up"}
 IGNORE_INDEX = 255
@@ -143,6 +145,8 @@ def _centre_lonlat(ds: rasterio.io.DatasetReader) -> tuple[float, float]:
 
 
 def tile_id_of(source: SensorSource) -> str:
+    import rasterio
+
     with rasterio.open(_band_paths(source)[0]) as ds:
         lon, lat = _centre_lonlat(ds)
         if source.sensor == "sentinel-2":
@@ -169,6 +173,8 @@ def scene_name(tile_id: str, sensor_short: str) -> str:
 
 def build_raw_scene(tile_id: str, dst: Path) -> Path:
     """Stack one tile's blue, green, red, nir bands into a 4-band uint16 GeoTIFF at `dst`."""
+    import rasterio
+
     tiles = _tiles()
     if tile_id not in tiles:
         raise InputError(tile_id, f"not a sample tile; valid: {', '.join(sorted(tiles))}")
@@ -191,6 +197,8 @@ def build_raw_scene(tile_id: str, dst: Path) -> Path:
 
 
 def _write_tiff(dst: Path, data: np.ndarray, crs, transform, descriptions, tags=None) -> None:
+    import rasterio
+
     count, height, width = data.shape
     profile = dict(TIFF_PROFILE, count=count, height=height, width=width, dtype=data.dtype.name)
     with atomic_path(dst) as tmp:
@@ -252,6 +260,8 @@ class RawScene:
 
 
 def _read_raw(tile_id: str, path: Path) -> RawScene:
+    import rasterio
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "raw scene not found; materialize raw_scenes first")
@@ -291,6 +301,9 @@ def mirror_index(n_out: int, n_src: int, offset: int = 0, flip: bool = False) ->
 
 
 def _write_bench(raw: RawScene, k: int, size: int, image: Path, mask: Path) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
     _, h, w = raw.data.shape
     rows = mirror_index(size, h, offset=613 * k, flip=bool(k & 2))
     cols = mirror_index(size, w, offset=797 * k, flip=bool(k & 1))
@@ -326,6 +339,8 @@ def prepare_sample(
     raw_scenes maps tile id -> raw scene from `build_raw_scene`. scene_size crops each
     scene (and its mask) to at most scene_size x scene_size around its centre.
     """
+    from rasterio import windows
+
     if not raw_scenes:
         raise InputError("raw_scenes", "no raw scenes given")
     if bench_size < 16 or n_bench < 0:
@@ -341,8 +356,7 @@ def prepare_sample(
         _, h, w = raw.data.shape
         sh, sw = (h, w) if scene_size is None else (min(h, scene_size), min(w, scene_size))
         y0, x0 = (h - sh) // 2, (w - sw) // 2
-        win = Window(x0, y0, sw, sh)
-        transform = rasterio.windows.transform(win, raw.transform)
+        transform = windows.transform(windows.Window(x0, y0, sw, sh), raw.transform)
         image_rel, mask_rel = f"scenes/{name}.tif", f"masks/{name}.tif"
         crop = (slice(y0, y0 + sh), slice(x0, x0 + sw))
         _write_tiff(out_dir / image_rel, raw.data[:, crop[0], crop[1]], raw.crs, transform,

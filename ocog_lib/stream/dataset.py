@@ -1,7 +1,9 @@
 """The streaming engine: COG windows to ready batch tensors.
 
-`CogStream` parses every header once in the parent, draws windows with a sampler, and
-delivers whole batches: `{"image": (B, C, H, W), "mask": (B, H, W), "window": (B, 3)}`.
+`CogStream` parses every header once in the parent, reads the windows it is given (or
+draws them with the configured sampler: samplers are apart from the dataset, as in
+torchgeo), and delivers whole batches:
+`{"image": (B, C, H, W), "mask": (B, H, W), "window": (B, 3)}`.
 Each batch is assembled straight into one preallocated tensor (pinned when CUDA is
 present) from decoded tiles, so there is no per-sample tensor and no collate copy.
 
@@ -17,13 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
-import numbers
 import os
 import pickle
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from traceback import format_exception
@@ -32,11 +32,13 @@ import numpy as np
 import torch
 
 from ocog_lib.cog.decode import undo_delta
+from ocog_lib.cog.grid import TileGrid
 from ocog_lib.cog.tiff_index import Georef, read_georef
 from ocog_lib.errors import InputError, OcogError
 from ocog_lib.secrets import redact_uri
 from ocog_lib.storage import open_source
 from ocog_lib.stream.cache import TileCache
+from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.rasters import (
     DirectReader,
     FallbackReader,
@@ -44,62 +46,7 @@ from ocog_lib.stream.rasters import (
     TileFetcher,
     open_raster,
 )
-from ocog_lib.stream.samplers import (
-    SAMPLERS,
-    RasterGrid,
-    SamplerConfig,
-    batch_mix,
-    link_reuse,
-    sample_windows,
-    tiles_per_visit,
-)
-
-# integer fields: (name, smallest value, what is allowed)
-_INT_FIELDS = (
-    ("patch_size", 1, "a positive integer"),
-    ("batch_size", 1, "a positive integer"),
-    ("length", 1, "a positive integer"),
-    ("seed", 0, "an integer >= 0"),
-    ("workers", 0, "0 (this process) or more"),
-    ("threads", 0, "0 (auto) or more"),
-    ("prefetch", 0, "0 or more"),
-    ("patches_per_tile", 0, "0 (auto) or positive"),
-    ("shuffle_tiles", 1, "a positive integer"),
-    ("merge_gap", 0, "0 or more bytes"),
-    ("io_threads", -1, "-1 (auto) or more"),
-)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_bands(bands: object) -> None:
-    if bands is None:
-        return
-    if isinstance(bands, str | bytes) or not hasattr(bands, "__iter__"):
-        raise InputError(f"bands {bands!r}", "a sequence of 0-based band indices, or None")
-    values = list(bands)
-    if not values:
-        raise InputError("bands ()", "empty: give at least one band, or None for all")
-    for b in values:
-        if not _is_int(b) or b < 0:
-            raise InputError(f"band {b!r}", "a band index is an integer >= 0 (0-based)")
-    dup = sorted({b for b in values if values.count(b) > 1})
-    if dup:
-        raise InputError(f"bands {tuple(values)}", f"band(s) {dup} given more than once")
-
-
-def _check_dtype(dtype: object) -> None:
-    if dtype is None:
-        return
-    try:
-        dt = np.dtype(dtype)
-        ok = dt.kind in "biuf" and _torch_dtype(dt) is not None
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InputError(f"dtype {dtype!r}", "not a numeric dtype (e.g. float32, uint16, uint8)")
+from ocog_lib.stream.samplers import batch_mix, sample_windows
 
 
 def _as_paths(what: str, paths: object) -> list[str]:
@@ -119,117 +66,27 @@ def _check_fits(images: list[RasterSource], patch: int) -> None:
             )
 
 
-@dataclass(frozen=True)
-class StreamConfig:
-    sampler: str = "random"
-    patch_size: int = 256
-    batch_size: int = 32
-    length: int = 1024  # windows per epoch (grid: all windows)
-    seed: int = 0
-    workers: int = 0  # DataLoader processes; 0 = threads in this process
-    threads: int = 0  # decode threads per process; 0 = cores / processes
-    # batches assembled ahead, per process: 4 kept the decode threads busy between batches
-    # (2 -> 4: +10-18% on every compressed variant, +100-200 MB RSS)
-    prefetch: int = 4
-    bands: tuple[int, ...] | None = None  # 0-based band indices; None = all
-    dtype: str | None = None  # output dtype, e.g. "float32"; None = source dtype
-    cache_mb: float = 128.0  # decoded-tile cache per process
-    # windows per decoded tile (see samplers); 0 = auto: 1 for local files, and for remote
-    # ones enough that the link carries fewer bytes than the patches (samplers.link_reuse)
-    patches_per_tile: int = 0
-    shuffle_tiles: int = 16  # tile visits mixed together when reusing tiles
-    drop_last: bool = False
-    pin_memory: bool | None = None  # None = when CUDA is available
-    start_method: str | None = None  # DataLoader multiprocessing context, e.g. "spawn"
-    merge_gap: int = 0  # bytes: merge reads of tiles this close together
-    direct: bool = True  # uncompressed local files: copy patches from the page cache
-    io_threads: int = -1  # requests in flight per process for remote sources; -1 = auto
-    on_error: str = "raise"  # "skip": leave out a sample whose tiles cannot be read, count it
-
-    def __post_init__(self) -> None:
-        """Every field checked before any file opens, the error naming field and value."""
-        if self.sampler not in SAMPLERS:
-            raise InputError(f"sampler {self.sampler!r}", f"unknown; choose one of {SAMPLERS}")
-        for name, lowest, allowed in _INT_FIELDS:
-            value = getattr(self, name)
-            if not _is_int(value) or value < lowest:
-                raise InputError(f"{name} {value!r}", f"must be {allowed}")
-        mb = self.cache_mb
-        if isinstance(mb, bool) or not isinstance(mb, numbers.Real) or not mb >= 0:
-            raise InputError(f"cache_mb {mb!r}", "must be a number of MB >= 0 (0: no tile cache)")
-        if not math.isfinite(mb):
-            raise InputError(f"cache_mb {mb!r}", "must be finite")
-        _check_bands(self.bands)
-        _check_dtype(self.dtype)
-        if self.on_error not in ("raise", "skip"):
-            raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
-        if self.pin_memory not in (None, True, False):
-            raise InputError(f"pin_memory {self.pin_memory!r}", "must be None, True or False")
-        if self.start_method is not None:
-            import multiprocessing
-
-            methods = multiprocessing.get_all_start_methods()
-            if self.start_method not in methods:
-                raise InputError(f"start_method {self.start_method!r}", f"choose one of {methods}")
-
-    def resolved(self, rasters: list[RasterSource], masks: list[RasterSource] = ()) -> StreamConfig:
-        """This config with tile reuse decided for these rasters (image rasters, then masks).
-
-        `patches_per_tile` 0 (auto) becomes 1 for local files and `link_reuse` for remote
-        ones. With reuse, `shuffle_tiles` is capped at the visits whose tiles the cache
-        holds at once: a shuffle group's tiles all stay live until its last window, and a
-        group larger than the cache refetches them (random k=32 over 512-px tiles: 16
-        visits fit 128 MB; 32 moved 3x the bytes).
-        """
-        k = self.patches_per_tile
-        if k == 0:
-            k = 1
-            if any(r.remote for r in rasters):
-                k = max(
-                    link_reuse(self.sampler, self.patch_size, r.tile_height, r.tile_width)
-                    for r in rasters
-                )
-        shuffle = self.shuffle_tiles
-        if k > 1 and self.sampler != "grid" and rasters:
-            # a visit's tiles, image and mask, each counted on its own tile grid
-            visit = max(
-                self._visit_bytes(r, r) + (self._visit_bytes(r, masks[i]) if masks else 0)
-                for i, r in enumerate(rasters)
-            )
-            shuffle = max(1, min(shuffle, int(self.cache_mb * 1024 * 1024) // visit))
-        return replace(self, patches_per_tile=k, shuffle_tiles=shuffle)
-
-    def _visit_bytes(self, anchor: RasterSource, r: RasterSource) -> int:
-        """Decoded bytes of the tiles of `r` that one visit anchored in a tile of `anchor`
-        (the image) can touch."""
-        down = tiles_per_visit(self.sampler, self.patch_size, r.tile_height, anchor.tile_height)
-        across = tiles_per_visit(self.sampler, self.patch_size, r.tile_width, anchor.tile_width)
-        return down * across * r.tile_bytes
-
-    def sampler_config(self) -> SamplerConfig:
-        return SamplerConfig(
-            kind=self.sampler,
-            patch_size=self.patch_size,
-            length=self.length,
-            seed=self.seed,
-            patches_per_tile=self.patches_per_tile,
-            shuffle_tiles=self.shuffle_tiles,
-        )
-
-    def io_threads_for(self, rasters: list[RasterSource]) -> int:
-        """Remote files want many requests in flight (latency, not CPU, is the limit)."""
-        if self.io_threads >= 0:
-            return self.io_threads
-        return 32 if any(r.remote for r in rasters) else 0
-
-    def band_first_tiles(self) -> bool:
-        """Transpose a whole tile once when it serves several patches; else per patch."""
-        return self.patches_per_tile > 2
-
-    def threads_per_process(self) -> int:
-        if self.threads > 0:
-            return self.threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+def _given_windows(windows: object, grids: list[TileGrid], patch: int) -> np.ndarray:
+    """`windows` as an (N, 3) int64 array of (image, row, col), each a whole patch inside
+    its image: a window outside would read past a raster's tiles."""
+    w = np.asarray(windows)
+    if w.size == 0:
+        return np.empty((0, 3), dtype=np.int64)
+    if w.ndim != 2 or w.shape[1] != 3 or w.dtype.kind not in "iu":
+        raise InputError(f"windows of shape {w.shape} ({w.dtype})",
+                         "give (image index, row, col) rows of integers")  # fmt: skip
+    w = np.ascontiguousarray(w, dtype=np.int64)
+    fid, row, col = w[:, 0], w[:, 1], w[:, 2]
+    bad = (fid < 0) | (fid >= len(grids))
+    if not bad.any():
+        heights = np.array([g.height for g in grids])[fid]
+        widths = np.array([g.width for g in grids])[fid]
+        bad = (row < 0) | (col < 0) | (row + patch > heights) | (col + patch > widths)
+    if bad.any():
+        first = tuple(w[int(np.argmax(bad))].tolist())
+        where = f"not a {patch}-px patch inside one of the {len(grids)} images"
+        raise InputError(f"window {first}", where)
+    return w
 
 
 @dataclass
@@ -275,7 +132,12 @@ class _Engine:
 
 
 class CogStream(torch.utils.data.IterableDataset):
-    """Batches of patches (and masks) from COGs, at the speed the codecs allow."""
+    """Batches of patches (and masks) from COGs, at the speed the codecs allow.
+
+    `windows`: the (image, row, col) windows to read, in order (an epoch of a training
+    split, a held-out set); None draws `config.length` of them with `config.sampler`.
+    `rasters`: the images' then the masks' parsed headers, when the caller has them.
+    """
 
     def __init__(
         self,
@@ -283,6 +145,7 @@ class CogStream(torch.utils.data.IterableDataset):
         masks: list[str] | None = None,
         config: StreamConfig | None = None,
         *,
+        windows: np.ndarray | None = None,
         rasters: list[RasterSource] | None = None,
     ):
         super().__init__()
@@ -308,14 +171,14 @@ class CogStream(torch.utils.data.IterableDataset):
             if not 0 <= b < self.rasters[0].bands:
                 first = self.rasters[0]
                 raise InputError(f"band {b}", f"out of range: {first.uri} has {first.bands} bands")
-        self.grids = [
-            RasterGrid(r.height, r.width, r.tile_height, r.tile_width) for r in self.rasters[:n]
-        ]
-        self.windows = sample_windows(self.grids, self.cfg.sampler_config())
-        self.out_dtype = np.dtype(self.cfg.dtype) if self.cfg.dtype else self.rasters[0].dtype
-        self._pin = (
-            self.cfg.pin_memory if self.cfg.pin_memory is not None else torch.cuda.is_available()
+        self.grids = [r.grid for r in self.rasters[:n]]
+        self.windows = (
+            sample_windows(self.grids, self.cfg.sampler_config())
+            if windows is None
+            else _given_windows(windows, self.grids, self.cfg.patch_size)
         )
+        self.out_dtype = np.dtype(self.cfg.dtype) if self.cfg.dtype else self.rasters[0].dtype
+        self._pin = _pin(self.cfg)
         self._engine: _Engine | None = None
         self._engine_pid = -1
         self._lock = threading.Lock()
@@ -369,9 +232,11 @@ class CogStream(torch.utils.data.IterableDataset):
         self._engine = None
 
     # ---- batches -----------------------------------------------------------------------
-    def batch_windows(self) -> list[np.ndarray]:
+    def batch_windows(self, windows: np.ndarray | None = None) -> list[np.ndarray]:
+        """`windows` (default: the stream's) cut into batches."""
+        windows = self.windows if windows is None else windows
         b = self.cfg.batch_size
-        chunks = [self.windows[i : i + b] for i in range(0, len(self.windows), b)]
+        chunks = [windows[i : i + b] for i in range(0, len(windows), b)]
         if self.cfg.drop_last and chunks and len(chunks[-1]) < b:
             chunks.pop()
         return chunks
@@ -581,7 +446,7 @@ class CogStream(torch.utils.data.IterableDataset):
                 for i, c in enumerate(chunks)
                 if (i // self._group_batches()) % info.num_workers == info.id
             ]
-        if getattr(self, "_ships_errors", False):  # a worker of `worker_loader`
+        if getattr(self, "_ships_errors", False):  # a worker of `loader()`
             return _ship_errors(self.iter_batches(chunks), info.id)
         return self.iter_batches(chunks)
 
@@ -592,13 +457,32 @@ class CogStream(torch.utils.data.IterableDataset):
             return 1
         return max(1, -(-(self.cfg.shuffle_tiles * k) // self.cfg.batch_size))
 
-    def loader(self) -> torch.utils.data.DataLoader | CogStream:
-        """What a training loop iterates: self (workers=0) or a DataLoader over workers."""
+    def loader(self, windows: np.ndarray | None = None) -> Iterable[dict]:
+        """What a training loop iterates: the batches in this process (workers=0) or a
+        DataLoader over `cfg.workers` processes, whose errors keep their type (`except
+        InputError` and the CLI's one-line `ocog: error:` work as with workers=0).
+
+        `windows`: other windows over the same rasters (the next epoch); in this process
+        they are read by this stream's engine, so its decoded tiles carry over."""
+        if windows is not None:
+            windows = _given_windows(windows, self.grids, self.cfg.patch_size)
         if self.cfg.workers <= 0:
-            return self
-        pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else torch.cuda.is_available()
-        # workers build their own engine; pinning happens in the main process if asked
-        return worker_loader(replace_config(self, pin_memory=False), pin)
+            return self if windows is None else self.iter_batches(self.batch_windows(windows))
+        # workers build their own engine over the same windows; pinning happens in the
+        # main process if asked
+        view = CogStream(self.images, self.masks, replace(self.cfg, pin_memory=False),
+                         windows=self.windows if windows is None else windows,
+                         rasters=self.rasters)  # fmt: skip
+        view._ships_errors = True
+        return _OcogLoader(
+            view,
+            batch_size=None,
+            num_workers=view.cfg.workers,
+            prefetch_factor=max(1, view.cfg.prefetch),
+            persistent_workers=False,
+            multiprocessing_context=view.cfg.start_method,
+            pin_memory=_pin(self.cfg),
+        )
 
 
 def _georef(r: RasterSource) -> Georef:
@@ -632,15 +516,15 @@ def _tile_plan(per_batch: list[dict]) -> dict[tuple, list[int]]:
     return uses
 
 
-def replace_config(stream: CogStream, **changes) -> CogStream:
-    """A copy of `stream` with some config fields changed, reusing its parsed headers."""
-    return CogStream(
-        stream.images, stream.masks, replace(stream.cfg, **changes), rasters=stream.rasters
-    )
+def _pin(cfg: StreamConfig) -> bool:
+    """Batches in pinned memory: as configured, else when CUDA is present."""
+    return cfg.pin_memory if cfg.pin_memory is not None else torch.cuda.is_available()
 
 
 def _torch_dtype(dt: np.dtype) -> torch.dtype:
-    return torch.from_numpy(np.empty(0, dtype=np.dtype(dt).newbyteorder("="))).dtype
+    # by its canonical name: torch refuses numpy's alias types (ulonglong for uint64)
+    native = np.dtype(np.dtype(dt).newbyteorder("=").str)
+    return torch.from_numpy(np.empty(0, dtype=native)).dtype
 
 
 def make_stream(images: list[str], masks: list[str] | None = None, **config) -> CogStream:
@@ -651,7 +535,7 @@ def make_stream(images: list[str], masks: list[str] | None = None, **config) -> 
 # ---- ocog errors across the worker boundary ----------------------------------------------
 # torch re-raises a worker's exception as exc_type(traceback text), and InputError(what,
 # cause) cannot be built from one string: every ocog error arrived as a RuntimeError with
-# an 81-line message. The workers of `worker_loader` send the error itself instead.
+# an 81-line message. The workers of `CogStream.loader` send the error itself instead.
 
 
 @dataclass(frozen=True)
@@ -688,18 +572,3 @@ class _OcogLoader(torch.utils.data.DataLoader):
             if isinstance(item, _WorkerError):
                 raise item.error
             yield item
-
-
-def worker_loader(view: CogStream, pin: bool) -> torch.utils.data.DataLoader:
-    """A DataLoader over `view` in `view.cfg.workers` processes, whose errors keep their type
-    (`except InputError` and the CLI's one-line `ocog: error:` work as with workers=0)."""
-    view._ships_errors = True
-    return _OcogLoader(
-        view,
-        batch_size=None,
-        num_workers=view.cfg.workers,
-        prefetch_factor=max(1, view.cfg.prefetch),
-        persistent_workers=False,
-        multiprocessing_context=view.cfg.start_method,
-        pin_memory=pin,
-    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ocog_lib.cog.decode import decode_tile, has_delta
+from ocog_lib.cog.grid import TileGrid
 from ocog_lib.cog.tiff_index import TiffIndex, parse_tiff
 from ocog_lib.errors import InputError, UnsupportedLayout
 from ocog_lib.storage import ByteRange, ByteSource, LocalFile, merge_ranges, open_source
@@ -53,14 +54,15 @@ class RasterSource:
         """Decoded bytes of one full tile, all bands."""
         return self.tile_height * self.tile_width * self.bands * self.dtype.itemsize
 
+    @property
+    def grid(self) -> TileGrid:
+        return TileGrid(self.height, self.width, self.tile_height, self.tile_width)
+
     def window_tiles(self, row: int, col: int, patch: int) -> list[tuple[int, int, int, int]]:
         """(ty, tx, tile top, tile left) of every tile a patch x patch window touches."""
         th, tw = self.tile_height, self.tile_width
-        return [
-            (ty, tx, ty * th, tx * tw)
-            for ty in range(row // th, (row + patch - 1) // th + 1)
-            for tx in range(col // tw, (col + patch - 1) // tw + 1)
-        ]
+        rows, cols = self.grid.tiles_for_window(row, col, patch, patch)
+        return [(ty, tx, ty * th, tx * tw) for ty in rows for tx in cols]
 
     @property
     def remote(self) -> bool:

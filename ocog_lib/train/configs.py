@@ -1,4 +1,5 @@
-"""The four loader configurations training is compared under, after the OCOG toolkit's.
+"""Training's configs: `TrainConfig` (what is learned, on what budget) and the four loader
+configurations training is compared under, after the OCOG toolkit's.
 
 - `*-default`: the `default` variant (DEFLATE) read with the random sampler.
 - `*-optimal`: the winner of the loader search for that storage (`best_configs` view)
@@ -6,22 +7,24 @@
   (uncompressed) or `optimal_remote` (LERC_ZSTD), block sampler, tile reuse.
 - `remote-*` read the variant's files as s3:// objects (see `remote_files`).
 
-Patch and batch size belong to the model, not the loader: training sets them.
+Patch and batch size belong to the model, not the loader: training sets them. No torch
+here: the CLI reads these defaults to build its flags.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ocog_lib.data.locate import variant_files
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
-from ocog_lib.stream.dataset import StreamConfig
+from ocog_lib.stream.config import StreamConfig
 
 LOADER_CONFIGS = ("local-default", "local-optimal", "remote-default", "remote-optimal")
 # best_configs.storage values that count as local or remote search results
@@ -29,7 +32,58 @@ STORAGE_NAMES = {"local": ("local",), "remote": ("remote", "s3")}
 # set by training, never taken from a search result
 _TRAINING_OWNED = {"patch_size", "batch_size", "length", "seed", "sampler_seed", "dtype",
                    "pin_memory", "drop_last", "bands"}
-DEFAULT_BUCKET = "ocog"
+# fields that do not change what is learned: a run may continue under other values
+_BUDGET_FIELDS = ("max_time", "iterations", "resume", "device", "eval_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "sample"
+    loader_config: str = "local-optimal"
+    max_time: float | None = 600.0  # seconds of training (evaluation included)
+    iterations: int | None = None  # optimizer steps; the first budget reached ends the run
+    patch_size: int = 128
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    width: int = 16  # U-Net channels of the first block
+    depth: int = 3
+    eval_every: int = 100  # steps between evaluations (and checkpoints)
+    val_fraction: float = 0.25
+    max_val_patches: int = 256
+    norm_batches: int = 4  # training batches sampled for per-band mean/std
+    batches_per_epoch: int = 64  # windows are redrawn (new seed) every epoch
+    role: str = "scene"  # manifest items to train on; all items where none has this role
+    seed: int = 0
+    device: str = "auto"  # "auto": cuda when present, else cpu
+    amp: bool = True  # mixed precision on CUDA only
+    resume: bool = True
+    workers: int | None = None  # override the loader config's DataLoader processes
+
+    def __post_init__(self) -> None:
+        if self.max_time is None and self.iterations is None:
+            raise InputError("training budget", "give max_time, iterations or both")
+        if self.max_time is not None and self.max_time <= 0:
+            raise InputError(f"max_time {self.max_time}", "must be positive")
+        if self.iterations is not None and self.iterations < 1:
+            raise InputError(f"iterations {self.iterations}", "must be at least 1")
+        if self.patch_size % 2**self.depth:
+            raise InputError(f"patch_size {self.patch_size}",
+                             f"must be a multiple of {2**self.depth} (2**depth)")
+        if not 0 < self.val_fraction < 1:
+            raise InputError(f"val_fraction {self.val_fraction}", "must be between 0 and 1")
+        for name in ("batch_size", "eval_every", "norm_batches", "batches_per_epoch",
+                     "max_val_patches", "width"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} {getattr(self, name)}", "must be at least 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def learning_key(self) -> str:
+        """Hash of everything that shapes the model (budgets and device left out)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _BUDGET_FIELDS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -114,43 +168,22 @@ def from_search(profile: LoaderConfig, params: dict) -> LoaderConfig:
     return dataclasses.replace(profile, variant=variant, stream=stream, source="best_configs")
 
 
-def variant_files(
-    dataset: str, variant: str, settings: Settings, role: str = "scene"
-) -> tuple[list[str], list[str], list[str]]:
-    """(images, masks, relative paths of the images) of a written variant; masks required."""
-    from ocog_lib.bench.local import bench_files
-    from ocog_lib.data.manifest import DatasetManifest
-
-    images, masks = bench_files(dataset, variant, settings, role=role)
-    if not masks:
-        raise InputError(
-            settings.variant_dir(dataset, variant), "no masks for these images: cannot train"
-        )
-    root = DatasetManifest.load(settings.variant_dir(dataset, variant)).root
-    return images, masks, [str(Path(p).relative_to(root)) for p in images + masks]
-
-
 @contextmanager
 def remote_files(
-    dataset: str, variant: str, settings: Settings, role: str = "scene",
-    bucket: str | None = None,
+    dataset: str, variant: str, settings: Settings, role: str = "scene"
 ) -> Iterator[tuple[list[str], list[str]]]:
-    """The variant's files as s3:// URIs, uploaded to the configured endpoint
-    ($AWS_ENDPOINT_URL_S3) or an embedded one, with GDAL/engine env set while open."""
-    from ocog_lib.bench.remote import _endpoint
+    """The variant's files as s3:// URIs in the one variants layout (`remote.session`:
+    $OCOG_S3_BUCKET, the configured or embedded endpoint), uploaded where missing, with
+    the readers' and GDAL's environment set while open."""
     from ocog_lib.env import scoped_env
-    from ocog_lib.remote.upload import upload_file
+    from ocog_lib.remote.session import remote_session
 
-    bucket = bucket or os.environ.get("OCOG_TRAIN_BUCKET", DEFAULT_BUCKET)
-    images, masks, rels = variant_files(dataset, variant, settings, role)
-    with _endpoint(bucket) as (_url, env_for, client):
-        uris = []
-        for path, rel in zip(images + masks, rels, strict=True):
-            uri = f"s3://{bucket}/train/{dataset}/{variant}/{rel}"
-            upload_file(path, uri, client=client)
-            uris.append(uri)
-        with scoped_env(env_for(None)):
-            yield uris[: len(images)], uris[len(images):]
+    images, masks, _ = variant_files(dataset, variant, settings, role)
+    with remote_session(settings) as session:
+        folder = settings.variant_dir(dataset, variant)
+        uris = session.upload_variant_files(dataset, variant, folder, images + masks)
+        with scoped_env(session.env()):
+            yield uris[: len(images)], uris[len(images) :]
 
 
 @contextmanager

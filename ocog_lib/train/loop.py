@@ -13,8 +13,6 @@ the same settings and an unspent budget continues from it, on the same data orde
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 import uuid
@@ -26,68 +24,22 @@ import numpy as np
 import torch
 
 from ocog_lib.atomic import atomic_path
+from ocog_lib.cog.grid import TileGrid
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.errors import InputError
+from ocog_lib.host import NvmlMonitor
 from ocog_lib.settings import Settings
-from ocog_lib.stream.dataset import CogStream, StreamConfig, worker_loader
-from ocog_lib.stream.samplers import RasterGrid, SamplerConfig, sample_windows
-from ocog_lib.train.configs import LoaderConfig, loader_files, resolve_loader_config
+from ocog_lib.stream.dataset import CogStream
+from ocog_lib.stream.samplers import SamplerConfig, sample_windows
+from ocog_lib.train.configs import (
+    LoaderConfig,
+    TrainConfig,
+    loader_files,
+    resolve_loader_config,
+)
 from ocog_lib.train.metrics import ConfusionMatrix, per_class_iou
 from ocog_lib.train.model import UNet, UNetSpec, build_unet
 from ocog_lib.train.store import ModelStore, model_store
-
-# fields that do not change what is learned: a run may continue under other values
-_BUDGET_FIELDS = ("max_time", "iterations", "resume", "device", "eval_every")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    dataset: str = "sample"
-    loader_config: str = "local-optimal"
-    max_time: float | None = 600.0  # seconds of training (evaluation included)
-    iterations: int | None = None  # optimizer steps; the first budget reached ends the run
-    patch_size: int = 128
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    width: int = 16  # U-Net channels of the first block
-    depth: int = 3
-    eval_every: int = 100  # steps between evaluations (and checkpoints)
-    val_fraction: float = 0.25
-    max_val_patches: int = 256
-    norm_batches: int = 4  # training batches sampled for per-band mean/std
-    batches_per_epoch: int = 64  # windows are redrawn (new seed) every epoch
-    role: str = "scene"  # manifest items to train on; all items where none has this role
-    seed: int = 0
-    device: str = "auto"  # "auto": cuda when present, else cpu
-    amp: bool = True  # mixed precision on CUDA only
-    resume: bool = True
-    workers: int | None = None  # override the loader config's DataLoader processes
-
-    def __post_init__(self) -> None:
-        if self.max_time is None and self.iterations is None:
-            raise InputError("training budget", "give max_time, iterations or both")
-        if self.max_time is not None and self.max_time <= 0:
-            raise InputError(f"max_time {self.max_time}", "must be positive")
-        if self.iterations is not None and self.iterations < 1:
-            raise InputError(f"iterations {self.iterations}", "must be at least 1")
-        if self.patch_size % 2**self.depth:
-            raise InputError(f"patch_size {self.patch_size}",
-                             f"must be a multiple of {2**self.depth} (2**depth)")
-        if not 0 < self.val_fraction < 1:
-            raise InputError(f"val_fraction {self.val_fraction}", "must be between 0 and 1")
-        for name in ("batch_size", "eval_every", "norm_batches", "batches_per_epoch",
-                     "max_val_patches", "width"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} {getattr(self, name)}", "must be at least 1")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def learning_key(self) -> str:
-        """Hash of everything that shapes the model (budgets and device left out)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _BUDGET_FIELDS}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -125,7 +77,7 @@ class SpatialSplit:
     val_fraction: float
     patch: int
 
-    def split_row(self, g: RasterGrid, index: int = 0) -> int:
+    def split_row(self, g: TileGrid, index: int = 0) -> int:
         p = self.patch
         if g.height < 2 * p or g.width < p:
             raise InputError(f"raster #{index} ({g.height}x{g.width})",
@@ -133,7 +85,7 @@ class SpatialSplit:
         row = round(g.height * (1 - self.val_fraction) / p) * p
         return min(max(row, p), g.height - p)
 
-    def train_windows(self, grids: list[RasterGrid], cfg: SamplerConfig) -> np.ndarray:
+    def train_windows(self, grids: list[TileGrid], cfg: SamplerConfig) -> np.ndarray:
         """`cfg.length` windows of the sampler, keeping those wholly above the split."""
         limits = np.array([self.split_row(g, i) for i, g in enumerate(grids)])
         share = sum(lim * g.width for lim, g in zip(limits, grids, strict=True)) / sum(
@@ -149,7 +101,7 @@ class SpatialSplit:
         raise InputError("training windows", f"the sampler gave {len(keep)} of {cfg.length} "
                          "above the validation split; lower val_fraction")
 
-    def val_windows(self, grids: list[RasterGrid], max_patches: int) -> np.ndarray:
+    def val_windows(self, grids: list[TileGrid], max_patches: int) -> np.ndarray:
         """The grid sampler's windows wholly below the split; evenly thinned to a cap."""
         limits = np.array([self.split_row(g, i) for i, g in enumerate(grids)])
         w = sample_windows(grids, SamplerConfig(kind="grid", patch_size=self.patch))
@@ -157,24 +109,6 @@ class SpatialSplit:
         if len(w) > max_patches:
             w = w[np.unique(np.linspace(0, len(w) - 1, max_patches).round().astype(int))]
         return w
-
-
-class WindowStream(CogStream):
-    """A CogStream over windows chosen by the caller, kept when handed to DataLoader workers."""
-
-    def __init__(self, images, masks, config: StreamConfig, windows: np.ndarray, *,
-                 rasters=None):
-        super().__init__(images, masks, dataclasses.replace(config, length=1), rasters=rasters)
-        self.windows = np.ascontiguousarray(windows, dtype=self.windows.dtype)
-
-    def loader(self):
-        if self.cfg.workers <= 0:
-            return self
-        pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else False
-        view = WindowStream(self.images, self.masks,
-                            dataclasses.replace(self.cfg, pin_memory=False), self.windows,
-                            rasters=self.rasters)
-        return worker_loader(view, pin)  # ocog errors keep their type across the workers
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -276,192 +210,262 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *,
         return _train(cfg, settings, loader, images, masks, progress)
 
 
-def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: list[str],
-           masks: list[str], progress: ProgressFn | None) -> TrainResult:
-    from ocog_lib.bench.consumer import _NvmlMonitor
+@dataclass
+class _Data:
+    """What a run reads. `stream` holds the parsed, checked headers and the engine config
+    (tile reuse and the shuffle group decided once, for every epoch); each epoch's windows
+    go to its loader, so in this process its tile cache carries over between epochs."""
 
-    manifest = DatasetManifest.load(settings.variant_dir(cfg.dataset, loader.variant))
-    classes, ignore = manifest.classes, manifest.ignore_index
-    num_classes = max(classes) + 1
-    device = pick_device(cfg.device)
-    on_gpu = device.type == "cuda"
+    stream: CogStream
+    split: SpatialSplit
+    classes: dict[int, str]
+    ignore: int
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.classes) + 1
+
+    def epoch_windows(self, seed: int, epoch: int) -> np.ndarray:
+        sc = dataclasses.replace(self.stream.cfg.sampler_config(), seed=seed * 1_000_003 + epoch)
+        return self.split.train_windows(self.stream.grids, sc)
+
+
+def _read_windows(s: CogStream, windows: np.ndarray, **changes) -> tuple[torch.Tensor, ...]:
+    """Images and masks of `windows` over the rasters of `s`, read once in this process."""
+    cfg = dataclasses.replace(s.cfg, workers=0, pin_memory=False, **changes)
+    stream = CogStream(s.images, s.masks, cfg, windows=windows, rasters=s.rasters)
+    try:
+        return _read_all(stream)
+    finally:
+        stream.close()
+
+
+@dataclass
+class _Run:
+    """A run's learning state: what a checkpoint holds."""
+
+    model: UNet
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    norm: dict
+    majority: int
+    counters: dict
+    rows: list[dict]
+    run: str
+
+
+def _prepare(cfg: TrainConfig, loader: LoaderConfig, manifest: DatasetManifest,
+             images: list[str], masks: list[str], device: torch.device) -> _Data:
+    """The training stream over the files, and the held-out patches read into memory."""
     extra = {} if cfg.workers is None else {"workers": cfg.workers}
     scfg = loader.stream_config(patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                                 length=cfg.batches_per_epoch * cfg.batch_size, seed=cfg.seed,
-                                dtype="float32", drop_last=True, pin_memory=on_gpu, **extra)
+                                dtype="float32", drop_last=True,
+                                pin_memory=device.type == "cuda", **extra)
+    stream = CogStream(images, masks, scfg, windows=np.empty((0, 3), dtype=np.int64))
     split = SpatialSplit(cfg.val_fraction, cfg.patch_size)
-    base = CogStream(images, masks, dataclasses.replace(scfg, length=1, workers=0))
-    grids, rasters = base.grids, base.rasters
-    # tile reuse (auto) and the shuffle group decided once, for every epoch
-    scfg = dataclasses.replace(base.cfg, length=scfg.length, workers=scfg.workers)
-    bands = len(base.bands)
+    val = split.val_windows(stream.grids, cfg.max_val_patches)
+    val_x, val_y = _read_windows(stream, val, sampler="grid", drop_last=False)
+    return _Data(stream, split, manifest.classes, manifest.ignore_index, val_x, val_y)
 
-    def epoch_windows(epoch: int) -> np.ndarray:
-        seed = cfg.seed * 1_000_003 + epoch
-        return split.train_windows(grids, dataclasses.replace(scfg.sampler_config(), seed=seed))
 
-    val_cfg = dataclasses.replace(scfg, sampler="grid", workers=0, pin_memory=False,
-                                  drop_last=False)
-    val_stream = WindowStream(images, masks, val_cfg,
-                              split.val_windows(grids, cfg.max_val_patches), rasters=rasters)
-    val_x, val_y = _read_all(val_stream)
-    val_stream.close()
-
-    ckpt_path = checkpoint_path(settings, cfg.dataset, cfg.loader_config)
-    state = _load_checkpoint(ckpt_path, cfg) if cfg.resume else None
+def _start(cfg: TrainConfig, data: _Data, device: torch.device, ckpt: Path) -> _Run:
+    """The model and optimizer, from the checkpoint to continue from or new."""
+    state = _load_checkpoint(ckpt, cfg) if cfg.resume else None
     torch.manual_seed(cfg.seed)
-    model = UNet(UNetSpec(bands, num_classes, cfg.width, cfg.depth)).to(device)
+    bands = len(data.stream.bands)
+    model = UNet(UNetSpec(bands, data.num_classes, cfg.width, cfg.depth)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_scaler = (on_gpu and cfg.amp and not torch.cuda.is_bf16_supported())
+    use_scaler = (device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported())
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        norm, majority = state["norm"], state["majority"]
-        counters = state["counters"]
-        rows: list[dict] = state["rows"]
-        run = state["run"]
-    else:
-        ns = WindowStream(images, masks, dataclasses.replace(scfg, workers=0, pin_memory=False),
-                          split.train_windows(grids, dataclasses.replace(
-                              scfg.sampler_config(), seed=cfg.seed + 7919,
-                              length=cfg.norm_batches * cfg.batch_size)), rasters=rasters)
-        nx, ny = _read_all(ns)
-        ns.close()
-        mean, std = _norm_stats(nx)
-        norm = {"mean": mean, "std": std}
-        majority = _majority_class(ny, num_classes)
-        counters = dict(step=0, epoch=0, in_epoch=0, samples=0, seconds=0.0, wait=0.0,
-                        loop=0.0, startup=None, loss_sum=0.0, loss_n=0)
-        rows = []
-        run = uuid.uuid4().hex[:12]
-    resumed_from = counters["step"]
+        return _Run(model, opt, scaler, state["norm"], state["majority"], state["counters"],
+                    state["rows"], state["run"])
+    sc = dataclasses.replace(data.stream.cfg.sampler_config(), seed=cfg.seed + 7919,
+                             length=cfg.norm_batches * cfg.batch_size)
+    nx, ny = _read_windows(data.stream, data.split.train_windows(data.stream.grids, sc))
+    mean, std = _norm_stats(nx)
+    counters = dict(step=0, epoch=0, in_epoch=0, samples=0, seconds=0.0, wait=0.0,
+                    loop=0.0, startup=None, loss_sum=0.0, loss_n=0)
+    return _Run(model, opt, scaler, {"mean": mean, "std": std},
+                _majority_class(ny, data.num_classes), counters, [], uuid.uuid4().hex[:12])
 
-    baseline_cm = ConfusionMatrix(num_classes, ignore)
-    baseline_cm.update(torch.full_like(val_y, majority), val_y)
-    crit = torch.nn.CrossEntropyLoss(ignore_index=ignore)
-    mean_d = norm["mean"].to(device)[None, :, None, None]
-    std_d = norm["std"].to(device)[None, :, None, None]
-    record = dict(cfg.to_dict(), loader=loader.to_dict(), norm={
-        "mean": norm["mean"].tolist(), "std": norm["std"].tolist()}, majority_class=majority)
 
-    def budget_used() -> float:
-        c, used = counters, 0.0
+class _Loop:
+    """One run's epochs: optimizer steps, an evaluation with a checkpoint every
+    `eval_every` steps and at the end, until the first budget is spent."""
+
+    def __init__(self, cfg: TrainConfig, data: _Data, run: _Run, device: torch.device,
+                 ckpt: Path, record: dict, progress: ProgressFn | None):
+        self.cfg, self.data, self.run, self.device = cfg, data, run, device
+        self.ckpt, self.record, self.progress = ckpt, record, progress
+        self.c = run.counters
+        self.crit = torch.nn.CrossEntropyLoss(ignore_index=data.ignore)
+        self.mean = run.norm["mean"].to(device)[None, :, None, None]
+        self.std = run.norm["std"].to(device)[None, :, None, None]
+        self.loss_acc = torch.zeros((), device=device)
+        self.n_acc = 0
+        self.t_seg = time.perf_counter()
+        self.seconds_at_seg = self.c["seconds"]
+
+    def budget_used(self) -> float:
+        cfg, used = self.cfg, 0.0
         if cfg.iterations is not None:
-            used = max(used, c["step"] / cfg.iterations)
+            used = max(used, self.c["step"] / cfg.iterations)
         if cfg.max_time is not None:
-            used = max(used, c["seconds"] / cfg.max_time)
+            used = max(used, self.c["seconds"] / cfg.max_time)
         return min(used, 1.0)
 
-    def set_lr() -> None:
-        # cosine decay over the budget to 5% of lr: the last evaluations settle
-        frac = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * budget_used()))
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * frac
-
-    def spent() -> bool:
-        c = counters
+    def spent(self) -> bool:
+        cfg, c = self.cfg, self.c
         return ((cfg.iterations is not None and c["step"] >= cfg.iterations)
                 or (cfg.max_time is not None and c["seconds"] >= cfg.max_time))
 
-    def do_eval() -> None:
-        cm = evaluate(model, val_x, val_y, norm, num_classes, ignore, device,
-                      batch_size=cfg.batch_size, amp=cfg.amp)
-        c = counters
-        loss = c["loss_sum"] / c["loss_n"] if c["loss_n"] else None
-        rows.append(dict(
-            run=run, dataset=cfg.dataset, loader_config=cfg.loader_config, step=c["step"],
-            seconds=round(c["seconds"], 4), samples_seen=c["samples"], loss=loss,
-            miou=cm.miou(), per_class_iou=per_class_iou(cm, classes),
-            data_wait=c["wait"] / c["loop"] if c["loop"] else None,
-            samples_per_s=c["samples"] / c["loop"] if c["loop"] else None,
-            device=str(device), config=record,
-        ))
-        c["loss_sum"], c["loss_n"] = 0.0, 0
-        _save(dict(model=model.state_dict(), optimizer=opt.state_dict(),
-                   scaler=scaler.state_dict(), norm=norm, majority=majority,
-                   counters=dict(c), rows=rows, run=run, key=cfg.learning_key()), ckpt_path)
-        if progress:
-            progress(dict(event="eval", **{k: rows[-1][k] for k in ("step", "miou", "loss")}))
+    def run_epochs(self) -> None:
+        if not self.run.rows:
+            self.evaluate()
+        self.t_seg = time.perf_counter()
+        self.seconds_at_seg = self.c["seconds"]
+        while not self.spent():
+            if not self.epoch():
+                break  # the budget ran out inside the epoch: a resume continues it
+            self.c["epoch"] += 1
+            self.c["in_epoch"] = 0
 
-    monitor = _NvmlMonitor.start_if_available() if on_gpu else None
-    stream = WindowStream(images, masks, scfg, epoch_windows(counters["epoch"]), rasters=rasters)
-    model.train()
-    try:
-        if not rows:
-            do_eval()
-        t_seg = time.perf_counter()
-        seconds_at_seg = counters["seconds"]
-        loss_acc = torch.zeros((), device=device)
-        n_acc = 0
-        while not spent():
-            c = counters
-            stream.windows = epoch_windows(c["epoch"])[c["in_epoch"] * cfg.batch_size:]
-            it = iter(stream.loader())
-            first = c["startup"] is None
-            while not spent():
+    def epoch(self) -> bool:
+        """The rest of the current epoch's batches; True when they ran out."""
+        cfg, c = self.cfg, self.c
+        windows = self.data.epoch_windows(cfg.seed, c["epoch"])[c["in_epoch"] * cfg.batch_size:]
+        it = iter(self.data.stream.loader(windows))
+        first = c["startup"] is None
+        try:
+            while not self.spent():
                 t0 = time.perf_counter()
                 batch = next(it, None)
                 t1 = time.perf_counter()
                 if batch is None:
-                    break
+                    return True
                 c["in_epoch"] += 1
-                y = batch["mask"].to(device, non_blocking=True).long()
-                if not bool((y != ignore).any()):
-                    continue  # nothing labelled: a cross-entropy of nothing is NaN
-                x = (batch["image"].to(device, non_blocking=True) - mean_d) / std_d
-                with _autocast(device, cfg.amp):
-                    loss = crit(model(x), y)
-                set_lr()
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                loss_acc += loss.detach().float()
-                n_acc += 1
+                if not self.step(batch):
+                    continue
                 t2 = time.perf_counter()
                 if first:
                     c["startup"], first = t1 - t0, False
                 else:
                     c["wait"] += t1 - t0
                     c["loop"] += t2 - t0
-                c["step"] += 1
-                c["samples"] += len(y)
-                c["seconds"] = seconds_at_seg + time.perf_counter() - t_seg
-                if c["step"] % cfg.eval_every == 0 or spent():
-                    c["loss_sum"] += float(loss_acc)
-                    c["loss_n"] += n_acc
-                    loss_acc.zero_()
-                    n_acc = 0
-                    do_eval()
-                    c["seconds"] = seconds_at_seg + time.perf_counter() - t_seg
-                if progress:
-                    progress(dict(event="step", step=c["step"], seconds=c["seconds"]))
-            else:
-                break
+                self.stepped(batch["mask"].shape[0])
+            return False
+        finally:
             if hasattr(it, "close"):
                 it.close()
-            c["epoch"] += 1
-            c["in_epoch"] = 0
-    finally:
-        stream.close()
-        util = monitor.stop() if monitor is not None else ()
 
-    model_path = ckpt_path.with_name("model.pt")
-    last = rows[-1]
-    _save(dict(spec=model.spec.to_dict(), state_dict=model.state_dict(), norm=norm,
-               classes=classes, ignore_index=ignore, dataset=cfg.dataset,
-               loader_config=cfg.loader_config, run=run, step=counters["step"],
-               miou=last["miou"], majority_class=majority), model_path)
+    def step(self, batch: dict) -> bool:
+        """One optimizer step on `batch`; False (no step) when no pixel is labelled: a
+        cross-entropy of nothing is NaN."""
+        y = batch["mask"].to(self.device, non_blocking=True).long()
+        if not bool((y != self.data.ignore).any()):
+            return False
+        x = (batch["image"].to(self.device, non_blocking=True) - self.mean) / self.std
+        run = self.run
+        with _autocast(self.device, self.cfg.amp):
+            loss = self.crit(run.model(x), y)
+        # cosine decay over the budget to 5% of lr: the last evaluations settle
+        frac = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * self.budget_used()))
+        for group in run.opt.param_groups:
+            group["lr"] = self.cfg.lr * frac
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        self.loss_acc += loss.detach().float()
+        self.n_acc += 1
+        return True
+
+    def stepped(self, samples: int) -> None:
+        """Count a step; evaluate when one is due; report progress."""
+        c = self.c
+        c["step"] += 1
+        c["samples"] += samples
+        c["seconds"] = self.seconds_at_seg + time.perf_counter() - self.t_seg
+        if c["step"] % self.cfg.eval_every == 0 or self.spent():
+            c["loss_sum"] += float(self.loss_acc)
+            c["loss_n"] += self.n_acc
+            self.loss_acc.zero_()
+            self.n_acc = 0
+            self.evaluate()
+            c["seconds"] = self.seconds_at_seg + time.perf_counter() - self.t_seg
+        if self.progress:
+            self.progress(dict(event="step", step=c["step"], seconds=c["seconds"]))
+
+    def evaluate(self) -> None:
+        """Score the held-out patches, append the row, write the checkpoint."""
+        cfg, data, run, c = self.cfg, self.data, self.run, self.c
+        cm = evaluate(run.model, data.val_x, data.val_y, run.norm, data.num_classes,
+                      data.ignore, self.device, batch_size=cfg.batch_size, amp=cfg.amp)
+        loss = c["loss_sum"] / c["loss_n"] if c["loss_n"] else None
+        run.rows.append(dict(
+            run=run.run, dataset=cfg.dataset, loader_config=cfg.loader_config, step=c["step"],
+            seconds=round(c["seconds"], 4), samples_seen=c["samples"], loss=loss,
+            miou=cm.miou(), per_class_iou=per_class_iou(cm, data.classes),
+            data_wait=c["wait"] / c["loop"] if c["loop"] else None,
+            samples_per_s=c["samples"] / c["loop"] if c["loop"] else None,
+            device=str(self.device), config=self.record,
+        ))
+        c["loss_sum"], c["loss_n"] = 0.0, 0
+        _save(dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(),
+                   scaler=run.scaler.state_dict(), norm=run.norm, majority=run.majority,
+                   counters=dict(c), rows=run.rows, run=run.run, key=cfg.learning_key()),
+              self.ckpt)
+        if self.progress:
+            last = run.rows[-1]
+            self.progress(dict(event="eval", **{k: last[k] for k in ("step", "miou", "loss")}))
+
+
+def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: list[str],
+           masks: list[str], progress: ProgressFn | None) -> TrainResult:
+    manifest = DatasetManifest.load(settings.variant_dir(cfg.dataset, loader.variant))
+    device = pick_device(cfg.device)
+    data = _prepare(cfg, loader, manifest, images, masks, device)
+    ckpt = checkpoint_path(settings, cfg.dataset, cfg.loader_config)
+    run = _start(cfg, data, device, ckpt)
+    resumed_from = run.counters["step"]
+    norm = {"mean": run.norm["mean"].tolist(), "std": run.norm["std"].tolist()}
+    record = dict(cfg.to_dict(), loader=loader.to_dict(), norm=norm,
+                  majority_class=run.majority)
+    monitor = NvmlMonitor.start_if_available() if device.type == "cuda" else None
+    run.model.train()
+    try:
+        _Loop(cfg, data, run, device, ckpt, record, progress).run_epochs()
+    finally:
+        data.stream.close()
+        util = monitor.stop() if monitor is not None else ()
+    return _finish(cfg, data, run, device, ckpt.with_name("model.pt"), resumed_from, util,
+                   loader)
+
+
+def _finish(cfg: TrainConfig, data: _Data, run: _Run, device: torch.device, model_path: Path,
+            resumed_from: int, util: tuple[int, ...], loader: LoaderConfig) -> TrainResult:
+    """Save the model beside its checkpoint; the result, scored against the majority class."""
+    c, last = run.counters, run.rows[-1]
+    _save(dict(spec=run.model.spec.to_dict(), state_dict=run.model.state_dict(), norm=run.norm,
+               classes=data.classes, ignore_index=data.ignore, dataset=cfg.dataset,
+               loader_config=cfg.loader_config, run=run.run, step=c["step"],
+               miou=last["miou"], majority_class=run.majority), model_path)
+    baseline = ConfusionMatrix(data.num_classes, data.ignore)
+    baseline.update(torch.full_like(data.val_y, run.majority), data.val_y)
     return TrainResult(
-        run=run, dataset=cfg.dataset, loader_config=cfg.loader_config, device=str(device),
-        steps=counters["step"], samples_seen=counters["samples"], seconds=counters["seconds"],
+        run=run.run, dataset=cfg.dataset, loader_config=cfg.loader_config, device=str(device),
+        steps=c["step"], samples_seen=c["samples"], seconds=c["seconds"],
         miou=last["miou"], per_class_iou=last["per_class_iou"],
-        baseline_miou=baseline_cm.miou(),
-        baseline_per_class_iou=per_class_iou(baseline_cm, classes),
+        baseline_miou=baseline.miou(), baseline_per_class_iou=per_class_iou(baseline, data.classes),
         samples_per_s=last["samples_per_s"] or 0.0, data_wait=last["data_wait"] or 0.0,
-        startup_s=counters["startup"] or 0.0, val_patches=len(val_x), rows=rows,
+        startup_s=c["startup"] or 0.0, val_patches=len(data.val_x), rows=run.rows,
         model_path=model_path, resumed_from=resumed_from,
         gpu_util=(sum(util) / len(util)) if util else None, loader=loader.to_dict(),
     )

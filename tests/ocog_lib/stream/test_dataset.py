@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from rasterio.windows import Window
 
 from ocog_lib.errors import InputError
-from ocog_lib.stream.dataset import make_stream
+from ocog_lib.stream.config import StreamConfig
+from ocog_lib.stream.dataset import CogStream, make_stream
 from tests.support.rasters import real_pixels, write_raster
 
 # name: (dtype, bands, height, width, driver, creation options)
@@ -415,3 +416,39 @@ def test_a_shuffle_group_is_capped_at_what_the_cache_holds(tmp_path):
             for b, (_, row, col) in enumerate(batch["window"].tolist()):
                 want = ds.read(window=Window(col, row, 32, 32))
                 np.testing.assert_array_equal(batch["image"][b].numpy(), want)
+
+
+def test_given_windows_are_read_exactly_in_order(pair):
+    images, masks = pair
+    windows = np.array([[1, 236, 0], [0, 0, 0], [0, 17, 203], [1, 5, 5], [0, 17, 203]])
+    cfg = StreamConfig(sampler="block", patch_size=64, batch_size=2, length=999, seed=3)
+    stream = CogStream(images, masks, cfg, windows=windows)
+    np.testing.assert_array_equal(stream.windows, windows)  # no sampler drew them
+    got = [tuple(w) for b in stream.loader() for w in b["window"].tolist()]
+    assert got == [tuple(w) for w in windows.tolist()]
+    assert assert_batches_match(stream, images, masks) == 5
+    # the loader takes an epoch's windows over the same rasters, on the same engine: decoded
+    # tiles carry over from one epoch to the next
+    decoded, batches = stream.stats.tiles_decoded, stream.stats.batches
+    again = [tuple(w) for b in stream.loader(windows[::-1]) for w in b["window"].tolist()]
+    assert again == [tuple(w) for w in windows[::-1].tolist()]
+    assert stream.stats.batches == batches + 3 and stream.stats.tiles_decoded == decoded > 0
+    empty = CogStream(images, masks, cfg, windows=np.empty((0, 3), dtype=np.int64))
+    assert len(empty) == 0 and list(empty.loader()) == []
+
+
+@pytest.mark.parametrize("windows,match", [
+    ([[0, 237, 0]], r"window \(0, 237, 0\).*64-px patch inside one of the 2 images"),
+    ([[2, 0, 0]], r"window \(2, 0, 0\)"),
+    ([[0, -1, 0]], r"window \(0, -1, 0\)"),
+    ([[0, 0, 0, 0]], "shape"),
+    ([[0.0, 0.0, 0.0]], "integers"),
+])  # fmt: skip
+def test_given_windows_outside_the_images_are_refused(pair, windows, match):
+    images, _ = pair
+    cfg = StreamConfig(patch_size=64)
+    with pytest.raises(InputError, match=match):
+        CogStream(images, None, cfg, windows=np.array(windows))
+    with pytest.raises(InputError, match=match):
+        CogStream(images, None, cfg, windows=np.zeros((0, 3), dtype=np.int64)).loader(
+            np.array(windows))

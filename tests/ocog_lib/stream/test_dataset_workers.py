@@ -10,7 +10,7 @@ import rasterio
 from rasterio.windows import Window
 
 from ocog_lib.errors import InputError, OcogError
-from ocog_lib.stream.dataset import make_stream
+from ocog_lib.stream.dataset import CogStream, make_stream
 from tests.support.rasters import real_pixels, write_raster
 
 GRID = dict(sampler="grid", patch_size=128, batch_size=2)
@@ -63,13 +63,23 @@ def test_workers_deliver_every_batch_when_nothing_fails(tmp_path):
     assert seen == len(stream.windows) == 4
 
 
-def test_training_window_stream_keeps_worker_errors_too(tmp_path):
-    from ocog_lib.train.loop import WindowStream
-
+def test_given_windows_keep_worker_errors_too(tmp_path):
+    """Training's path: windows chosen by the caller, for the stream and for its loader."""
     path = corrupt_raster(tmp_path / "corrupt.tif")
     want = error_in_process(path)
     base = make_stream([path], **GRID)
-    stream = WindowStream([str(path)], None, replace(base.cfg, workers=2), base.windows)
-    with pytest.raises(OcogError) as info:
-        list(stream.loader())
-    assert type(info.value) is type(want) and str(info.value) == str(want)
+    cfg = replace(base.cfg, workers=2)
+    stream = CogStream([str(path)], None, cfg, windows=base.windows, rasters=base.rasters)
+    for batches in (stream.loader(), base.loader(base.windows[::-1]), stream.loader(base.windows)):
+        with pytest.raises(OcogError) as info:
+            list(batches)
+        assert type(info.value) is type(want) and str(info.value) == str(want)
+
+
+def test_given_windows_are_what_the_workers_read(tmp_path):
+    path = write_raster(tmp_path / "a.tif", real_pixels(2, 256, 256, "uint16"),
+                        compress="DEFLATE", blocksize=128)  # fmt: skip
+    windows = np.array([[0, 128, 0], [0, 3, 7], [0, 0, 128], [0, 100, 50]])
+    stream = make_stream([path], **{**GRID, "workers": 2})
+    seen = [tuple(w) for b in stream.loader(windows) for w in b["window"].tolist()]
+    assert sorted(seen) == sorted(map(tuple, windows.tolist()))

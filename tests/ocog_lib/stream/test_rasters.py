@@ -22,7 +22,8 @@ import ocog_lib
 from ocog_lib.errors import InputError
 from ocog_lib.storage import ByteSource
 from ocog_lib.stream.cache import TileCache
-from ocog_lib.stream.dataset import CogStream, StreamConfig, make_stream
+from ocog_lib.stream.config import StreamConfig
+from ocog_lib.stream.dataset import CogStream, make_stream
 from ocog_lib.stream.rasters import TileFetcher, open_raster
 from tests.support.rasters import real_pixels, write_raster
 

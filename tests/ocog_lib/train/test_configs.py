@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from ocog_lib import results
 from ocog_lib.errors import InputError
@@ -46,3 +47,29 @@ def test_local_files_need_a_written_variant(tmp_path, train_variants):
     empty = Settings(data_dir=tmp_path, results_db=tmp_path / "x.duckdb")
     with pytest.raises(InputError, match="not written yet"), loader_files(cfg, "sample", empty):
         pass
+
+
+def test_remote_files_are_the_variants_objects_of_the_one_layout(train_variants, s3, s3_env,
+                                                                 monkeypatch):
+    """remote-* training reads the objects `remote_variants` writes (remote.session), under
+    $OCOG_S3_BUCKET; what it streams from them equals the local files."""
+    from ocog_lib.stream.dataset import make_stream
+    from tests.support.s3 import BUCKET
+
+    monkeypatch.setenv("OCOG_S3_BUCKET", BUCKET)
+    cfg = resolve_loader_config("remote-default", "sample", train_variants)
+    local = resolve_loader_config("local-default", "sample", train_variants)
+    grid = dict(sampler="grid", patch_size=64, batch_size=8, patches_per_tile=1)
+    with loader_files(local, "sample", train_variants) as (images, masks):
+        want = next(iter(make_stream(images, masks, **grid)))
+    prefix = f"s3://{BUCKET}/variants/sample/default/"
+    with loader_files(cfg, "sample", train_variants) as (uris, mask_uris):
+        assert len(uris) == len(mask_uris) == 2
+        assert all(u.startswith(prefix + "scenes/") for u in uris)
+        assert all(u.startswith(prefix + "masks/") for u in mask_uris)
+        got = next(iter(make_stream(uris, mask_uris, **grid)))
+    for key in ("image", "mask", "window"):
+        assert torch.equal(got[key], want[key]), key
+    listed = s3.client().list_objects_v2(Bucket=BUCKET, Prefix="variants/sample/default/")
+    keys = {o["Key"] for o in listed["Contents"]}
+    assert {u.removeprefix(f"s3://{BUCKET}/") for u in uris + mask_uris} <= keys

@@ -1,21 +1,15 @@
 """Real training on the tiny sample (CPU): it must learn, resume exactly, and be recorded."""
 
-import numpy as np
 import pytest
 import torch
 
 from ocog_lib import results
 from ocog_lib.cli.main import main
+from ocog_lib.cog.grid import TileGrid
 from ocog_lib.errors import InputError
-from ocog_lib.stream.samplers import RasterGrid, SamplerConfig
-from ocog_lib.train.loop import (
-    SpatialSplit,
-    TrainConfig,
-    evaluate,
-    load_model,
-    train,
-    train_and_record,
-)
+from ocog_lib.stream.samplers import SamplerConfig
+from ocog_lib.train.configs import TrainConfig
+from ocog_lib.train.loop import SpatialSplit, evaluate, load_model, train, train_and_record
 from ocog_lib.train.metrics import ConfusionMatrix
 
 TINY = dict(dataset="sample", max_time=None, patch_size=64, batch_size=16, width=8, depth=2,
@@ -23,7 +17,7 @@ TINY = dict(dataset="sample", max_time=None, patch_size=64, batch_size=16, width
 
 
 def test_split_keeps_training_and_validation_apart():
-    grids = [RasterGrid(512, 512, 512, 512), RasterGrid(300, 400, 256, 256)]
+    grids = [TileGrid(512, 512, 512, 512), TileGrid(300, 400, 256, 256)]
     split = SpatialSplit(0.25, 64)
     train_w = split.train_windows(grids, SamplerConfig("random", 64, length=500, seed=3))
     val_w = split.val_windows(grids, max_patches=1000)
@@ -34,7 +28,7 @@ def test_split_keeps_training_and_validation_apart():
     assert len(val_w[val_w[:, 0] == 0]) == 2 * 8  # rows 384 and 448, 8 columns
     assert len(split.val_windows(grids, max_patches=5)) == 5
     with pytest.raises(InputError, match="too small"):
-        split.split_row(RasterGrid(100, 512, 512, 512))
+        split.split_row(TileGrid(100, 512, 512, 512))
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +63,17 @@ def test_rows_and_model_file_are_recorded(learned):
     # the stored model reproduces the recorded score on the same held-out patches
     model, meta = load_model(r.model_uri)
     assert meta["run"] == r.run and meta["miou"] == pytest.approx(r.miou)
-    from ocog_lib.train.configs import resolve_loader_config, variant_files
-    from ocog_lib.train.loop import WindowStream, _read_all
+    from ocog_lib.data.locate import variant_files
+    from ocog_lib.stream.dataset import CogStream
+    from ocog_lib.stream.rasters import open_raster
+    from ocog_lib.train.configs import resolve_loader_config
+    from ocog_lib.train.loop import _read_all
 
     images, masks, _ = variant_files("sample", "default", s)
-    stream = WindowStream(images, masks, resolve_loader_config("local-default", "sample", s)
-                          .stream_config(patch_size=64, batch_size=16, dtype="float32"),
-                          np.zeros((1, 3), dtype=np.int64))
-    stream.windows = SpatialSplit(0.25, 64).val_windows(stream.grids, 256)
+    grids = [open_raster(p).grid for p in images]
+    stream = CogStream(images, masks, resolve_loader_config("local-default", "sample", s)
+                       .stream_config(patch_size=64, batch_size=16, dtype="float32"),
+                       windows=SpatialSplit(0.25, 64).val_windows(grids, 256))
     x, y = _read_all(stream)
     stream.close()
     cm = evaluate(model, x, y, meta["norm"], 4, 255, torch.device("cpu"))
