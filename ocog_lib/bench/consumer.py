@@ -9,7 +9,6 @@ are present, NVML utilization is sampled as well, so the two can be put side by 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from ocog_lib.errors import InputError
+from ocog_lib.host import NvmlMonitor
 
 Busy = Literal["sleep", "spin"] | Callable[[Any], object]
 
@@ -74,6 +74,16 @@ def _busy(kind: Busy, seconds: float, batch: Any) -> None:
         raise InputError(f"busy '{kind}'", "choose 'sleep', 'spin' or a callable")
 
 
+def _check_wait_args(step_seconds: float, n_steps: int, warmup_steps: int, busy: Busy) -> None:
+    if step_seconds < 0 or n_steps < 1 or warmup_steps < 0:
+        raise InputError(
+            f"step_seconds={step_seconds}, n_steps={n_steps}, warmup_steps={warmup_steps}",
+            "need step_seconds >= 0, n_steps >= 1, warmup_steps >= 0",
+        )
+    if not (callable(busy) or busy in ("sleep", "spin")):
+        raise InputError(f"busy '{busy}'", "choose 'sleep', 'spin' or a callable")
+
+
 def measure_data_wait(
     batches: Iterable,
     *,
@@ -89,16 +99,10 @@ def measure_data_wait(
     on each batch instead (a real model step; `step_seconds` then only labels the result).
     The first `warmup_steps` steps, including the wait for the first batch, are excluded.
     """
-    if step_seconds < 0 or n_steps < 1 or warmup_steps < 0:
-        raise InputError(
-            f"step_seconds={step_seconds}, n_steps={n_steps}, warmup_steps={warmup_steps}",
-            "need step_seconds >= 0, n_steps >= 1, warmup_steps >= 0",
-        )
-    if not (callable(busy) or busy in ("sleep", "spin")):
-        raise InputError(f"busy '{busy}'", "choose 'sleep', 'spin' or a callable")
+    _check_wait_args(step_seconds, n_steps, warmup_steps, busy)
     total = warmup_steps + n_steps
     iterator = iter(batches)
-    monitor: _NvmlMonitor | None = None
+    monitor: NvmlMonitor | None = None
     wait = compute = 0.0
     samples = 0
     startup = 0.0
@@ -107,7 +111,7 @@ def measure_data_wait(
     try:
         for step in range(total):
             if step == warmup_steps:
-                monitor = _NvmlMonitor.start_if_available()
+                monitor = NvmlMonitor.start_if_available()
                 steady_start = time.perf_counter()
             t0 = time.perf_counter()
             try:
@@ -140,60 +144,3 @@ def measure_data_wait(
         step_seconds=step_seconds,
         gpu_util_samples=util,
     )
-
-
-class _NvmlMonitor:
-    """Samples NVML GPU utilization of the current CUDA device every `interval` seconds."""
-
-    def __init__(self, pynvml: Any, handle: Any, interval: float):
-        self._nvml = pynvml
-        self._handle = handle
-        self._interval = interval
-        self._samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nvml-util", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def start_if_available(cls, interval: float = 0.1) -> _NvmlMonitor | None:
-        if not torch.cuda.is_available():
-            return None
-        try:
-            import pynvml
-        except ImportError:
-            return None
-        index = torch.cuda.current_device()
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError:
-            return None
-        try:
-            # NVML indexes ignore CUDA_VISIBLE_DEVICES; the UUID names the same device
-            uuid = torch.cuda.get_device_properties(index).uuid
-            handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-        except (AttributeError, pynvml.NVMLError):
-            try:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            except pynvml.NVMLError:
-                pynvml.nvmlShutdown()
-                return None
-        return cls(pynvml, handle, interval)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._samples.append(
-                    int(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
-                )
-            except self._nvml.NVMLError:
-                pass
-            self._stop.wait(self._interval)
-
-    def stop(self) -> tuple[int, ...]:
-        self._stop.set()
-        self._thread.join()
-        try:
-            self._nvml.nvmlShutdown()
-        except self._nvml.NVMLError:
-            pass
-        return tuple(self._samples)

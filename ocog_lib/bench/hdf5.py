@@ -7,47 +7,42 @@ lossless variant) of the benchmark scenes. Each package is then read back throug
 `Hdf5Dataset` and a torch DataLoader in sample order, epoch after epoch for the timed span,
 with as many worker processes as the CPU budget has cores (h5py serializes reads within a
 process, so parallelism has to come from processes). Repeats are interleaved and medians
-reported, as in `ocog_lib.bench.local.compare`; rows have `loader="hdf5"` and
-`variant="hdf5_<compression>"`.
+reported, as in `ocog_lib.bench.local.compare` (the same `plan`); rows have `loader="hdf5"`
+and `variant="hdf5_<compression>"`.
 
 Packages are kept under `data/hdf5/bench/<dataset>/` and reused while their inputs are
-unchanged (export skips on a matching fingerprint). A remote package (s3://, http(s)://)
-is measured with `measure_package(uri, ...)`: the same dataset, read by byte ranges.
+unchanged (export skips on a matching fingerprint); `compare --remote` uploads them to the
+same path in the bucket (`s3://<bucket>/hdf5/bench/<dataset>/`, `remote_key_prefix`). A
+remote package (s3://, http(s)://) is measured with `measure_package(uri, ...)`: the same
+dataset, read by byte ranges.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ocog_lib.bench.local import (
-    BenchRow,
-    CompareConfig,
-    Measurement,
-    _length_for,
-    bench_files,
-    data_wait,
-    measure,
-)
+from ocog_lib.bench.config import CompareConfig, Hdf5BenchConfig
+from ocog_lib.bench.local import compare
+from ocog_lib.bench.measure import Measurement, data_wait, length_for, measure
+from ocog_lib.bench.plan import PlannedRun, run_interleaved
+from ocog_lib.bench.rows import BenchRow, Comparison
+from ocog_lib.data.locate import bench_files
 from ocog_lib.env import gdal_cache_of_config
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 
 SOURCE_VARIANT = "default"
+PACKAGES_DIR = ("hdf5", "bench")  # under the data directory, and as a key prefix remotely
 
 
-@dataclass(frozen=True)
-class Hdf5BenchConfig:
-    compressions: tuple[str, ...] = ("gzip", "lzf", "none")
-    samples: int = 2048  # windows per package (0.5 MB decoded each at 4 x 256 px uint16)
-    workers: int = 0  # DataLoader processes; 0 = the CPU budget (CompareConfig.threads or cores)
-    prefetch: int = 2
-    start_method: str | None = None  # None = the platform default (fork on Linux)
-    work_dir: Path | None = None  # None = data/hdf5/bench/<dataset>
-    extra: dict = field(default_factory=dict)
+def remote_key_prefix(dataset: str) -> str:
+    """Where `compare --remote` keeps a dataset's packages in the bucket: the same path
+    as their local folder under the data directory."""
+    return "/".join((*PACKAGES_DIR, dataset))
 
 
 def _batches(make_loader: Callable[[], Any]) -> Iterator:
@@ -109,7 +104,8 @@ def bench_package(
 ):
     """The package of one sampler and compression (exported, or reused when up to date)."""
     from ocog_lib.hdf5.export import ExportConfig, SourceScene, export_hdf5
-    from ocog_lib.stream.dataset import CogStream, StreamConfig
+    from ocog_lib.stream.config import StreamConfig
+    from ocog_lib.stream.dataset import CogStream
 
     images, masks = bench_files(dataset, SOURCE_VARIANT, settings)
     masks = masks if cfg.with_masks else []
@@ -119,10 +115,10 @@ def bench_package(
         patch_size=cfg.patch_size,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
-        length=_length_for(cfg.seconds, 4000, cfg.batch_size),
+        length=length_for(cfg.seconds, 4000, cfg.batch_size),
     )
     windows = CogStream(images, None, engine).windows[: hcfg.samples]
-    work = hcfg.work_dir or settings.data_dir / "hdf5" / "bench" / dataset
+    work = hcfg.work_dir or settings.data_dir.joinpath(*PACKAGES_DIR, dataset)
     name = f"data_{dataset}_{sampler}_{compression}_p{cfg.patch_size}_s{cfg.seed}.h5"
     scenes = [
         SourceScene(name=Path(img).stem, image=img, mask=masks[i] if masks else None)
@@ -183,81 +179,79 @@ def hdf5_rows(
     if hcfg.samples < cfg.batch_size:
         raise InputError(f"samples {hcfg.samples}", f"fewer than one batch of {cfg.batch_size}")
     workers = hcfg.workers or cfg.threads or (os.cpu_count() or 1)
-
-    plan = []
+    plan, packages = [], []
     for s in cfg.samplers:
         for comp in hcfg.compressions:
             say(f"hdf5 package: {s} {comp}")
-            plan.append((s, comp, bench_package(cfg.dataset, s, comp, cfg, hcfg, settings, say)))
-
-    def run(pkg) -> Measurement:
-        return measure_package(
-            pkg.path,
-            batch_size=cfg.batch_size,
-            workers=workers,
-            seconds=cfg.seconds,
-            prefetch=hcfg.prefetch,
-            start_method=hcfg.start_method,
-            warmup_seconds=cfg.warmup_seconds,  # as the COG rows
-            warmup_covers_startup=True,
-        )
-
-    results: dict[int, list[Measurement]] = {i: [] for i in range(len(plan))}
-    for r in range(cfg.repeats):
-        for i, (s, comp, pkg) in enumerate(plan):
-            say(f"repeat {r + 1}/{cfg.repeats}: hdf5 {comp} {s}")
-            results[i].append(run(pkg))
-
-    rows = []
-    for i, (s, comp, pkg) in enumerate(plan):
-        config = {
-            "compression": comp,
-            "workers": workers,
-            "batch_size": cfg.batch_size,
-            "prefetch": hcfg.prefetch,
-            "samples": pkg.samples,
-            "package": str(pkg.path),
-            "h5_bytes": pkg.h5_bytes,
-            "ratio_to_cog_bytes": pkg.ratio_to_cog_bytes,
-            "source_variant": SOURCE_VARIANT,
-            "storage": "local",
-        }
-        rows.append(
-            BenchRow.from_repeats(
-                f"hdf5 {comp} {s}", "hdf5", f"hdf5_{comp}", s, results[i],
-                pkg.image_bytes_per_sample, config,
-            )  # fmt: skip
-        )
+            pkg = bench_package(cfg.dataset, s, comp, cfg, hcfg, settings, say)
+            packages.append(pkg)
+            plan.append(_local_run(cfg, hcfg, s, comp, pkg, workers))
+    results = run_interleaved(plan, cfg.repeats, say)
+    rows = [run.row(ms) for run, ms in zip(plan, results, strict=True)]
     if cfg.step_ms > 0 and rows:
         best = max(range(len(rows)), key=lambda i: rows[i].samples_per_s)
-        row, pkg = rows[best], plan[best][2]
+        row, pkg = rows[best], packages[best]
         say(f"data-wait at {cfg.step_ms:g} ms/step: {row.name}")
-
-        def make(pkg=pkg):
-            from ocog_lib.hdf5.dataset import Hdf5Dataset, loader
-
-            ds = Hdf5Dataset(pkg.path, "all")
-            return _batches(
-                lambda: loader(
-                    ds,
-                    batch_size=cfg.batch_size,
-                    workers=workers,
-                    prefetch=hcfg.prefetch,
-                    persistent_workers=True,
-                    start_method=hcfg.start_method,
-                )
-            )
-
+        make = partial(_package_batches, pkg.path, cfg.batch_size, workers, hcfg)
         row.data_wait_fraction = data_wait(make, step_ms=cfg.step_ms, seconds=cfg.seconds)
         row.config = {**row.config, "data_wait_step_ms": cfg.step_ms}
     return rows
 
 
-def add_hdf5_rows(result: dict, rows: list[BenchRow]) -> dict:
-    """Append HDF5 rows to a `bench.compare` result, with their ratio to the reference default."""
-    ref = next((r for r in result["rows"] if r["name"] == "reference default"), None)
-    for row in rows:
-        if ref is not None and ref["samples_per_s"]:
-            row = replace(row, ratio_vs_reference_default=row.samples_per_s / ref["samples_per_s"])
-        result["rows"].append(asdict(row))
-    return result
+def _local_run(
+    cfg: CompareConfig, hcfg: Hdf5BenchConfig, sampler: str, comp: str, pkg, workers: int
+) -> PlannedRun:
+    run = partial(
+        measure_package, pkg.path, batch_size=cfg.batch_size, workers=workers,
+        seconds=cfg.seconds, prefetch=hcfg.prefetch, start_method=hcfg.start_method,
+        warmup_seconds=cfg.warmup_seconds, warmup_covers_startup=True,  # as the COG rows
+    )  # fmt: skip
+    config = {
+        "compression": comp,
+        "workers": workers,
+        "batch_size": cfg.batch_size,
+        "prefetch": hcfg.prefetch,
+        "samples": pkg.samples,
+        "package": str(pkg.path),
+        "h5_bytes": pkg.h5_bytes,
+        "ratio_to_cog_bytes": pkg.ratio_to_cog_bytes,
+        "source_variant": SOURCE_VARIANT,
+        "storage": "local",
+    }
+    name = f"hdf5 {comp} {sampler}"
+    return PlannedRun(name, "hdf5", f"hdf5_{comp}", sampler, run, pkg.image_bytes_per_sample,
+                      config, title=name)  # fmt: skip
+
+
+def _package_batches(path: Path, batch_size: int, workers: int, hcfg: Hdf5BenchConfig):
+    from ocog_lib.hdf5.dataset import Hdf5Dataset, loader
+
+    ds = Hdf5Dataset(path, "all")
+    return _batches(
+        lambda: loader(
+            ds,
+            batch_size=batch_size,
+            workers=workers,
+            prefetch=hcfg.prefetch,
+            persistent_workers=True,
+            start_method=hcfg.start_method,
+        )
+    )
+
+
+def add_hdf5_rows(result: Comparison, rows: list[BenchRow]) -> Comparison:
+    """A `bench.compare` result with HDF5 rows appended, their ratio to the reference
+    default set."""
+    return result.with_rows(rows)
+
+
+def compare_with_hdf5(
+    cfg: CompareConfig,
+    settings: Settings | None = None,
+    progress: Callable[[str], None] | None = None,
+    hcfg: Hdf5BenchConfig | None = None,
+) -> Comparison:
+    """`ocog bench compare --hdf5`: the comparison, then HDF5 rows of the same patches."""
+    settings = settings or Settings.from_env()
+    result = compare(cfg, settings, progress=progress)
+    return add_hdf5_rows(result, hdf5_rows(cfg, hcfg, settings, progress))

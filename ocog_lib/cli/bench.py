@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from ocog_lib.cli import types as T
 from ocog_lib.cli.types import stream_default
 from ocog_lib.settings import Settings
 
-_COMPARE = ("ocog_lib.bench.local", "CompareConfig")
-_REMOTE = ("ocog_lib.bench.remote", "RemoteCompareConfig")
+_COMPARE = ("ocog_lib.bench.config", "CompareConfig")
+_REMOTE = ("ocog_lib.bench.config", "RemoteCompareConfig")
+_HDF5 = ("ocog_lib.bench.config", "Hdf5BenchConfig")
+_ENDPOINT = "ocog_lib.remote.endpoint"  # the bucket variable and its default
 _SECONDS = 5.0  # `bench stream`: timed seconds (no library default: the CLI's own)
 
 
@@ -106,7 +109,7 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
         "--hdf5",
         action="store_true",
         help="add HDF5 rows: the same patches packaged "
-        f"({', '.join(T.default('ocog_lib.bench.hdf5', 'Hdf5BenchConfig', 'compressions'))}), "
+        f"({', '.join(T.default(*_HDF5, 'compressions'))}), "
         "read by a DataLoader with one worker per core (with --remote: "
         f"{T.default(*_REMOTE, 'hdf5_workers')} workers, by byte ranges from the same "
         "endpoint through the same shaper)",
@@ -115,9 +118,11 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
         "--remote",
         action="store_true",
         help="read from S3 through the WAN shaper: the endpoint of OCOG_S3_ENDPOINT, else "
-        "AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL; with none set, a private embedded S3 "
-        "server (moto) started for this run only, not the one of `ocog s3 serve`; bucket "
-        f"{T.default(*_REMOTE, 'bucket')}",
+        "AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL; with none set, the embedded S3 server "
+        "(moto) of `ocog s3 serve` when it runs, else a private one started for this run "
+        f"only; bucket ${T.constant(_ENDPOINT, 'BUCKET_VAR')} (default "
+        f"{T.constant(_ENDPOINT, 'DEFAULT_BUCKET')}), the variants' objects under "
+        "variants/<dataset>/<variant>/",
     )
     c.add_argument("--rtt-ms", type=T.non_negative_float, default=T.default(*_REMOTE, "rtt_ms"),
                    help="remote: delay per request, ms")
@@ -133,34 +138,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-record", action="store_true", help="do not append to DuckDB")
 
 
-def _record(result: dict, settings: Settings) -> None:
-    from ocog_lib import results
-    from ocog_lib.bench.local import result_rows_for_db
-    from ocog_lib.host import git_sha, host_facts
+def _print_and_record(result, text: str, args: argparse.Namespace, settings: Settings) -> None:
+    from ocog_lib.bench.rows import record
 
-    results.write_rows(
-        settings.results_db,
-        "stream_benchmarks",
-        result_rows_for_db(result, host_facts(), git_sha()),
-    )
+    print(json.dumps(result.to_dict(), default=str) if args.json else text)
+    sys.stdout.flush()
+    if not args.no_record:  # after printing: a failed store never takes the result with it
+        record(result, settings)
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
-    import uuid
+    from ocog_lib.bench.local import bench_stream
+    from ocog_lib.bench.rows import format_stream
+    from ocog_lib.stream.config import StreamConfig
 
-    from ocog_lib.bench.local import bench_files, format_rows, stream_once
-    from ocog_lib.stream.dataset import StreamConfig
-
-    settings = Settings.from_env()
-    images, masks = bench_files(args.dataset, args.variant, settings)
-    length = args.length or int(
-        max(2000, 4000 * (args.seconds + 3)) // args.batch_size * args.batch_size
-    )
-    sc = StreamConfig(
+    engine = StreamConfig(
         sampler=args.sampler,
         patch_size=args.patch_size,
         batch_size=args.batch_size,
-        length=length,
         seed=args.seed,
         workers=args.workers,
         threads=args.threads,
@@ -171,38 +166,12 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         bands=args.bands,
     )
-    row = stream_once(images, masks, sc, seconds=args.seconds)
-    row.update(variant=args.variant, sampler=args.sampler, loader="ocog")
-    if args.step_ms > 0:
-        from ocog_lib.bench.consumer import measure_data_wait
-        from ocog_lib.stream.dataset import CogStream
-
-        stream = CogStream(images, masks or None, sc)
-        dw = measure_data_wait(
-            stream.loader(),
-            step_seconds=args.step_ms / 1000,
-            n_steps=max(10, int(args.seconds * 1000 / args.step_ms)),
-        )
-        stream.close()
-        row["data_wait_fraction"] = dw.data_wait_fraction
-        row["config"]["step_ms"] = args.step_ms
-    result = {
-        "run_id": uuid.uuid4().hex[:12],
-        "dataset": args.dataset,
-        "storage": "local",
-        "rows": [row],
-    }
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        print(format_rows(result["rows"]))
-        if "data_wait_fraction" in row:
-            print(
-                f"data-wait fraction at {args.step_ms:g} ms/step: {row['data_wait_fraction']:.3f}"
-            )
-    sys.stdout.flush()
-    if not args.no_record:  # after printing: a failed store never takes the result with it
-        _record(result, settings)
+    settings = Settings.from_env()
+    result = bench_stream(
+        args.dataset, args.variant, engine, seconds=args.seconds, length=args.length,
+        step_ms=args.step_ms, settings=settings,
+    )  # fmt: skip
+    _print_and_record(result, format_stream(result), args, settings)
     return 0
 
 
@@ -228,65 +197,32 @@ def _progress(args: argparse.Namespace):
 def _cmd_compare(args: argparse.Namespace) -> int:
     if args.remote:
         return _cmd_compare_remote(args)
-    from dataclasses import replace
-
-    from ocog_lib.bench.local import CompareConfig, compare, format_rows
+    from ocog_lib.bench.config import CompareConfig
+    from ocog_lib.bench.hdf5 import compare_with_hdf5
+    from ocog_lib.bench.local import compare
+    from ocog_lib.bench.rows import format_comparison
 
     cfg = replace(CompareConfig.quick() if args.quick else CompareConfig(), **_overrides(args))
     settings = Settings.from_env()
-    progress = _progress(args)
-    result = compare(cfg, settings, progress=progress)
-    if args.hdf5:
-        from ocog_lib.bench.hdf5 import add_hdf5_rows, hdf5_rows
-
-        add_hdf5_rows(result, hdf5_rows(cfg, None, settings, progress))
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        print(
-            f"dataset {result['dataset']}: {result['decoded_gib']:.2f} GiB decoded per variant, "
-            f"cache budget {result['cache_mb']:.0f} MB for every loader"
-        )
-        print(format_rows(result["rows"]))
-    sys.stdout.flush()
-    if not args.no_record:  # after printing: a failed store never takes the result with it
-        _record(result, settings)
+    run = compare_with_hdf5 if args.hdf5 else compare
+    result = run(cfg, settings, progress=_progress(args))
+    _print_and_record(result, format_comparison(result), args, settings)
     return 0
 
 
 def _cmd_compare_remote(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from ocog_lib.bench.local import format_rows
-    from ocog_lib.bench.remote import RemoteCompareConfig, check_remote_rows, compare_remote
+    from ocog_lib.bench.config import RemoteCompareConfig
+    from ocog_lib.bench.remote import compare_remote
+    from ocog_lib.bench.rows import check_remote_rows, format_comparison
 
     overrides = {**_overrides(args), "rtt_ms": args.rtt_ms}
     if args.hdf5:
-        from ocog_lib.bench.hdf5 import Hdf5BenchConfig
-
-        overrides["hdf5"] = Hdf5BenchConfig().compressions
+        overrides["hdf5"] = T.default(*_HDF5, "compressions")
     if args.caps:
         overrides["caps_mb_s"] = args.caps
     cfg = replace(RemoteCompareConfig.quick() if args.quick else RemoteCompareConfig(), **overrides)
     settings = Settings.from_env()
-    progress = _progress(args)
-
-    result = compare_remote(cfg, settings, progress=progress)
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        print(
-            f"dataset {result['dataset']} from S3 through the shaper: RTT {cfg.rtt_ms:g} ms, "
-            f"caps {cfg.caps_mb_s} MB/s; the endpoint itself serves "
-            f"{result['endpoint_mb_s']:.0f} MB/s unshaped"
-        )
-        for cap in cfg.caps_mb_s:
-            rows = [r for r in result["rows"] if r["config"].get("cap_mb_s") == cap]
-            print(f"\ncap {cap:g} MB/s")
-            extra = ("wire_bytes_per_sample", "link_utilization", "layout_limit_sps")
-            print(format_rows(rows, extra=extra))
-    sys.stdout.flush()
-    if not args.no_record:  # after printing: a failed store never takes the result with it
-        _record(result, settings)
+    result = compare_remote(cfg, settings, progress=_progress(args))
+    _print_and_record(result, format_comparison(result), args, settings)
     check_remote_rows(result)
     return 0

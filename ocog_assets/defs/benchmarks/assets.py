@@ -4,12 +4,11 @@ from dataclasses import replace
 
 import dagster as dg
 
+from ocog_assets.defs.common.partitions import dataset_and_variant, dataset_variant
+from ocog_assets.defs.common.pools import BENCHMARK_POOL
+from ocog_assets.defs.common.resources import OcogPaths, ResultsStore
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.partitions import dataset_and_variant, dataset_variant
-from ocog_assets.resources import OcogPaths, ResultsStore
 
-# Two benchmarks at once would measure each other: one slot (dagster.yaml default_limit).
-BENCHMARK_POOL = "benchmark"
 REGRESSION = "no_throughput_drop"
 _PREVIEW = (
     "name",
@@ -60,8 +59,10 @@ def stream_benchmarks(
     paths: OcogPaths,
     results: ResultsStore,
 ):
+    from ocog_lib.bench.config import CompareConfig
     from ocog_lib.bench.history import regressions
-    from ocog_lib.bench.local import CompareConfig, compare, result_rows_for_db
+    from ocog_lib.bench.local import compare
+    from ocog_lib.bench.rows import result_rows_for_db
     from ocog_lib.host import git_sha, host_facts
 
     dataset, variant = dataset_and_variant(context)
@@ -81,39 +82,35 @@ def stream_benchmarks(
     host = host_facts()
     results.write_rows("stream_benchmarks", result_rows_for_db(result, host, git_sha()))
 
-    ours = [r for r in result["rows"] if r["loader"] == "ocog"]
-    best = max(ours, key=lambda r: r["samples_per_s"])
-    table = dg.MetadataValue.table(
-        records=[dg.TableRecord({k: _cell(r.get(k)) for k in _PREVIEW}) for r in result["rows"]],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn(k, "string" if k in ("name", "variant") else "number")
-                for k in _PREVIEW
-            ]
-        ),
-    )
+    ours = [r for r in result.rows if r.loader == "ocog"]
+    best = max(ours, key=lambda r: r.samples_per_s)
     yield dg.MaterializeResult(
         metadata={
-            "run_id": result["run_id"],
-            "best": f"{best['name']} ({best['samples_per_s']:.0f} samples/s)",
-            "best_samples_per_s": dg.MetadataValue.float(best["samples_per_s"]),
+            "run_id": result.run_id,
+            "best": f"{best.name} ({best.samples_per_s:.0f} samples/s)",
+            "best_samples_per_s": dg.MetadataValue.float(best.samples_per_s),
             "best_ratio_vs_reference_default": dg.MetadataValue.float(
-                best["ratio_vs_reference_default"]
+                best.ratio_vs_reference_default
             ),
-            "decoded_gib": dg.MetadataValue.float(result["decoded_gib"]),
-            "cache_mb": dg.MetadataValue.float(result["cache_mb"]),
-            "rows": table,
+            "decoded_gib": dg.MetadataValue.float(result.decoded_gib),
+            "cache_mb": dg.MetadataValue.float(result.cache_mb),
+            "rows": _table(result.rows),
         }
     )
     previous, dropped = regressions(
         results.db_path,
         dataset,
         variant,
-        result["run_id"],
+        result.run_id,
         host["hostname"],
         threshold=config.drop_threshold,
     )
-    yield dg.AssetCheckResult(
+    yield _regression_check(previous, dropped)
+
+
+def _regression_check(previous: str | None, dropped: list) -> dg.AssetCheckResult:
+    """Warn (not fail) when an ocog row lost more than the threshold since `previous`."""
+    return dg.AssetCheckResult(
         check_name=REGRESSION,
         passed=not dropped,
         severity=dg.AssetCheckSeverity.WARN,
@@ -131,6 +128,19 @@ def stream_benchmarks(
                 ]
             ),
         },
+    )
+
+
+def _table(rows) -> dg.TableMetadataValue:
+    """The preview columns of every row (BenchRow fields)."""
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({k: _cell(getattr(r, k)) for k in _PREVIEW}) for r in rows],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(k, "string" if k in ("name", "variant") else "number")
+                for k in _PREVIEW
+            ]
+        ),
     )
 
 

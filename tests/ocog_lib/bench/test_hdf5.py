@@ -9,12 +9,17 @@ import h5py
 import numpy as np
 import pytest
 
-from ocog_lib.bench.hdf5 import Hdf5BenchConfig, add_hdf5_rows, hdf5_rows
-from ocog_lib.bench.local import BenchRow, CompareConfig, _length_for, bench_files
-from ocog_lib.cog.variants import resolve_profile, write_variant
+from ocog_lib.bench.config import CompareConfig, Hdf5BenchConfig
+from ocog_lib.bench.hdf5 import add_hdf5_rows, hdf5_rows
+from ocog_lib.bench.measure import length_for
+from ocog_lib.bench.rows import BenchRow, Comparison
+from ocog_lib.cog.profiles import resolve_profile
+from ocog_lib.cog.write import write_variant
+from ocog_lib.data.locate import bench_files
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.settings import Settings
-from ocog_lib.stream.dataset import CogStream, StreamConfig
+from ocog_lib.stream.config import StreamConfig
+from ocog_lib.stream.dataset import CogStream
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def test_rows_have_the_benchrow_shape_and_read_the_engines_patches(settings):
         # the package holds the first windows of the engine's plain row, pixel for pixel
         engine = CogStream(images, masks, StreamConfig(
             sampler=row.sampler, patch_size=256, batch_size=48, seed=cfg.seed,
-            length=_length_for(cfg.seconds, 4000, cfg.batch_size)))
+            length=length_for(cfg.seconds, 4000, cfg.batch_size)))
         first = next(iter(engine.iter_batches([engine.windows[:48]])))
         engine.close()
         with h5py.File(row.config["package"], "r") as f:
@@ -67,9 +72,10 @@ def test_rows_join_a_compare_result_with_their_ratio(settings):
     rows = hdf5_rows(cfg, Hdf5BenchConfig(compressions=("none",), samples=32, workers=1),
                      settings)
     assert rows[0].data_wait_fraction is not None and 0 <= rows[0].data_wait_fraction <= 1
-    result = {"rows": [{"name": "reference default", "samples_per_s": 50.0}]}
-    add_hdf5_rows(result, rows)
-    added = result["rows"][1]
+    ref = BenchRow("reference default", "reference", "default", "random", 50.0, 1.0)
+    result = Comparison("r1", "sample", 0.1, 8.0, cfg, (ref,))
+    result = add_hdf5_rows(result, rows)
+    added = result.to_dict()["rows"][1]
     assert set(added) == {f.name for f in fields(BenchRow)}
     assert added["ratio_vs_reference_default"] == pytest.approx(rows[0].samples_per_s / 50.0)
     assert asdict(rows[0])["samples_per_s"] == added["samples_per_s"]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
-from ocog_lib.bench.local import CompareConfig, bench_files, compare, result_rows_for_db
+from ocog_lib.bench.config import CompareConfig
+from ocog_lib.bench.local import compare
+from ocog_lib.bench.rows import BenchRow, Comparison, format_comparison, result_rows_for_db
+from ocog_lib.data.locate import bench_files
 from ocog_lib.errors import InputError
 from tests.support.benchdata import PROFILES, make_bench_variants
 
@@ -32,9 +36,18 @@ def test_compare_rows_keep_the_contract(settings):
     cfg = CompareConfig(
         repeats=1, seconds=0.3, step_ms=20, best_reuse=4, patch_size=128, batch_size=8, cache_mb=8
     )
-    result = compare(cfg, settings)
+    comparison = compare(cfg, settings)
+    assert isinstance(comparison, Comparison) and comparison.storage == "local"
+    assert all(isinstance(r, BenchRow) for r in comparison.rows)
+    result = comparison.to_dict()
     rows = result["rows"]
     json.dumps(result)  # one JSON object
+    assert list(result) == ["run_id", "dataset", "storage", "files", "decoded_gib", "cache_mb",
+                            "compare", "rows"]  # fmt: skip
+    assert result["compare"] == asdict(cfg)
+    printed = format_comparison(comparison).splitlines()
+    assert printed[0].startswith("dataset sample: ") and printed[1].split()[:2] == [
+        "name", "variant"] and len(printed) == 3 + len(rows)  # fmt: skip
     assert all(ROW_KEYS <= set(r) for r in rows)
     names = {(r["name"], r["variant"]) for r in rows}
     assert ("reference default", "default") in names
@@ -61,8 +74,14 @@ def test_compare_rows_keep_the_contract(settings):
             assert 0 <= r["cache_hit_rate"] <= 1 and 0 < r["batch_mix"] <= 1
     waits = [r for r in rows if r.get("data_wait_fraction") is not None]
     assert len(waits) == 3 and all(0 <= r["data_wait_fraction"] <= 1 for r in waits)
-    db_rows = result_rows_for_db(result, {"cores": 2}, "abc")
+    db_rows = result_rows_for_db(comparison, {"cores": 2}, "abc")
     assert len(db_rows) == len(rows) and all(r["run_id"] == result["run_id"] for r in db_rows)
+    assert list(db_rows[0]) == [
+        "run_id", "ts", "name", "dataset", "variant", "storage", "sampler", "loader",
+        "samples_per_s", "mb_per_s", "ratio_vs_reference_default", "ratio_vs_limit",
+        "cache_hit_rate", "peak_rss_mb", "peak_pss_mb", "data_wait_fraction", "startup_s",
+        "batch_mix", "rtt_ms", "cap_mb_s", "config", "host", "git_sha",
+    ]  # fmt: skip
 
 
 def test_missing_variant_names_what_to_materialize(settings):
