@@ -1,7 +1,7 @@
 """`ocog search bayesian|grid`: the fastest configuration, with progress bars.
 
 The same library calls as the `search_results` and `grid_results` assets: run_bayesian /
-run_grid, then the plots saved under data/search/<dataset>/<storage>/.
+run_grid, then the plots saved under data/search/<dataset>/<storage>/ (`search.runs`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import replace
 from ocog_lib.cli import types as T
 from ocog_lib.settings import Settings
 
-_SEARCH = "ocog_lib.search.core"
+_BAYES = "ocog_lib.search.bayes"
+_GRID = "ocog_lib.search.grid"
+_FILES = "ocog_lib.search.files"
 
 
 def register_search(subparsers: argparse._SubParsersAction) -> None:
@@ -35,8 +37,8 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
         "(--storage-url or $OCOG_OPTUNA_STORAGE, e.g. postgresql://...; default: the "
         "journal file <data dir>/optuna.journal).",
     )
-    _common(b, "run_bayesian")
-    space = T.defaults_of(_SEARCH, "SearchSpace")
+    _common(b, _BAYES, "run_bayesian")
+    space = T.defaults_of("ocog_lib.search.space", "SearchSpace")
     b.add_argument("--trials", type=T.positive_int, default=20, help="searched trials")
     b.add_argument("--seed", type=T.non_negative_int, default=0, help="sampler seed")
     b.add_argument("--study", default=None, help="study name to create or join "
@@ -60,7 +62,7 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
         description="Like the OCOG toolkit's grid_search --var1 compression --var2 block_size: "
         "mean and std of samples/s per cell.",
     )
-    _common(g, "run_grid")
+    _common(g, _GRID, "run_grid")
     g.add_argument("--var1", required=True,
                    help="first variable, e.g. compression, block_size, sampler (an unknown "
                    "name lists them all)")  # fmt: skip
@@ -73,11 +75,11 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
     g.set_defaults(func=_cmd_grid)
 
 
-def _common(p: argparse.ArgumentParser, runner: str) -> None:
+def _common(p: argparse.ArgumentParser, module: str, runner: str) -> None:
     """Flags both commands share; defaults from `runner`'s signature and RemoteOptions."""
-    run = T.defaults_of(_SEARCH, runner)
-    remote = T.defaults_of(_SEARCH, "RemoteOptions")
-    warmup = run.get("warmup_seconds", T.default(_SEARCH, "BayesianOptions", "warmup_seconds"))
+    run = T.defaults_of(module, runner)
+    remote = T.defaults_of(_FILES, "RemoteOptions")
+    warmup = run.get("warmup_seconds", T.default(_BAYES, "BayesianOptions", "warmup_seconds"))
     p.add_argument("--dataset", default="sample", help="prepared dataset")
     p.add_argument("--storage", default="local", choices=["local", "remote"],
                    help="local files, or S3 through the WAN shaper")
@@ -110,8 +112,10 @@ class _Bar:
 
 
 def _cmd_bayesian(args: argparse.Namespace) -> int:
-    from ocog_lib.search.core import BayesianOptions, RemoteOptions, SearchSpace, run_bayesian
-    from ocog_lib.search.plots import save_study_plots
+    from ocog_lib.search.bayes import BayesianOptions
+    from ocog_lib.search.files import RemoteOptions
+    from ocog_lib.search.runs import bayesian_with_plots
+    from ocog_lib.search.space import SearchSpace
 
     settings = Settings.from_env()
     space = replace(SearchSpace(), max_workers=args.max_workers,
@@ -126,12 +130,12 @@ def _cmd_bayesian(args: argparse.Namespace) -> int:
     )
     bar = _Bar(args.json, "trial")
     try:
-        result = run_bayesian(args.dataset, args.storage, args.trials, args.seed, settings,
-                              seconds=args.seconds, storage_url=args.storage_url, progress=bar,
-                              options=opts)  # fmt: skip
+        result = bayesian_with_plots(args.dataset, args.storage, args.trials, args.seed,
+                                     settings, seconds=args.seconds, progress=bar,
+                                     storage_url=args.storage_url, options=opts)  # fmt: skip
     finally:
         bar.close()
-    plots = save_study_plots(result, settings)
+    plots = result.plots
     summary = {**result.summary(), "plots": plots, "optuna_storage": result.optuna_storage}
     if args.json:
         print(json.dumps(summary, default=str))
@@ -155,20 +159,21 @@ def _short(config: dict) -> str:
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
-    from ocog_lib.search.core import RemoteOptions, run_grid
-    from ocog_lib.search.plots import save_grid_plots
+    from ocog_lib.search.files import RemoteOptions
+    from ocog_lib.search.runs import grid_with_plots
 
     settings = Settings.from_env()
     split = lambda v: list(v) if v else None  # noqa: E731
     remote = RemoteOptions(rtt_ms=args.rtt_ms, cap_mb_s=args.cap_mb_s)
     bar = _Bar(args.json, "run")
     try:
-        result = run_grid(args.dataset, args.storage, args.var1, split(args.values1), args.var2,
-                          split(args.values2), args.repeats, settings, seconds=args.seconds,
-                          warmup_seconds=args.warmup, progress=bar, remote=remote)  # fmt: skip
+        result = grid_with_plots(args.dataset, args.storage, args.var1, split(args.values1),
+                                 args.var2, split(args.values2), args.repeats, settings,
+                                 seconds=args.seconds, warmup_seconds=args.warmup,
+                                 progress=bar, remote=remote)  # fmt: skip
     finally:
         bar.close()
-    plots = save_grid_plots(result, settings)
+    plots = result.plots
     cells = [
         {"value1": c.value1, "value2": c.value2, "mean_samples_per_s": c.mean,
          "std_samples_per_s": c.std, "reason": c.reason}

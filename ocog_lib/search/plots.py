@@ -10,7 +10,8 @@ import base64
 from pathlib import Path
 
 from ocog_lib.atomic import atomic_path
-from ocog_lib.search.core import GridResult, StudyResult
+from ocog_lib.search.bayes import StudyResult
+from ocog_lib.search.grid import GridResult
 from ocog_lib.settings import Settings
 
 
