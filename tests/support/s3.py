@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ocog_lib.remote.endpoint import ENDPOINT_VARS, stop_embedded
 from ocog_lib.remote.s3server import EmbeddedS3
+from ocog_lib.settings import Settings
 from tests.support.rasters import real_pixels, write_raster
 
 BUCKET = "ocog-test"
@@ -67,3 +69,21 @@ def local_bytes(path: Path, offset: int = 0, length: int | None = None) -> bytes
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(-1 if length is None else length)
+
+
+CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                   "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")  # fmt: skip
+
+
+@pytest.fixture
+def endpoint_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A data folder of its own, no endpoint and no AWS credentials configured; any
+    embedded server started for it is stopped at the end."""
+    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
+    for var in (*ENDPOINT_VARS, *CREDENTIAL_VARS, "OCOG_S3_BUCKET", "OCOG_S3_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    settings = Settings.from_env()
+    yield settings
+    stop_embedded(settings)

@@ -15,7 +15,6 @@ import pytest
 from ocog_lib.cli.main import main
 from ocog_lib.errors import InputError
 from ocog_lib.remote.endpoint import (
-    ENDPOINT_VARS,
     Endpoint,
     embedded_status,
     resolve_endpoint,
@@ -25,22 +24,10 @@ from ocog_lib.remote.endpoint import (
 from ocog_lib.remote.s3server import DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY
 from ocog_lib.settings import Settings
 
-CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                   "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")  # fmt: skip
-
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """A data folder of its own, no endpoint and no AWS credentials configured; any
-    embedded server started for it is stopped at the end."""
-    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))
-    for var in (*ENDPOINT_VARS, *CREDENTIAL_VARS, "OCOG_S3_BUCKET", "OCOG_S3_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    settings = Settings.from_env()
-    yield settings
-    stop_embedded(settings)
+def settings(endpoint_settings: Settings) -> Settings:
+    return endpoint_settings
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,112 @@
+"""One bucket and one key layout for a dataset's variants, and one embedded endpoint.
+
+Every consumer of a variant in object storage goes through here: the `remote_variants`
+asset uploads, and remote search, remote training and `bench compare --remote` read, the
+same objects:
+
+    s3://<bucket>/variants/<dataset>/<variant>/<path inside the variant folder>
+
+(bucket: $OCOG_S3_BUCKET, default "ocog"). A reader uploads what is missing first; an
+object whose size and sha256 match is skipped, so after `remote_variants` ran that costs
+a hash per file.
+
+The endpoint is the configured one (see `endpoint`), else the long-lived embedded server
+(`ocog s3 serve`, the Dagster ObjectStore) when it runs; only when neither exists does a
+session start a server of its own, stopped when the session ends, so a one-off benchmark
+leaves no process behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ocog_lib.remote.endpoint import (
+    Endpoint,
+    bucket_from_env,
+    configured_endpoint,
+    embedded_status,
+    resolve_endpoint,
+)
+from ocog_lib.remote.s3server import REGION, EmbeddedS3
+from ocog_lib.settings import Settings
+
+VARIANTS_PREFIX = "variants"
+
+
+def variant_key(dataset: str, variant: str, relpath: str = "") -> str:
+    """The key of a variant's file (or, with no relpath, its folder ending in "/")."""
+    return f"{VARIANTS_PREFIX}/{dataset}/{variant}/{relpath.lstrip('/')}"
+
+
+def variant_uri(bucket: str, dataset: str, variant: str, relpath: str = "") -> str:
+    return f"s3://{bucket}/{variant_key(dataset, variant, relpath)}"
+
+
+@dataclass(frozen=True)
+class RemoteSession:
+    """An endpoint with a client, the bucket created; `own_server` when this session
+    started the server itself (it stops with the session)."""
+
+    endpoint: Endpoint
+    client: Any
+    env_for_front: Any  # (front url | None) -> environment for readers and GDAL
+    own_server: bool
+
+    @property
+    def bucket(self) -> str:
+        return self.endpoint.bucket
+
+    def env(self, front: str | None = None) -> dict[str, str]:
+        """Variables pointing readers at the endpoint, or at `front` (a WAN shaper)."""
+        return self.env_for_front(front)
+
+    def variant_uri(self, dataset: str, variant: str, relpath: str = "") -> str:
+        return variant_uri(self.bucket, dataset, variant, relpath)
+
+    def upload_variant_files(
+        self, dataset: str, variant: str, folder: Path, paths: list[str]
+    ) -> list[str]:
+        """The s3:// URIs of `paths` (files inside the variant `folder`), uploading any
+        that the bucket lacks or holds with other content."""
+        from ocog_lib.remote.upload import upload_file
+
+        uris = []
+        for path in paths:
+            rel = Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+            uri = self.variant_uri(dataset, variant, rel)
+            upload_file(path, uri, client=self.client)
+            uris.append(uri)
+        return uris
+
+
+def _front_env(endpoint: Endpoint):
+    def env(front: str | None) -> dict[str, str]:
+        out = endpoint.env()
+        if front:
+            out["AWS_ENDPOINT_URL_S3"] = front
+            out["AWS_S3_ENDPOINT"] = front.split("://", 1)[-1].rstrip("/")
+            out["AWS_HTTPS"] = "YES" if front.startswith("https") else "NO"
+        return out
+
+    return env
+
+
+@contextmanager
+def remote_session(settings: Settings, *, bucket: str | None = None) -> Iterator[RemoteSession]:
+    """The configured endpoint, else the running long-lived embedded one, else a server of
+    this session's own (stopped at exit)."""
+    bucket = bucket or bucket_from_env()
+    if configured_endpoint() is not None or embedded_status(settings) is not None:
+        endpoint = resolve_endpoint(settings, bucket=bucket, start=False)
+        yield RemoteSession(endpoint, endpoint.client(), _front_env(endpoint), False)
+        return
+    from ocog_lib.memory import not_measured
+
+    with EmbeddedS3() as server, not_measured(server.pid):
+        server.ensure_bucket(bucket)
+        endpoint = Endpoint(server.endpoint_url, bucket, True, REGION, server.pid)
+        yield RemoteSession(endpoint, server.client(), server.env, True)
