@@ -1,4 +1,7 @@
-"""ocog's Dagster layer: partitions, resources and thin assets over ocog_lib.
+"""ocog's Dagster layer: thin assets over ocog_lib.
 
-Domains live under defs/<domain>/ (data, variants, results); definitions.py merges them.
+One folder per domain under defs/ (data, variants, results, benchmarks, search, training,
+packaging, remote) owns its assets, partitions, jobs, schedules and sensors; defs/common/
+holds the shared resources, partitions and pools; definitions.py merges them. demo.py
+drives the sample's jobs across domains (`ocog demo`).
 """

@@ -1,13 +1,15 @@
-"""The code location (workspace.yaml): every domain's definitions plus shared resources.
+"""The code location (workspace.yaml): every domain's definitions plus the shared resources.
 
-Dagster's loader wants exactly one Definitions object at module scope, so the domains are
-imported as modules, not as their `defs` names.
+Each domain (defs/<domain>/) owns its assets, partitions, jobs, schedules and sensors;
+defs/common/ holds what they share (resources, partitions, pools). Dagster's loader wants
+exactly one Definitions object at module scope, so the domains are imported as modules,
+not as their `defs` names.
 """
 
 import dagster as dg
 
-from ocog_assets import jobs
 from ocog_assets.defs.benchmarks import definitions as benchmarks
+from ocog_assets.defs.common import definitions as common
 from ocog_assets.defs.data import definitions as data
 from ocog_assets.defs.packaging import definitions as packaging
 from ocog_assets.defs.remote import definitions as remote
@@ -15,7 +17,6 @@ from ocog_assets.defs.results import definitions as results
 from ocog_assets.defs.search import definitions as search
 from ocog_assets.defs.training import definitions as training
 from ocog_assets.defs.variants import definitions as variants
-from ocog_assets.resources import default_resources
 
 defs = dg.Definitions.merge(
     data.defs,
@@ -26,5 +27,5 @@ defs = dg.Definitions.merge(
     training.defs,
     search.defs,
     remote.defs,
-    dg.Definitions(jobs=list(jobs.JOBS), resources=default_resources()),
+    common.defs,
 )

@@ -16,18 +16,14 @@ from pathlib import Path
 import dagster as dg
 
 from ocog_assets.definitions import defs
-from ocog_assets.defs.benchmarks.schedules import stream_benchmarks_job
+from ocog_assets.defs.benchmarks.jobs import stream_benchmarks_job
+from ocog_assets.defs.common.partitions import SENSOR_TILE, VARIANTS
+from ocog_assets.defs.data.jobs import prepared_datasets_job, raw_scenes_job
 from ocog_assets.defs.data.sensors import missing_sample_tiles
-from ocog_assets.jobs import (
-    cog_variants_job,
-    grid_results_job,
-    hdf5_packages_job,
-    prepared_datasets_job,
-    raw_scenes_job,
-    search_results_job,
-    trained_models_job,
-)
-from ocog_assets.partitions import SENSOR_TILE, VARIANTS
+from ocog_assets.defs.packaging.jobs import hdf5_packages_job
+from ocog_assets.defs.search.jobs import grid_results_job, search_results_job
+from ocog_assets.defs.training.jobs import trained_models_job
+from ocog_assets.defs.variants.jobs import cog_variants_job
 from ocog_lib.errors import InputError
 
 # The step-by-step event log stays in the instance (and the UI); the terminal gets warnings.

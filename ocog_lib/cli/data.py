@@ -19,7 +19,6 @@ from ocog_lib.cli import types as T
 from ocog_lib.settings import Settings
 
 _QUERY = ("ocog_lib.data.sentinel2", "SceneQuery")
-BENCHMARKS = ("vaihingen", "potsdam", "dfc22")
 
 
 def register_data(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +38,12 @@ def register_data(subparsers: argparse._SubParsersAction) -> None:
     s2 = sub.add_parser("s2", help="Sentinel-2 L2A scenes by STAC",
                         description="Find Sentinel-2 L2A scenes per MGRS tile and download them.")
     s2sub = s2.add_subparsers(dest="s2_cmd", required=True, metavar="{search,acquire}")
+    _register_s2_search(s2sub)
+    _register_s2_acquire(s2sub)
+    _register_prepare(sub)
+
+
+def _register_s2_search(s2sub: argparse._SubParsersAction) -> None:
     search = s2sub.add_parser(
         "search", help="choose one scene per tile; update the scene catalog",
         description="Search a STAC API for Sentinel-2 L2A scenes of MGRS tiles (or named "
@@ -66,6 +71,8 @@ def register_data(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(func=_cmd_s2_search)
 
+
+def _register_s2_acquire(s2sub: argparse._SubParsersAction) -> None:
     acquire = s2sub.add_parser(
         "acquire", help="download and stack the catalog's scenes",
         description="Download the four 10 m bands of each tile's catalog scene (ranged, "
@@ -80,12 +87,14 @@ def register_data(subparsers: argparse._SubParsersAction) -> None:
                          help="ranged GETs in flight per band")
     acquire.set_defaults(func=_cmd_s2_acquire)
 
+
+def _register_prepare(sub: argparse._SubParsersAction) -> None:
     prep = sub.add_parser(
         "prepare", help="prepare a benchmark from its raw archives",
         description="Turn the archives under $OCOG_DATA_DIR/raw/<dataset> (unpacked or not) "
         "into a prepared dataset (scenes, masks, manifest.json).",
     )
-    prep.add_argument("dataset", choices=BENCHMARKS)
+    prep.add_argument("dataset", choices=T.constant("ocog_lib.data.benchmarks", "BENCHMARKS"))
     prep.add_argument("--eroded", action="store_true",
                       help="vaihingen/potsdam: eroded ground truth (boundaries ignored)")
     prep.add_argument("--imagery", default=None, choices=["RGBIR", "RGB", "IRRG"],
@@ -132,15 +141,15 @@ def _query(args: argparse.Namespace):
 
 
 def _cmd_s2_search(args: argparse.Namespace) -> int:
-    from ocog_lib.data.sentinel2 import catalog_path, discover_scenes, merge_catalog, stac_api
+    from ocog_lib.data.raw_scenes import discover_into_catalog
+    from ocog_lib.data.sentinel2 import stac_api
 
-    settings = Settings.from_env()
-    api = stac_api(args.api, collection=args.collection)
-    found = discover_scenes(api, _query(args))
-    new, changed = merge_catalog(catalog_path(settings), found.scenes)
+    update = discover_into_catalog(Settings.from_env(),
+                                   stac_api(args.api, collection=args.collection), _query(args))
+    found, new, changed = update.found, update.new, update.changed
     if args.json:
         print(json.dumps({
-            "catalog": str(catalog_path(settings)),
+            "catalog": str(update.catalog),
             "scenes": {t: {"item_id": s.id, "datetime": s.datetime, "cloud_cover": s.cloud_cover}
                        for t, s in sorted(found.scenes.items())},
             "new_tiles": new, "changed_tiles": changed,
@@ -156,68 +165,35 @@ def _cmd_s2_search(args: argparse.Namespace) -> int:
         print(f"skipped {s.item_id} ({s.tile or '?'}): {s.reason}")
     if found.unmatched_tiles:
         print(f"no usable scene: {', '.join(found.unmatched_tiles)}")
-    print(f"catalog: {catalog_path(settings)}")
+    print(f"catalog: {update.catalog}")
     return 0 if found.scenes else 1
 
 
 def _cmd_s2_acquire(args: argparse.Namespace) -> int:
-    from ocog_lib.data.sentinel2 import (
-        acquire_scene,
-        catalog_path,
-        downloads_dir,
-        load_catalog,
-        normalize_tile,
-        scene_for_tile,
-    )
-    from ocog_lib.errors import InputError
+    from ocog_lib.data.raw_scenes import acquire_raw_scene, catalog_tiles
 
     settings = Settings.from_env()
-    tiles = [normalize_tile(t) for t in args.tiles] or sorted(load_catalog(catalog_path(settings)))
-    if not tiles:
-        raise InputError(catalog_path(settings), "no scenes yet: run `ocog data s2 search`")
-    for tile in tiles:
-        scene = scene_for_tile(settings, tile)
-        got = acquire_scene(scene, settings.raw_scene_path(tile), downloads_dir(settings),
-                            keep_bands=args.keep_bands, connections=args.connections,
-                            progress=lambda m: print(m, file=sys.stderr, flush=True))
+    for tile in catalog_tiles(settings, args.tiles):
+        got = acquire_raw_scene(settings, tile, keep_bands=args.keep_bands,
+                                connections=args.connections,
+                                progress=lambda m: print(m, file=sys.stderr, flush=True)).acquired
         how = "kept (same scene)" if got.reused else f"{got.bytes_fetched / 1e6:.1f} MB fetched"
-        print(f"{tile}  {scene.id}  {got.path}  {how}  {got.seconds:.1f} s")
+        print(f"{tile}  {got.item_id}  {got.path}  {how}  {got.seconds:.1f} s")
     return 0
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    from ocog_lib.data.benchmarks import BenchmarkOptions, prepare_benchmark
+
     settings = Settings.from_env()
-    raw, out = settings.raw_dir(args.dataset), settings.prepared_dir(args.dataset)
-    result = prepare_benchmark(args.dataset, raw, out, eroded=args.eroded, imagery=args.imagery,
-                               crs=args.crs, limit=args.limit,
+    options = BenchmarkOptions(eroded=args.eroded, imagery=args.imagery, crs=args.crs,
+                               limit=args.limit)
+    result = prepare_benchmark(settings, args.dataset, options,
                                progress=lambda m: print(m, file=sys.stderr, flush=True))
+    out = settings.prepared_dir(args.dataset)
     for name, reason in result.skipped:
         print(f"skipped {name}: {reason}")
     print(f"prepared {args.dataset} in {out}: {len(result.manifest.items)} scenes"
           + (f", {result.unlabeled} unlabeled image(s) left out" if result.unlabeled else ""))
     return 0
 
-
-def prepare_benchmark(dataset: str, raw, out, *, eroded: bool = False, imagery: str | None = None,
-                      crs: str | None = None, limit: int | None = None, progress=None):
-    """Run one benchmark's preparer; a missing raw folder says where to get the data."""
-    from ocog_lib.data.external import how_to_obtain
-    from ocog_lib.errors import InputError
-
-    if not raw.exists():
-        raise InputError(raw, f"no raw data for {dataset}: {how_to_obtain(dataset, raw)}")
-    if dataset == "vaihingen":
-        from ocog_lib.data.vaihingen import VaihingenConfig, prepare_vaihingen
-
-        return prepare_vaihingen(raw, out, VaihingenConfig(eroded=eroded, crs=crs, limit=limit),
-                                 progress)
-    if dataset == "potsdam":
-        from ocog_lib.data.potsdam import PotsdamConfig, prepare_potsdam
-
-        return prepare_potsdam(raw, out, PotsdamConfig(imagery=imagery, eroded=eroded, crs=crs,
-                                                       limit=limit), progress)
-    if dataset == "dfc22":
-        from ocog_lib.data.dfc22 import Dfc22Config, prepare_dfc22
-
-        return prepare_dfc22(raw, out, Dfc22Config(limit=limit), progress)
-    raise InputError(f"dataset {dataset!r}", f"no preparer; valid: {', '.join(BENCHMARKS)}")

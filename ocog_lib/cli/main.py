@@ -166,7 +166,7 @@ def register_variants(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_variants_list(args: argparse.Namespace) -> int:
     from ocog_lib import results
-    from ocog_lib.cog.variants import profile_rows, spec_syntax
+    from ocog_lib.cog.profiles import profile_rows, spec_syntax
 
     rows = profile_rows()
     if args.json:
@@ -185,7 +185,8 @@ def write_variant_and_record(settings: Settings, dataset: str, variant: str, *,
                              check: bool = True, record: bool = True) -> list[dict]:
     """Write one variant of a prepared dataset; its stat rows replace the variant's old rows."""
     from ocog_lib import results
-    from ocog_lib.cog.variants import resolve_profile, write_variant
+    from ocog_lib.cog.profiles import resolve_profile
+    from ocog_lib.cog.write import write_variant
     from ocog_lib.data.manifest import DatasetManifest
 
     profile = resolve_profile(variant)  # a typo fails before any file is read

@@ -8,17 +8,18 @@ import pytest
 import rasterio
 
 from ocog_assets import definitions
+from ocog_assets.defs.common.partitions import DATASETS, SENSOR_TILE, VARIANTS
+from ocog_assets.defs.common.pools import DUCKDB_WRITER_POOL
+from ocog_assets.defs.common.resources import OcogPaths, ResultsStore
 from ocog_assets.defs.data.assets import PrepareConfig, prepared_datasets, raw_scenes
 from ocog_assets.defs.data.sensors import sample_tiles_sensor
-from ocog_assets.defs.results.assets import DUCKDB_WRITER_POOL, variant_stats
-from ocog_assets.defs.variants.assets import check_files, cog_variants
+from ocog_assets.defs.results.assets import variant_stats
+from ocog_assets.defs.variants.assets import cog_variants
 from ocog_assets.demo import register_sample_tiles, sample_plan
-from ocog_assets.partitions import DATASETS, SENSOR_TILE, VARIANTS
-from ocog_assets.resources import OcogPaths, ResultsStore
 from ocog_lib import results
 from ocog_lib.cli.main import main
-from ocog_lib.cog.variants import PROFILES, resolve_profile
-from ocog_lib.data.manifest import DatasetManifest, ManifestItem
+from ocog_lib.cog.profiles import PROFILES, resolve_profile
+from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.data.sample import sample_tiles
 from ocog_lib.settings import Settings
 
@@ -130,30 +131,6 @@ def test_external_dataset_fails_naming_its_raw_path(instance, dataset):
     assert "download" in message and "http" in message
 
 
-def test_check_files_reports_non_cogs_and_changed_pixels(tmp_path):
-    profile = resolve_profile("default")
-    rng = np.random.default_rng(0)
-    # larger than one 512 block and striped: COG rules want it tiled
-    pixels = rng.integers(0, 4000, (4, 640, 640), dtype=np.uint16)
-    plain = dict(driver="GTiff", width=640, height=640, count=4, dtype="uint16",
-                 crs="EPSG:32618", transform=rasterio.Affine(10, 0, 5e5, 0, -10, 4e6))
-    (tmp_path / "prep").mkdir()
-    with rasterio.open(tmp_path / "prep" / "a.tif", "w", **plain) as dst:
-        dst.write(pixels)
-    manifest = DatasetManifest("t", {0: "x"}, [ManifestItem("a", "a.tif", None, "scene")])
-    manifest.save(tmp_path / "prep")
-    # a striped GeoTIFF (not a COG) whose pixels differ by one
-    changed = pixels.copy()
-    changed[0, 5, 7] += 1
-    with rasterio.open(tmp_path / "a_variant.tif", "w", **plain) as dst:
-        dst.write(changed)
-    rows = [{"item": "a", "kind": "image", "path": str(tmp_path / "a_variant.tif")}]
-    invalid, differing = check_files(manifest, profile, rows)
-    assert list(invalid) == [rows[0]["path"]] and invalid[rows[0]["path"]]
-    assert differing == [rows[0]["path"]]
-    assert (rows[0]["is_valid_cog"], rows[0]["lossless_ok"]) == (False, False)
-
-
 def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
@@ -201,6 +178,36 @@ def test_definitions_load_like_the_code_server():
     assert definitions.defs.resolve_assets_def("variant_stats").op.pool == DUCKDB_WRITER_POOL
     assert set(VARIANTS) == set(PROFILES)
     assert all(resolve_profile(v).name == v for v in VARIANTS)
+
+
+def test_each_domain_owns_the_jobs_schedules_and_sensors_of_its_assets():
+    """definitions.py only merges: every job, schedule and sensor comes from the domain
+    whose assets it runs (cog_variants_job also takes variant_stats, the rows it writes)."""
+    import importlib
+
+    graph = definitions.defs.resolve_asset_graph()
+    domains = ("data", "variants", "results", "benchmarks", "packaging", "training", "search",
+               "remote")  # fmt: skip
+    jobs, extra = set(), {"cog_variants_job": {dg.AssetKey("variant_stats")}}
+    for name in domains:
+        defs = importlib.import_module(f"ocog_assets.defs.{name}.definitions").defs
+        own = {key for a in defs.assets for key in a.keys}
+        domain_jobs = list(defs.jobs or ())
+        for job in domain_jobs:
+            assert job.selection.resolve(graph) <= own | extra.get(job.name, set()), job.name
+            jobs.add(job.name)
+        targets = [s.job_name for s in defs.schedules or ()]
+        targets += [s.job_name for s in defs.sensors or () if s.has_jobs]
+        assert set(targets) <= {j.name for j in domain_jobs}
+    assert jobs == {j.name for j in definitions.defs.jobs}
+
+
+def test_training_partitions_are_the_library_loader_configs():
+    from ocog_assets.defs.training.partitions import dataset_loader
+    from ocog_lib.train.configs import LOADER_CONFIGS
+
+    dims = {d.name: d.partitions_def.get_partition_keys() for d in dataset_loader.partitions_defs}
+    assert dims["loader_config"] == list(LOADER_CONFIGS)
 
 
 def test_demo_needs_a_dagster_home(tmp_path, monkeypatch, capsys):

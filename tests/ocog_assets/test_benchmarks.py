@@ -8,7 +8,7 @@ import pytest
 
 from ocog_assets.defs.benchmarks.assets import REGRESSION, StreamBenchConfig, stream_benchmarks
 from ocog_assets.defs.benchmarks.schedules import nightly_stream_benchmarks
-from ocog_assets.resources import OcogPaths, ResultsStore
+from ocog_assets.defs.common.resources import OcogPaths, ResultsStore
 from ocog_lib import results
 from ocog_lib.cli.main import main
 from ocog_lib.settings import Settings

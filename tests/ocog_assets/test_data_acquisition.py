@@ -9,6 +9,8 @@ import pytest
 import rasterio
 
 from ocog_assets.definitions import defs
+from ocog_assets.defs.common.partitions import SENSOR_TILE
+from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.data.assets import (
     DiscoveryConfig,
     PrepareConfig,
@@ -20,8 +22,6 @@ from ocog_assets.defs.data.assets import (
 from ocog_assets.defs.data.schedules import sentinel2_discovery_schedule
 from ocog_assets.defs.data.sensors import sentinel2_new_scenes_sensor
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.partitions import SENSOR_TILE
-from ocog_assets.resources import OcogPaths
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.settings import Settings
 from tests.support.archives import build_dfc22, build_potsdam, build_vaihingen

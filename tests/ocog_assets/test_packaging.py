@@ -9,10 +9,10 @@ import h5py
 import pytest
 
 from ocog_assets import definitions
+from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.data.assets import prepared_datasets
 from ocog_assets.defs.packaging.assets import MATCHES_COGS, Hdf5PackageConfig, hdf5_packages
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.resources import OcogPaths
 from ocog_lib.hdf5.validate import validate_package
 
 

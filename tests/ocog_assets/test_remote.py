@@ -1,6 +1,6 @@
 """remote_variants in-process on a real Dagster instance, against real S3 servers on
 127.0.0.1: the embedded default endpoint (started by the run, stopped by PID here) and a
-configured one."""
+configured one; and the library's remote sessions reading what it uploaded."""
 
 from __future__ import annotations
 
@@ -14,19 +14,24 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from ocog_assets import definitions
+from ocog_assets.defs.common.resources import (
+    ObjectStore,
+    OcogPaths,
+    default_resources,
+    object_store_from_env,
+)
 from ocog_assets.defs.remote.assets import ENDPOINT_TAG, remote_variants
-from ocog_assets.defs.remote.resources import ObjectStore, object_store_from_env
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.resources import OcogPaths, default_resources
-from ocog_lib.cog.variants import resolve_profile, write_variant
+from ocog_lib.cog.profiles import resolve_profile
+from ocog_lib.cog.write import write_variant
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.remote.endpoint import ENDPOINT_VARS, embedded_status, stop_embedded
 from ocog_lib.remote.s3server import EmbeddedS3
+from ocog_lib.remote.session import remote_session, variant_key
 from ocog_lib.settings import Settings
+from tests.support.s3 import CREDENTIAL_VARS
 
 KEY = dg.MultiPartitionKey({"dataset": "sample", "variant": "default"})
-CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                   "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")  # fmt: skip
 
 
 @pytest.fixture
@@ -144,12 +149,43 @@ def test_upload_to_a_configured_endpoint(clean_env, variant_data, tmp_path):
             aws_secret_access_key=server.secret_key,
         )
         paths = OcogPaths(data_dir=str(settings.data_dir))
-        store = ObjectStore(paths=paths, s3=s3, bucket="team-bucket", prefix="cogs")
+        # another prefix would upload where no reader looks: refused, nothing uploaded
+        elsewhere = ObjectStore(paths=paths, s3=s3, bucket="team-bucket", prefix="cogs")
+        (failure,) = _materialize(settings, elsewhere).get_step_failure_events()
+        message = failure.step_failure_data.error.to_string()
+        assert "prefix 'cogs'" in message and "variants" in message
+        assert _listed(server.client(), "team-bucket", "") == {}
+
+        store = ObjectStore(paths=paths, s3=s3, bucket="team-bucket")
         event = _materialization(_materialize(settings, store))
         assert not event.metadata["embedded"].value and event.tags[ENDPOINT_TAG] == "configured"
-        assert event.metadata["prefix"].value == "s3://team-bucket/cogs/sample/default/"
-        assert _listed(server.client(), "team-bucket", "cogs/sample/default/") == local
+        assert event.metadata["prefix"].value == "s3://team-bucket/variants/sample/default/"
+        assert _listed(server.client(), "team-bucket", "variants/sample/default/") == local
     assert embedded_status(settings) is None  # nothing embedded was started
+
+
+def test_a_remote_session_reuses_the_embedded_server_and_its_objects(clean_env, variant_data):
+    """Remote search, training and `bench compare --remote` open a remote_session: with the
+    long-lived embedded server up (here started by remote_variants), they use it and find
+    the asset's uploads under the one key layout, instead of starting a server and
+    uploading again."""
+    settings = variant_data
+    store = ObjectStore(paths=OcogPaths(data_dir=str(settings.data_dir)), s3=S3Resource())
+    local = _local_files(settings.variant_dir("sample", "default"))
+    try:
+        meta = _materialization(_materialize(settings, store)).metadata
+        state = embedded_status(settings)
+        assert state is not None
+        with remote_session(settings) as session:
+            assert not session.own_server
+            assert session.endpoint.embedded
+            assert (session.endpoint.url, session.endpoint.pid) == (state.url, state.pid)
+            assert session.variant_uri("sample", "default") == meta["prefix"].value
+            listed = _listed(session.client, session.bucket, variant_key("sample", "default"))
+            assert listed == local
+        assert embedded_status(settings) == state  # the session left the server running
+    finally:
+        stop_embedded(settings)
 
 
 def test_a_missing_variant_folder_names_the_asset_to_run_first(clean_env, tmp_path):

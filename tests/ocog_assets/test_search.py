@@ -6,9 +6,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ocog_assets.defs.benchmarks.assets import BENCHMARK_POOL
+from ocog_assets.defs.common.pools import BENCHMARK_POOL
+from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.search.assets import GridConfig, SearchConfig, grid_results, search_results
-from ocog_assets.resources import OcogPaths
 from ocog_lib import results
 from tests.support.benchdata import make_bench_variants
 

@@ -4,8 +4,8 @@ import json
 
 import dagster as dg
 
+from ocog_assets.defs.common.resources import OcogPaths, ResultsStore
 from ocog_assets.defs.training.assets import K8S_GPU_TAGS, TrainingConfig, trained_models
-from ocog_assets.resources import OcogPaths, ResultsStore
 from ocog_lib import results
 
 

@@ -2,14 +2,8 @@
 
 import dagster as dg
 
-from ocog_assets.partitions import VARIANTS, dataset_variant
-
-stream_benchmarks_job = dg.define_asset_job(
-    "stream_benchmarks_job",
-    selection=dg.AssetSelection.assets("stream_benchmarks"),
-    partitions_def=dataset_variant,
-    description="Benchmark one dataset|variant against the yardsticks.",
-)
+from ocog_assets.defs.benchmarks.jobs import stream_benchmarks_job
+from ocog_assets.defs.common.partitions import VARIANTS
 
 
 @dg.schedule(

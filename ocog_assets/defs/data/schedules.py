@@ -2,11 +2,7 @@
 
 import dagster as dg
 
-sentinel2_discovery_job = dg.define_asset_job(
-    "sentinel2_discovery_job",
-    selection=dg.AssetSelection.assets("sentinel2_scenes"),
-    description="Search STAC for Sentinel-2 scenes per tile and update the scene catalog.",
-)
+from ocog_assets.defs.data.jobs import sentinel2_discovery_job
 
 
 def last_query(instance: dg.DagsterInstance) -> dict | None:

@@ -3,8 +3,8 @@ Sentinel-2 discovery into raw_scenes runs for the tiles whose scene is new."""
 
 import dagster as dg
 
-from ocog_assets.jobs import raw_scenes_job
-from ocog_assets.partitions import SENSOR_TILE, sensor_tiles
+from ocog_assets.defs.common.partitions import SENSOR_TILE, sensor_tiles
+from ocog_assets.defs.data.jobs import raw_scenes_job
 
 
 def missing_sample_tiles(instance: dg.DagsterInstance) -> list[str]:

@@ -3,10 +3,10 @@
 import dagster as dg
 from pydantic import Field
 
+from ocog_assets.defs.common.partitions import datasets
+from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.data.assets import prepared_datasets
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.partitions import datasets
-from ocog_assets.resources import OcogPaths
 
 MATCHES_COGS = "matches_cogs"
 

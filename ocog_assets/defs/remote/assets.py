@@ -1,13 +1,13 @@
-"""COG variants in object storage: each dataset|variant folder uploaded to S3, once."""
+"""COG variants in object storage: each dataset|variant folder uploaded to S3, once, under
+the key layout every remote reader uses (ocog_lib.remote.session)."""
 
 import time
 
 import dagster as dg
 
-from ocog_assets.defs.remote.resources import ObjectStore
+from ocog_assets.defs.common.partitions import dataset_and_variant, dataset_variant
+from ocog_assets.defs.common.resources import ObjectStore, OcogPaths
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.partitions import dataset_and_variant, dataset_variant
-from ocog_assets.resources import OcogPaths
 from ocog_lib.errors import InputError
 
 ENDPOINT_TAG = "ocog/endpoint"  # "embedded" or "configured", on each materialization
@@ -36,8 +36,8 @@ def remote_variants(
         raise InputError(
             folder, f"no variant folder: materialize cog_variants[{dataset}|{variant}] first"
         )
+    prefix = object_store.uri_for(dataset, variant)  # ocog_lib.remote.session's layout
     endpoint = object_store.endpoint()
-    prefix = object_store.uri_for(dataset, variant)
     start = time.monotonic()
     results = upload_dir(folder, prefix, client_opts=object_store.client_opts(endpoint))
     seconds = time.monotonic() - start

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from ocog_assets.partitions import dataset_and_variant, dataset_variant
-from ocog_assets.resources import ResultsStore
+from ocog_assets.defs.common.partitions import dataset_and_variant, dataset_variant
+from ocog_assets.defs.common.pools import DUCKDB_WRITER_POOL
+from ocog_assets.defs.common.resources import ResultsStore
 
-DUCKDB_WRITER_POOL = "duckdb_writer"
 _PREVIEW_COLUMNS = ("item", "kind", "bytes", "compression_ratio", "write_seconds",
                     "is_valid_cog", "lossless_ok")
 

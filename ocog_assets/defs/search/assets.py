@@ -9,10 +9,10 @@ assets attach the best configuration and the plots (saved under data/search/...)
 import dagster as dg
 from pydantic import Field
 
-from ocog_assets.defs.benchmarks.assets import BENCHMARK_POOL
+from ocog_assets.defs.common.pools import BENCHMARK_POOL
+from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.data.assets import prepared_datasets
 from ocog_assets.defs.search.partitions import dataset_and_storage, dataset_storage
-from ocog_assets.resources import OcogPaths
 
 
 class SearchConfig(dg.Config):
@@ -72,8 +72,10 @@ def _plot_md(path: str, title: str) -> dg.MetadataValue:
 def search_results(
     context: dg.AssetExecutionContext, config: SearchConfig, paths: OcogPaths
 ) -> dg.MaterializeResult:
-    from ocog_lib.search.core import BayesianOptions, RemoteOptions, SearchSpace, run_bayesian
+    from ocog_lib.search.bayes import BayesianOptions, run_bayesian
+    from ocog_lib.search.files import RemoteOptions
     from ocog_lib.search.plots import save_study_plots
+    from ocog_lib.search.space import SearchSpace
 
     dataset, storage = dataset_and_storage(context)
     settings = paths.settings()
@@ -125,7 +127,8 @@ def search_results(
 def grid_results(
     context: dg.AssetExecutionContext, config: GridConfig, paths: OcogPaths
 ) -> dg.MaterializeResult:
-    from ocog_lib.search.core import RemoteOptions, run_grid
+    from ocog_lib.search.files import RemoteOptions
+    from ocog_lib.search.grid import run_grid
     from ocog_lib.search.plots import save_grid_plots
 
     dataset, storage = dataset_and_storage(context)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ocog_assets.partitions import datasets
-from ocog_lib.search.core import STORAGES
+from ocog_assets.defs.common.partitions import datasets
+from ocog_lib.search.space import STORAGES
 
 storages = dg.StaticPartitionsDefinition(list(STORAGES))
 # keys read "dataset|storage"

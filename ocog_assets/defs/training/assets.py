@@ -4,16 +4,11 @@ import base64
 
 import dagster as dg
 
+from ocog_assets.defs.common.pools import GPU_POOL
+from ocog_assets.defs.common.resources import OcogPaths
+from ocog_assets.defs.training.partitions import dataset_loader
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.partitions import datasets
-from ocog_assets.resources import OcogPaths
 
-# One GPU, one training at a time; raise with `dagster instance concurrency set gpu <n>`.
-GPU_POOL = "gpu"
-LOADER_CONFIGS = ("local-default", "local-optimal", "remote-default", "remote-optimal")
-dataset_loader = dg.MultiPartitionsDefinition(
-    {"dataset": datasets, "loader_config": dg.StaticPartitionsDefinition(list(LOADER_CONFIGS))}
-)
 K8S_GPU_TAGS = {
     "dagster-k8s/config": {
         "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
@@ -50,7 +45,8 @@ class TrainingConfig(dg.Config):
 )
 def trained_models(context: dg.AssetExecutionContext, config: TrainingConfig,
                    paths: OcogPaths) -> dg.MaterializeResult:
-    from ocog_lib.train.loop import TrainConfig, train_and_record
+    from ocog_lib.train.configs import TrainConfig
+    from ocog_lib.train.loop import train_and_record
     from ocog_lib.train.metrics import miou_curve_png
     from ocog_lib.train.store import model_store
 

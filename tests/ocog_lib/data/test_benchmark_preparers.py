@@ -7,7 +7,8 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from ocog_lib.cog.variants import resolve_profile, write_variant
+from ocog_lib.cog.profiles import resolve_profile
+from ocog_lib.cog.write import write_variant
 from ocog_lib.data.dfc22 import CLASSES as DFC_CLASSES
 from ocog_lib.data.dfc22 import prepare_dfc22
 from ocog_lib.data.manifest import DatasetManifest
@@ -172,7 +173,8 @@ def test_prepared_benchmarks_train(tmp_path, dataset):
     """A few optimizer steps on each miniature: the prepared layout is what training reads."""
     from ocog_lib import results
     from ocog_lib.settings import Settings
-    from ocog_lib.train.loop import TrainConfig, train_and_record
+    from ocog_lib.train.configs import TrainConfig
+    from ocog_lib.train.loop import train_and_record
 
     build, prepare = {"vaihingen": (build_vaihingen, prepare_vaihingen),
                       "potsdam": (build_potsdam, prepare_potsdam),

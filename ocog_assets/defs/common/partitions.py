@@ -1,4 +1,7 @@
-"""How ocog's assets are sliced: sensor tiles (discovered), datasets and variants (fixed)."""
+"""How ocog's assets are sliced: sensor tiles (discovered), datasets and variants (fixed).
+
+Shared by every domain; a partitions definition only one domain uses lives in its folder.
+"""
 
 from __future__ import annotations
 

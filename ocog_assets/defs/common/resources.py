@@ -1,21 +1,27 @@
-"""ObjectStore: dagster-aws's S3Resource, pointed at ocog's endpoint once it is known.
+"""Resources every domain shares: where files live (OcogPaths), the DuckDB results file
+(ResultsStore) and object storage (ObjectStore).
 
-A configured endpoint (OCOG_S3_ENDPOINT / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) goes
-into the S3Resource as an EnvVar, visible in the UI. Without one, ocog's embedded S3
-server is the endpoint, and its URL exists only once it runs: the wrapper resolves it at
-run time (starting the server if needed) and hands out the S3Resource pointed there.
+ObjectStore is dagster-aws's S3Resource, pointed at ocog's endpoint once it is known. A
+configured endpoint (OCOG_S3_ENDPOINT / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) goes into
+the S3Resource as an EnvVar, visible in the UI. Without one, ocog's embedded S3 server is
+the endpoint, and its URL exists only once it runs: the wrapper resolves it at run time
+(starting the server if needed) and hands out the S3Resource pointed there. The key layout
+is ocog_lib.remote.session's, the one every reader of a remote variant uses.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from ocog_assets.resources import OcogPaths
+from ocog_lib import results
+from ocog_lib.errors import InputError
 from ocog_lib.remote.endpoint import (
     BUCKET_VAR,
     ENDPOINT_VARS,
@@ -23,15 +29,53 @@ from ocog_lib.remote.endpoint import (
     bucket_from_env,
     resolve_endpoint,
 )
+from ocog_lib.remote.session import VARIANTS_PREFIX, variant_uri
+from ocog_lib.settings import Settings
 
-VARIANTS_PREFIX = "variants"
+
+class OcogPaths(dg.ConfigurableResource):
+    """Data folder and results file; unset fields fall back to Settings.from_env() at run time."""
+
+    data_dir: str | None = None
+    results_db: str | None = None
+
+    def settings(self) -> Settings:
+        env = Settings.from_env()
+        data_dir = Path(self.data_dir).resolve() if self.data_dir else env.data_dir
+        if self.results_db:
+            db = Path(self.results_db).resolve()
+        elif self.data_dir and not os.environ.get("OCOG_DUCKDB"):
+            db = data_dir / "ocog.duckdb"
+        else:
+            db = env.results_db
+        return Settings(data_dir=data_dir, results_db=db)
+
+
+class ResultsStore(dg.ConfigurableResource):
+    """The one writer path into DuckDB; assets that write use the `duckdb_writer` pool."""
+
+    paths: OcogPaths
+
+    @property
+    def db_path(self) -> Path:
+        return self.paths.settings().results_db
+
+    def write_rows(self, table: str, rows: Sequence[dict[str, Any]], *,
+                   replace_where: dict[str, Any] | None = None) -> int:
+        return results.write_rows(self.db_path, table, rows, replace_where=replace_where)
+
+    def query(self, sql: str, params: Sequence[Any] | None = None
+              ) -> tuple[list[str], list[tuple]]:
+        return results.query(self.db_path, sql, params)
 
 
 class ObjectStore(dg.ConfigurableResource):
-    """Where ocog keeps objects: `s3://<bucket>/<prefix>/<dataset>/<variant>/<file>`.
+    """Where ocog keeps objects: `s3://<bucket>/variants/<dataset>/<variant>/<file>`.
 
     `s3.endpoint_url` unset means ocog's embedded endpoint (objects in its memory: after
     it stops, uploads must run again). `bucket` unset means $OCOG_S3_BUCKET or "ocog".
+    `prefix` can only be "variants": remote search, training and `bench compare --remote`
+    read there (ocog_lib.remote.session owns the layout).
     """
 
     paths: OcogPaths
@@ -50,8 +94,11 @@ class ObjectStore(dg.ConfigurableResource):
 
     def uri_for(self, dataset: str, variant: str, relpath: str = "") -> str:
         """The object (or, with no relpath, the folder ending in "/") of a variant's file."""
-        bucket = self.bucket or bucket_from_env()
-        return f"s3://{bucket}/{self.prefix.strip('/')}/{dataset}/{variant}/{relpath.lstrip('/')}"
+        if self.prefix.strip("/") != VARIANTS_PREFIX:
+            raise InputError(f"object_store prefix {self.prefix!r}",
+                             f"variants live under {VARIANTS_PREFIX!r}, where every reader "
+                             "(remote search, training, bench compare --remote) looks")
+        return variant_uri(self.bucket or bucket_from_env(), dataset, variant, relpath)
 
     def s3_resource(self, endpoint: Endpoint | None = None) -> S3Resource:
         """The S3Resource with the endpoint filled in (and the embedded server's dummy
@@ -94,6 +141,7 @@ class ObjectStore(dg.ConfigurableResource):
 
 
 def _first_set(names: tuple[str, ...]) -> dg.EnvVar | None:
+    """EnvVar for the first variable set (shown as such in the UI), else None (the default)."""
     for name in names:
         if os.environ.get(name):
             return dg.EnvVar(name)
@@ -107,3 +155,10 @@ def object_store_from_env(paths: OcogPaths) -> ObjectStore:
         region_name=_first_set(("AWS_REGION", "AWS_DEFAULT_REGION")),
     )
     return ObjectStore(paths=paths, s3=s3, bucket=_first_set((BUCKET_VAR,)))
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    paths = OcogPaths(data_dir=_first_set(("OCOG_DATA_DIR",)),
+                      results_db=_first_set(("OCOG_DUCKDB",)))
+    return {"paths": paths, "results": ResultsStore(paths=paths),
+            "object_store": object_store_from_env(paths)}
