@@ -35,5 +35,5 @@ def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> TinySample:
 
 # Fixtures from tests/support, registered once for the whole suite.
 from tests.support.hdf5pkg import package  # noqa: E402, F401
-from tests.support.s3 import objects, s3, s3_env  # noqa: E402, F401
+from tests.support.s3 import endpoint_settings, objects, s3, s3_env  # noqa: E402, F401
 from tests.support.variants import train_settings, train_variants  # noqa: E402, F401

@@ -73,7 +73,8 @@ class _LocalFiles:
 def test_a_trial_leaves_gdal_cachemax_as_it_found_it(tmp_path, monkeypatch):
     """measure_config sets GDAL_CACHEMAX for the loader; the next job in the same process
     (`ocog demo`) must not inherit it."""
-    from ocog_lib.search.core import TrialConfig, measure_config
+    from ocog_lib.search.measure import measure_config
+    from ocog_lib.search.space import TrialConfig
 
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     before = dict(os.environ)

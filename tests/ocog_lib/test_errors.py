@@ -10,7 +10,7 @@ import pytest
 from ocog_lib.cli import main as cli
 from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.errors import InputError, OcogError, UnsupportedLayout
-from ocog_lib.search.core import TrialTimeout
+from ocog_lib.search.measure import TrialTimeout
 from ocog_lib.settings import Settings
 from tests.ocog_lib.stream.test_dataset_workers import corrupt_raster, error_in_process
 

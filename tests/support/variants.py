@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ocog_lib.cog.variants import resolve_profile, write_variant
+from ocog_lib.cog.profiles import resolve_profile
+from ocog_lib.cog.write import write_variant
 from ocog_lib.settings import Settings
 
 

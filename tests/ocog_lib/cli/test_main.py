@@ -180,7 +180,7 @@ def test_engine_flags_default_to_stream_config():
     """A flag named like a StreamConfig field measures the engine's default, not its own."""
     from dataclasses import fields
 
-    from ocog_lib.stream.dataset import StreamConfig
+    from ocog_lib.stream.config import StreamConfig
 
     engine = {f.name: f.default for f in fields(StreamConfig)}
     flags = _flags(dict(_parsers())[("bench", "stream")])
@@ -207,14 +207,11 @@ def test_flags_default_to_their_library_config():
     from ocog_lib.data.sentinel2 import SceneQuery, acquire_scene
     from ocog_lib.hdf5.export import ExportConfig
     from ocog_lib.hdf5.validate import compare_with_sources
-    from ocog_lib.search.core import (
-        BayesianOptions,
-        RemoteOptions,
-        SearchSpace,
-        run_bayesian,
-        run_grid,
-    )
-    from ocog_lib.train.loop import TrainConfig
+    from ocog_lib.search.bayes import BayesianOptions, run_bayesian
+    from ocog_lib.search.files import RemoteOptions
+    from ocog_lib.search.grid import run_grid
+    from ocog_lib.search.space import SearchSpace
+    from ocog_lib.train.configs import TrainConfig
 
     parsers = dict(_parsers())
     sources = {
@@ -243,8 +240,7 @@ def test_flags_default_to_their_library_config():
 
 
 def test_compare_flags_keep_the_runs_config_and_say_so():
-    from ocog_lib.bench.local import CompareConfig
-    from ocog_lib.bench.remote import RemoteCompareConfig
+    from ocog_lib.bench.config import CompareConfig, RemoteCompareConfig
 
     flags = _flags(dict(_parsers())[("bench", "compare")])
     local, remote = CompareConfig(), RemoteCompareConfig()
@@ -257,19 +253,32 @@ def test_compare_flags_keep_the_runs_config_and_say_so():
     assert ",".join(local.variants) in flags["variants"].help
 
 
-def test_defaults_read_from_source_are_the_imported_ones():
-    """cli_types reads defaults with ast (no torch at `ocog --help`): same values as import."""
+def test_a_flag_shows_the_default_a_config_built_without_arguments_runs_with(monkeypatch):
+    """The CLI reads its defaults by importing the library's configs (test_help_does_not_
+    import_torch keeps those modules light); what it shows must be what the library then
+    runs with, __post_init__ included."""
+    import dataclasses
+
     from ocog_lib.cli import types as cli_types
 
-    for module, qualname in [
-        cli_types.STREAM_CONFIG, ("ocog_lib.bench.local", "CompareConfig"),
-        ("ocog_lib.bench.remote", "RemoteCompareConfig"), ("ocog_lib.train.loop", "TrainConfig"),
-        ("ocog_lib.hdf5.export", "ExportConfig"), ("ocog_lib.search.core", "run_grid"),
-        ("ocog_lib.search.core", "SearchSpace"), ("ocog_lib.data.sample", "prepare_sample"),
-    ]:
-        read = cli_types.defaults_of(module, qualname)
-        imported = cli_types._imported_defaults(module, qualname)
-        assert read and read.items() <= imported.items(), (module, qualname)
+    read = []
+    real = cli_types.defaults
+    monkeypatch.setattr(cli_types, "defaults", lambda obj: read.append(obj) or real(obj))
+    cli_types.defaults_of.cache_clear()
+    try:
+        build_parser()
+    finally:
+        cli_types.defaults_of.cache_clear()
+    configs = {obj for obj in read if dataclasses.is_dataclass(obj)}
+    assert {"StreamConfig", "TrainConfig", "CompareConfig", "ExportConfig"} <= {
+        c.__name__ for c in configs}
+    for config in configs:
+        try:
+            built = config()
+        except (TypeError, InputError):  # needs a value of the caller's (SceneQuery: tiles)
+            continue
+        for name, value in real(config).items():
+            assert getattr(built, name) == value, (config.__name__, name)
 
 
 def test_help_does_not_import_torch():
@@ -286,13 +295,17 @@ def _help(argv: list[str], capsys) -> str:
 
 
 def test_help_texts_say_what_the_code_does(capsys):
-    from ocog_lib.remote.endpoint import ENDPOINT_VARS
+    from ocog_lib.remote.endpoint import BUCKET_VAR, DEFAULT_BUCKET, ENDPOINT_VARS
 
     stream = _help(["bench", "stream"], capsys)
     assert "--shuffle-tiles SHUFFLE_TILES tile visits" in stream and "(default: 16)" in stream
     assert "divided by --workers" in stream  # StreamConfig.threads_per_process
     endpoint_order = ", else ".join(ENDPOINT_VARS)
-    assert endpoint_order in _help(["bench", "compare"], capsys)
+    compare = _help(["bench", "compare"], capsys)
+    assert endpoint_order in compare
+    # the one bucket and key layout of remote.session, and the long-lived server reused
+    assert f"bucket ${BUCKET_VAR} (default {DEFAULT_BUCKET})" in compare
+    assert "variants/<dataset>/<variant>/" in compare and "`ocog s3 serve` when it runs" in compare
     assert "OCOG_S3_ENDPOINT, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL" in _help(
         ["s3"], capsys)
     variants = _help(["variants", "write"], capsys)
@@ -301,7 +314,7 @@ def test_help_texts_say_what_the_code_does(capsys):
 
 
 def test_variants_list(capsys):
-    from ocog_lib.cog.variants import PROFILES, profile_from_spec
+    from ocog_lib.cog.profiles import PROFILES, profile_from_spec
 
     assert main(["variants", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
