@@ -22,8 +22,11 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         description="Write COG windows to a package other tools can train from.",
     )
     sub = p.add_subparsers(dest="export_cmd", required=True, metavar="{hdf5,check}")
-    d = functools.partial(T.default, *_EXPORT)
+    _register_hdf5(sub)
+    _register_check(sub)
 
+
+def _register_hdf5(sub: argparse._SubParsersAction) -> None:
     h = sub.add_parser(
         "hdf5",
         help="a prepared dataset to HDF5 in the MMEarth layout (see docs/hdf5.md)",
@@ -32,6 +35,14 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         "PATH_splits.json and PATH_tile_info.json beside it. Skipped when a complete package "
         "made from the same inputs is already there (--force rewrites it, to the same bytes).",
     )
+    _add_hdf5_inputs(h)
+    _add_hdf5_sampling(h)
+    _add_hdf5_writing(h)
+    h.set_defaults(func=_cmd_hdf5)
+
+
+def _add_hdf5_inputs(h: argparse.ArgumentParser) -> None:
+    """What to export, and where to."""
     h.add_argument("--dataset", default="sample", help="prepared dataset")
     h.add_argument(
         "--output",
@@ -46,6 +57,11 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
         "--roles", type=T.name_list, default=("scene",),
         help="comma-separated manifest roles to export (default: scene)",
     )
+
+
+def _add_hdf5_sampling(h: argparse.ArgumentParser) -> None:
+    """Which windows are cut (defaults from ExportConfig)."""
+    d = functools.partial(T.default, *_EXPORT)
     h.add_argument("--patch-size", type=T.positive_int, default=d("patch_size"),
                    help="window edge in px")
     h.add_argument("--sampler", default=d("sampler"), choices=["grid", "random", "block"],
@@ -58,6 +74,11 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
     )
     h.add_argument("--seed", type=T.non_negative_int, default=d("seed"),
                    help="sampler and split seed")
+
+
+def _add_hdf5_writing(h: argparse.ArgumentParser) -> None:
+    """How the package is compressed and split, and what is printed (defaults: ExportConfig)."""
+    d = functools.partial(T.default, *_EXPORT)
     h.add_argument("--compression", default=d("compression"), help="HDF5 filter",
                    choices=T.constant("ocog_lib.hdf5.layout", "COMPRESSIONS"))
     h.add_argument("--gzip-level", type=T.int_range(0, 9), default=d("gzip_level"),
@@ -75,8 +96,9 @@ def register_export(subparsers: argparse._SubParsersAction) -> None:
     )
     h.add_argument("--force", action="store_true", help="rewrite even when up to date")
     h.add_argument("--json", action="store_true", help="print one JSON object")
-    h.set_defaults(func=_cmd_hdf5)
 
+
+def _register_check(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "check",
         help="validate a package and compare samples with its source COGs",

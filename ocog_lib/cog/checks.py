@@ -2,7 +2,9 @@
 
 `write_variant(check=True)` stops at the first bad file. The cog_variants asset writes with
 check=False and checks here instead, so a failure names every file (a failed, blocking
-asset check) rather than only the first.
+asset check) rather than only the first. The checks are the same: the COG validator, the
+lossless comparison, and ocog's own decoder held to GDAL tile by tile (a file the engine
+would decode differently is not a valid variant for it).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocog_lib.cog.profiles import CogProfile, mask_profile
-from ocog_lib.cog.validate import check_lossless, validate_cog
+from ocog_lib.cog.validate import check_lossless, first_mismatch, validate_cog
 from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.errors import UnsupportedLayout
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class VariantCheck:
                 for row, f in zip(rows, self.files, strict=True)]
 
 
+def _decoder_mismatch(path: str) -> str | None:
+    """first_mismatch, for a file the engine reads itself (an untiled one is invalid anyway,
+    and the engine would hand it to GDAL)."""
+    try:
+        return first_mismatch(path)
+    except UnsupportedLayout:
+        return None
+
+
 def check_variant_files(manifest: DatasetManifest, profile: CogProfile,
                         rows: list[dict]) -> VariantCheck:
     """Validate each file of write_variant's `rows` (item, kind, path); compare the pixels
@@ -58,9 +70,12 @@ def check_variant_files(manifest: DatasetManifest, profile: CogProfile,
     files = []
     for row in rows:
         validation = validate_cog(Path(row["path"]))
+        errors = tuple(validation.errors) if not validation.valid else ()
+        where = _decoder_mismatch(row["path"])
+        if where is not None:
+            errors += (f"ocog's decoder differs from GDAL at {where}",)
         same = None
         if lossless[row["kind"]]:
             same = check_lossless(sources[row["item"], row["kind"]], row["path"])
-        files.append(FileCheck(row["path"], validation.valid,
-                               () if validation.valid else tuple(validation.errors), same))
+        files.append(FileCheck(row["path"], not errors, errors, same))
     return VariantCheck(tuple(files))

@@ -72,13 +72,7 @@ def download(
         raise InputError(f"chunk_bytes={chunk_bytes}, connections={connections}", "must be >= 1")
     started = time.monotonic()
     dst = Path(dst)
-    if isinstance(source, ByteSource):
-        src = source
-    else:
-        opts: dict = {"options": options} if options is not None else {}
-        if sas_token:
-            opts["sas_token"] = sas_token
-        src = open_source(source, **opts)
+    src = _as_source(source, options, sas_token)
     before = src.stats()
 
     def result(fetched: int, resumed: int, complete: bool) -> DownloadResult:
@@ -96,6 +90,24 @@ def download(
 
     part, state = part_paths(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    resumed = _resume_point(src, part, state, size)
+    _fetch_part(src, part, resumed, size, chunk_bytes, connections, progress)
+    _finish_part(part, state, dst, size)
+    return result(size - resumed, resumed, False)
+
+
+def _as_source(source: str | os.PathLike[str] | ByteSource, options: RemoteOptions | None,
+               sas_token: str | None) -> ByteSource:
+    if isinstance(source, ByteSource):
+        return source
+    opts: dict = {"options": options} if options is not None else {}
+    if sas_token:
+        opts["sas_token"] = sas_token
+    return open_source(source, **opts)
+
+
+def _resume_point(src: ByteSource, part: Path, state: Path, size: int) -> int:
+    """Bytes of `part` an earlier attempt left for this same object (0: start over)."""
     have = 0
     if part.is_file():
         recorded = _read_state(state)
@@ -104,13 +116,17 @@ def download(
     if have == 0:
         part.unlink(missing_ok=True)
     state.write_text(json.dumps({"uri": src.uri, "size": size}))
-    resumed = have
+    return have
 
+
+def _fetch_part(src: ByteSource, part: Path, have: int, size: int, chunk_bytes: int,
+                connections: int, progress: Callable[[int, int], None] | None) -> None:
+    """The rest of the object appended to `part`, synced; a failure keeps the bytes so far."""
     with open(part, "r+b" if have else "wb") as out:
         out.truncate(have)
         out.seek(have)
         try:
-            have = _fetch_into(src, out, have, size, chunk_bytes, connections, progress)
+            _fetch_into(src, out, have, size, chunk_bytes, connections, progress)
         except OcogError as exc:
             out.flush()
             raise InputError(
@@ -120,12 +136,15 @@ def download(
             ) from exc
         out.flush()
         os.fsync(out.fileno())
+
+
+def _finish_part(part: Path, state: Path, dst: Path, size: int) -> None:
+    """Rename a complete part file to `dst` and drop its sidecar."""
     on_disk = part.stat().st_size
     if on_disk != size:  # cannot happen unless the part file was touched meanwhile
         raise InputError(part, f"holds {on_disk} bytes after the download, object has {size}")
     os.replace(part, dst)
     state.unlink(missing_ok=True)
-    return result(size - resumed, resumed, False)
 
 
 def _fetch_into(src: ByteSource, out, start: int, size: int, chunk: int, connections: int,

@@ -340,6 +340,26 @@ def _stac_error(api: StacApi, what: str, exc: Exception, retries: int) -> InputE
 def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
                     retries: int = 4) -> Discovery:
     """The best usable scene per tile (or the scenes named by id) from a STAC search."""
+    search, use_query = _stac_search(api, timeout_s, retries)
+    out = Discovery(used_query_extension=bool(use_query))
+    candidates: dict[str, list[dict]] = {}
+    if query.scene_ids:
+        _add_named_items(search, api, query, out, candidates)
+    for tile in query.tiles:
+        items = search(**_tile_search_kw(api, query, tile, use_query))
+        out.items_seen += len(items)
+        for item in items:
+            if _item_fits_tile(item, tile, query):
+                candidates.setdefault(tile, []).append(item)
+    _choose_scenes(api, query, candidates, out)
+    wanted = list(query.tiles)
+    out.unmatched_tiles = [t for t in wanted if t not in out.scenes]
+    return out
+
+
+def _stac_search(api: StacApi, timeout_s: float,
+                 retries: int) -> tuple[Callable[..., list[dict]], Any]:
+    """A search over `api.collection` that fails as InputError, and whether it has `query`."""
     import requests
     from pystac_client import ConformanceClasses
     from pystac_client.exceptions import APIError
@@ -349,7 +369,6 @@ def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
         use_query = client.conforms_to(ConformanceClasses.QUERY)
     except (APIError, requests.RequestException, OSError) as exc:
         raise _stac_error(api, "opening the API", exc, retries) from exc
-    out = Discovery(used_query_extension=bool(use_query))
 
     def search(**kw: Any) -> list[dict]:
         try:
@@ -358,40 +377,49 @@ def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
         except (APIError, requests.RequestException, OSError) as exc:
             raise _stac_error(api, f"searching {api.collection}", exc, retries) from exc
 
-    candidates: dict[str, list[dict]] = {}
-    if query.scene_ids:
-        items = search(ids=list(query.scene_ids), max_items=len(query.scene_ids))
-        out.items_seen += len(items)
-        got = {str(i.get("id")) for i in items}
-        out.skipped += [Skipped(s, "", f"not found in {api.collection} at {api.url}")
-                        for s in query.scene_ids if s not in got]
-        for item in items:
-            tile = tile_of_item(item)
-            if tile is None:
-                out.skipped.append(Skipped(str(item.get("id")), "", "item names no MGRS tile"))
-                continue
-            candidates.setdefault(tile, []).append(item)
+    return search, use_query
 
-    for tile in query.tiles:
-        kw: dict[str, Any] = {"datetime": query.datetime, "max_items": query.max_items_per_tile}
-        if use_query:
-            q: dict[str, Any] = {api.tile_property: {"eq": f"{api.tile_prefix}{tile}"}}
-            if query.max_cloud_cover is not None:
-                q["eo:cloud_cover"] = {"lte": query.max_cloud_cover}
-            kw["query"] = q
-        else:
-            kw["intersects"] = tile_footprint(tile)
-        items = search(**kw)
-        out.items_seen += len(items)
-        for item in items:
-            if tile_of_item(item) != tile:
-                continue  # a neighbour overlapping the footprint
-            cloud = item.get("properties", {}).get("eo:cloud_cover")
-            limit = query.max_cloud_cover
-            if limit is not None and isinstance(cloud, int | float) and cloud > limit:
-                continue
-            candidates.setdefault(tile, []).append(item)
 
+def _add_named_items(search: Callable[..., list[dict]], api: StacApi, query: SceneQuery,
+                     out: Discovery, candidates: dict[str, list[dict]]) -> None:
+    """The items named by id become candidates of their tile; missing ones are skipped."""
+    items = search(ids=list(query.scene_ids), max_items=len(query.scene_ids))
+    out.items_seen += len(items)
+    got = {str(i.get("id")) for i in items}
+    out.skipped += [Skipped(s, "", f"not found in {api.collection} at {api.url}")
+                    for s in query.scene_ids if s not in got]
+    for item in items:
+        tile = tile_of_item(item)
+        if tile is None:
+            out.skipped.append(Skipped(str(item.get("id")), "", "item names no MGRS tile"))
+            continue
+        candidates.setdefault(tile, []).append(item)
+
+
+def _tile_search_kw(api: StacApi, query: SceneQuery, tile: str, use_query: Any) -> dict[str, Any]:
+    """Search arguments for one tile: the `query` extension if served, else its footprint."""
+    kw: dict[str, Any] = {"datetime": query.datetime, "max_items": query.max_items_per_tile}
+    if use_query:
+        q: dict[str, Any] = {api.tile_property: {"eq": f"{api.tile_prefix}{tile}"}}
+        if query.max_cloud_cover is not None:
+            q["eo:cloud_cover"] = {"lte": query.max_cloud_cover}
+        kw["query"] = q
+    else:
+        kw["intersects"] = tile_footprint(tile)
+    return kw
+
+
+def _item_fits_tile(item: dict, tile: str, query: SceneQuery) -> bool:
+    if tile_of_item(item) != tile:
+        return False  # a neighbour overlapping the footprint
+    cloud = item.get("properties", {}).get("eo:cloud_cover")
+    limit = query.max_cloud_cover
+    return not (limit is not None and isinstance(cloud, int | float) and cloud > limit)
+
+
+def _choose_scenes(api: StacApi, query: SceneQuery, candidates: dict[str, list[dict]],
+                   out: Discovery) -> None:
+    """Per tile the best-ranked item with usable bands; each item counts once."""
     seen_ids: set[str] = set()
     for tile in sorted(candidates):
         for item in sorted(candidates[tile], key=lambda i: _rank(i, query.prefer)):
@@ -411,9 +439,6 @@ def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
                                        f"(one scene per tile, {query.prefer.replace('_', ' ')})"))
                 continue
             out.scenes[tile] = Scene(tile, api, item)
-    wanted = list(query.tiles)
-    out.unmatched_tiles = [t for t in wanted if t not in out.scenes]
-    return out
 
 
 # ------------------------------------------------------------------ catalog
@@ -624,64 +649,94 @@ def stack_bands(paths: Iterable[Path], dst: Path, scene: Scene,
                 bands: list[BandAsset] | None = None) -> Path:
     """One tiled, compressed 4-band uint16 GeoTIFF from single-band files on one grid."""
     import rasterio
-    from rasterio.windows import Window
 
-    from ocog_lib.data.sample import BAND_NAMES, GDAL_CACHE_BYTES, TIFF_PROFILE
+    from ocog_lib.data.sample import GDAL_CACHE_BYTES, TIFF_PROFILE
 
     paths = [Path(p) for p in paths]
     bands = bands or scene.bands
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         sources = []
         try:
-            for p in paths:
-                try:
-                    sources.append(rasterio.open(p))
-                except rasterio.errors.RasterioError as exc:
-                    raise InputError(p, f"downloaded band is not a readable raster ({exc})") \
-                        from exc
+            _open_bands(paths, sources)
             first = sources[0]
-            for s, p in zip(sources, paths, strict=True):
-                if (s.width, s.height, s.crs, s.transform) != (first.width, first.height,
-                                                               first.crs, first.transform):
-                    raise InputError(p, f"{s.width}x{s.height} {s.crs} differs from the "
-                                        f"first band's grid ({first.width}x{first.height} "
-                                        f"{first.crs}); expected four 10 m bands")
-                if s.count != 1 or s.dtypes[0] != "uint16":
-                    raise InputError(p, f"expected 1 uint16 band, found {s.count} {s.dtypes[0]}")
+            _check_band_grids(sources, paths)
             nodata = next((b.nodata for b in bands if b.nodata is not None), 0)
             scale = next((b.scale for b in bands if b.scale is not None), DEFAULT_SCALE)
             offset = next((b.offset for b in bands if b.offset is not None), 0.0)
             profile = dict(TIFF_PROFILE, count=4, width=first.width, height=first.height,
                            dtype="uint16", crs=first.crs, transform=first.transform,
                            nodata=nodata)
-            props = scene.item.get("properties", {})
-            tags = dict(
-                OCOG_SENSOR="sentinel-2",
-                OCOG_SENSOR_SHORT="s2",
-                OCOG_TILE_ID=scene.tile,
-                OCOG_REFLECTANCE_SCALE=repr(float(scale)),
-                OCOG_REFLECTANCE_OFFSET=repr(float(offset)),
-                OCOG_NODATA=repr(nodata),
-                OCOG_STAC_ITEM=scene.id,
-                OCOG_STAC_API=scene.api.url,
-                OCOG_STAC_COLLECTION=scene.api.collection,
-                OCOG_DATETIME=scene.datetime,
-                OCOG_CLOUD_COVER=repr(scene.cloud_cover),
-                OCOG_BOA_OFFSET_APPLIED=str(props.get("earthsearch:boa_offset_applied", "")),
-                OCOG_SOURCE=f"STAC {scene.api.url} {scene.api.collection}/{scene.id} "
-                            + ",".join(b.key for b in bands),
-            )
-            with atomic_path(dst) as tmp:
-                with rasterio.open(tmp, "w", **profile) as out:
-                    for y0 in range(0, first.height, STRIP_ROWS):
-                        win = Window(0, y0, first.width, min(STRIP_ROWS, first.height - y0))
-                        out.write(np.stack([s.read(1, window=win) for s in sources]), window=win)
-                    for i, name in enumerate(BAND_NAMES, start=1):
-                        out.set_band_description(i, name)
-                    out.scales = [float(scale)] * 4
-                    out.offsets = [float(offset)] * 4
-                    out.update_tags(**tags)
+            tags = _stack_tags(scene, bands, nodata, scale, offset)
+            _write_stack(dst, sources, profile, tags, scale, offset)
         finally:
             for s in sources:
                 s.close()
     return Path(dst)
+
+
+def _open_bands(paths: list[Path], sources: list) -> None:
+    """Open each band into `sources` (the caller closes them, also after a failure)."""
+    import rasterio
+
+    for p in paths:
+        try:
+            sources.append(rasterio.open(p))
+        except rasterio.errors.RasterioError as exc:
+            raise InputError(p, f"downloaded band is not a readable raster ({exc})") \
+                from exc
+
+
+def _check_band_grids(sources: list, paths: list[Path]) -> None:
+    """Every band single uint16 on the first band's grid."""
+    first = sources[0]
+    for s, p in zip(sources, paths, strict=True):
+        if (s.width, s.height, s.crs, s.transform) != (first.width, first.height,
+                                                       first.crs, first.transform):
+            raise InputError(p, f"{s.width}x{s.height} {s.crs} differs from the "
+                                f"first band's grid ({first.width}x{first.height} "
+                                f"{first.crs}); expected four 10 m bands")
+        if s.count != 1 or s.dtypes[0] != "uint16":
+            raise InputError(p, f"expected 1 uint16 band, found {s.count} {s.dtypes[0]}")
+
+
+def _stack_tags(scene: Scene, bands: list[BandAsset], nodata: Any, scale: float,
+                offset: float) -> dict[str, str]:
+    """The OCOG_* tags of a stacked scene (as the sample's raw scenes have)."""
+    props = scene.item.get("properties", {})
+    return dict(
+        OCOG_SENSOR="sentinel-2",
+        OCOG_SENSOR_SHORT="s2",
+        OCOG_TILE_ID=scene.tile,
+        OCOG_REFLECTANCE_SCALE=repr(float(scale)),
+        OCOG_REFLECTANCE_OFFSET=repr(float(offset)),
+        OCOG_NODATA=repr(nodata),
+        OCOG_STAC_ITEM=scene.id,
+        OCOG_STAC_API=scene.api.url,
+        OCOG_STAC_COLLECTION=scene.api.collection,
+        OCOG_DATETIME=scene.datetime,
+        OCOG_CLOUD_COVER=repr(scene.cloud_cover),
+        OCOG_BOA_OFFSET_APPLIED=str(props.get("earthsearch:boa_offset_applied", "")),
+        OCOG_SOURCE=f"STAC {scene.api.url} {scene.api.collection}/{scene.id} "
+                    + ",".join(b.key for b in bands),
+    )
+
+
+def _write_stack(dst: Path, sources: list, profile: dict, tags: dict[str, str], scale: float,
+                 offset: float) -> None:
+    """The bands in strips of STRIP_ROWS into `dst`, which appears only when complete."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from ocog_lib.data.sample import BAND_NAMES
+
+    first = sources[0]
+    with atomic_path(dst) as tmp:
+        with rasterio.open(tmp, "w", **profile) as out:
+            for y0 in range(0, first.height, STRIP_ROWS):
+                win = Window(0, y0, first.width, min(STRIP_ROWS, first.height - y0))
+                out.write(np.stack([s.read(1, window=win) for s in sources]), window=win)
+            for i, name in enumerate(BAND_NAMES, start=1):
+                out.set_band_description(i, name)
+            out.scales = [float(scale)] * 4
+            out.offsets = [float(offset)] * 4
+            out.update_tags(**tags)

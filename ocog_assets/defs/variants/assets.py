@@ -20,7 +20,8 @@ LOSSLESS = "lossless"
     check_specs=[
         dg.AssetCheckSpec(COG_VALID, asset="cog_variants", blocking=True,
                           description="Every file passes the COG validator (tiling, IFD and "
-                                      "overview order, header before data)."),
+                                      "overview order, header before data), and ocog's "
+                                      "decoder reads every tile as GDAL does."),
         dg.AssetCheckSpec(LOSSLESS, asset="cog_variants", blocking=True,
                           description="Every file of a lossless profile (masks always) decodes "
                                       "to the prepared pixels exactly."),

@@ -68,3 +68,32 @@ def test_a_written_variant_passes_and_lossy_images_are_not_compared(tmp_path):
     assert [list(r) for r in annotated] == [list(r) for r in rows]  # same columns, same order
     assert [(r["is_valid_cog"], r["lossless_ok"]) for r in annotated] == [(True, None),
                                                                          (True, True)]
+
+
+def test_a_file_ocogs_decoder_reads_unlike_gdal_is_not_valid(tmp_path, monkeypatch):
+    """The asset path writes with check=False: the engine-vs-GDAL check must run here too."""
+    from ocog_lib.cog import validate
+
+    rng = np.random.default_rng(2)
+    prep = tmp_path / "prep"
+    prep.mkdir()
+    _tiff(prep / "a.tif", rng.integers(0, 4000, (2, 300, 300), dtype=np.uint16))
+    manifest = DatasetManifest("t", {0: "x"}, [ManifestItem("a", "a.tif", None, "scene")])
+    manifest.save(prep)
+    manifest = DatasetManifest.load(prep)
+    profile = resolve_profile("default")
+    _, rows = write_variant(manifest, profile, tmp_path / "variant", check=False)
+    assert not check_variant_files(manifest, profile, rows).invalid
+
+    real = validate.decode_tile
+
+    def off_by_one(idx, data):  # a decoder bug GDAL does not share
+        tile = real(idx, data).copy()
+        tile[0, 0, 0] += 1
+        return tile
+
+    monkeypatch.setattr(validate, "decode_tile", off_by_one)
+    checked = check_variant_files(manifest, profile, rows)
+    (errors,) = checked.invalid.values()
+    assert errors == ["ocog's decoder differs from GDAL at tile (row 0, col 0, plane 0)"]
+    assert checked.annotated(rows)[0]["is_valid_cog"] is False

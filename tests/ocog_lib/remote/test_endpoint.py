@@ -23,19 +23,12 @@ from ocog_lib.remote.endpoint import (
 )
 from ocog_lib.remote.s3server import DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY
 from ocog_lib.settings import Settings
+from tests.support.processes import alive
 
 
 @pytest.fixture
 def settings(endpoint_settings: Settings) -> Settings:
     return endpoint_settings
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def test_a_configured_endpoint_wins_and_starts_nothing(settings, monkeypatch):
@@ -91,7 +84,7 @@ def test_dummy_credentials_only_when_none_are_configured(settings, monkeypatch):
 
 def test_embedded_lifecycle_reuse_stop_and_restart_empty(settings, capsys):
     endpoint = resolve_endpoint(settings)
-    assert endpoint.embedded and endpoint.bucket == "ocog" and _alive(endpoint.pid)
+    assert endpoint.embedded and endpoint.bucket == "ocog" and alive(endpoint.pid)
     parent = Path(f"/proc/{endpoint.pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
     assert int(parent) != os.getpid()  # detached: not a child of the process that started it
     state = json.loads(state_path(settings).read_text())
@@ -114,7 +107,7 @@ def test_embedded_lifecycle_reuse_stop_and_restart_empty(settings, capsys):
 
     assert main(["s3", "stop"]) == 0
     assert f"stopped (pid {endpoint.pid})" in capsys.readouterr().out
-    assert not _alive(endpoint.pid) and not state_path(settings).exists()
+    assert not alive(endpoint.pid) and not state_path(settings).exists()
     assert embedded_status(settings) is None and stop_embedded(settings) is None
     with pytest.raises(InputError, match="not running"):
         resolve_endpoint(settings, start=False)
@@ -123,7 +116,7 @@ def test_embedded_lifecycle_reuse_stop_and_restart_empty(settings, capsys):
     assert fresh.pid != endpoint.pid
     listed = fresh.client().list_objects_v2(Bucket="ocog")
     assert listed.get("KeyCount", 0) == 0
-    assert stop_embedded(settings) == fresh.pid and not _alive(fresh.pid)
+    assert stop_embedded(settings) == fresh.pid and not alive(fresh.pid)
 
 
 def test_processes_starting_at_once_share_one_server(settings):
@@ -136,9 +129,9 @@ def test_processes_starting_at_once_share_one_server(settings):
     assert all(p.returncode == 0 for p in procs)
     assert len(pids) == 1
     (pid,) = pids
-    assert _alive(pid)  # outlives the processes that started it
+    assert alive(pid)  # outlives the processes that started it
     assert resolve_endpoint(settings).pid == pid
-    assert stop_embedded(settings) == pid and not _alive(pid)
+    assert stop_embedded(settings) == pid and not alive(pid)
 
 
 def test_a_foreign_pid_in_the_state_file_is_never_signalled(settings):
@@ -158,14 +151,14 @@ def test_a_foreign_pid_in_the_state_file_is_never_signalled(settings):
     state_path(other).parent.mkdir(parents=True)
     state_path(other).write_text(json.dumps(theirs))
     assert embedded_status(other) is None and stop_embedded(other) is None
-    assert _alive(endpoint.pid) and embedded_status(settings).pid == endpoint.pid
+    assert alive(endpoint.pid) and embedded_status(settings).pid == endpoint.pid
 
     assert stop_embedded(settings) == endpoint.pid
     path.write_text("{half a json")  # unreadable state: treated as no server
     assert embedded_status(settings) is None and stop_embedded(settings) is None
     path.write_text("{half a json")
     replacement = resolve_endpoint(settings)
-    assert _alive(replacement.pid) and json.loads(path.read_text())["pid"] == replacement.pid
+    assert alive(replacement.pid) and json.loads(path.read_text())["pid"] == replacement.pid
 
 
 def test_port_setting_is_checked_before_starting(settings, monkeypatch):

@@ -8,14 +8,7 @@ from pathlib import Path
 from ocog_lib.remote.endpoint import embedded_status, resolve_endpoint
 from ocog_lib.remote.session import remote_session, variant_key, variant_uri
 from ocog_lib.settings import Settings
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+from tests.support.processes import alive
 
 
 def _variant(settings: Settings, dataset: str = "sample", variant: str = "default") -> list[str]:
@@ -52,7 +45,7 @@ def test_without_a_running_server_a_session_starts_its_own_and_stops_it(endpoint
         ]
         assert _keys(session.client, "ocog") == [u.removeprefix("s3://ocog/") for u in uris]
         assert embedded_status(endpoint_settings) is None  # no long-lived server was started
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_a_session_reuses_the_long_lived_embedded_server(endpoint_settings):
@@ -69,7 +62,7 @@ def test_a_session_reuses_the_long_lived_embedded_server(endpoint_settings):
         session.upload_variant_files(
             "sample", "default", endpoint_settings.variant_dir("sample", "default"), paths
         )
-    assert _alive(served.pid)  # the session leaves the shared server running
+    assert alive(served.pid)  # the session leaves the shared server running
     assert variant_key("sample", "default", "images/a.tif") in _keys(client, served.bucket)
 
 
