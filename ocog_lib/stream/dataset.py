@@ -39,13 +39,8 @@ from ocog_lib.secrets import redact_uri
 from ocog_lib.storage import open_source
 from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.config import StreamConfig
-from ocog_lib.stream.rasters import (
-    DirectReader,
-    FallbackReader,
-    RasterSource,
-    TileFetcher,
-    open_raster,
-)
+from ocog_lib.stream.fetch import TileFetcher
+from ocog_lib.stream.rasters import DirectReader, FallbackReader, RasterSource, open_raster
 from ocog_lib.stream.samplers import batch_mix, sample_windows
 
 

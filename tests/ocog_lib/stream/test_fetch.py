@@ -24,7 +24,8 @@ from ocog_lib.storage import ByteSource
 from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.dataset import CogStream, make_stream
-from ocog_lib.stream.rasters import TileFetcher, open_raster
+from ocog_lib.stream.fetch import TileFetcher
+from ocog_lib.stream.rasters import open_raster
 from tests.support.rasters import real_pixels, write_raster
 
 BAD = (1, 2)  # the corrupt tile (row, col) of a 4 x 4 grid of 64-px tiles
