@@ -5,7 +5,6 @@ configured one; and the library's remote sessions reading what it uploaded."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import boto3
@@ -22,14 +21,12 @@ from ocog_assets.defs.common.resources import (
 )
 from ocog_assets.defs.remote.assets import ENDPOINT_TAG, remote_variants
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_lib.cog.profiles import resolve_profile
-from ocog_lib.cog.write import write_variant
-from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.remote.endpoint import ENDPOINT_VARS, embedded_status, stop_embedded
 from ocog_lib.remote.s3server import EmbeddedS3
 from ocog_lib.remote.session import remote_session, variant_key
 from ocog_lib.settings import Settings
 from tests.support.s3 import CREDENTIAL_VARS
+from tests.support.variants import prepared_with_default_variant
 
 KEY = dg.MultiPartitionKey({"dataset": "sample", "variant": "default"})
 
@@ -47,13 +44,7 @@ def clean_env(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def variant_data(tiny_sample, tmp_path_factory) -> Settings:
     """A data folder holding the sample's `default` variant, written by the library."""
-    root = tmp_path_factory.mktemp("remote_data")
-    settings = Settings(data_dir=root, results_db=root / "ocog.duckdb")
-    shutil.copytree(tiny_sample.prepared, settings.prepared_dir("sample"))
-    manifest = DatasetManifest.load(settings.prepared_dir("sample"))
-    write_variant(manifest, resolve_profile("default"), settings.variant_dir("sample", "default"),
-                  check=False)  # fmt: skip
-    return settings
+    return prepared_with_default_variant(tiny_sample, tmp_path_factory.mktemp("remote_data"))
 
 
 def _local_files(folder: Path) -> dict[str, int]:

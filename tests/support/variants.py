@@ -1,14 +1,27 @@
-"""Variants of the tiny sample for training tests, written once per session."""
+"""Variants of the tiny sample: a data folder for one module, or the training ones per session."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from ocog_lib.cog.profiles import resolve_profile
 from ocog_lib.cog.write import write_variant
+from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.settings import Settings
+
+
+def prepared_with_default_variant(tiny_sample, root: Path) -> Settings:
+    """A data folder with the tiny sample prepared and its default variant written (no
+    checks: the variant tests check)."""
+    settings = Settings(data_dir=root, results_db=root / "ocog.duckdb")
+    shutil.copytree(tiny_sample.prepared, settings.prepared_dir("sample"))
+    manifest = DatasetManifest.load(settings.prepared_dir("sample"))
+    write_variant(manifest, resolve_profile("default"), settings.variant_dir("sample", "default"),
+                  check=False)  # fmt: skip
+    return settings
 
 
 def write_training_variants(tiny_sample, root: Path, variants=("default", "optimal_local")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, fields
 
 import h5py
@@ -13,25 +12,17 @@ from ocog_lib.bench.config import CompareConfig, Hdf5BenchConfig
 from ocog_lib.bench.hdf5 import add_hdf5_rows, hdf5_rows
 from ocog_lib.bench.measure import length_for
 from ocog_lib.bench.rows import BenchRow, Comparison
-from ocog_lib.cog.profiles import resolve_profile
-from ocog_lib.cog.write import write_variant
 from ocog_lib.data.locate import bench_files
-from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.settings import Settings
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.dataset import CogStream
+from tests.support.variants import prepared_with_default_variant
 
 
 @pytest.fixture(scope="module")
 def settings(tiny_sample, tmp_path_factory) -> Settings:
     """A data folder with the tiny sample prepared and its default variant written."""
-    root = tmp_path_factory.mktemp("hdf5_bench")
-    s = Settings(data_dir=root, results_db=root / "ocog.duckdb")
-    shutil.copytree(tiny_sample.prepared, s.prepared_dir("sample"))
-    manifest = DatasetManifest.load(s.prepared_dir("sample"))
-    write_variant(manifest, resolve_profile("default"), s.variant_dir("sample", "default"),
-                  check=False)
-    return s
+    return prepared_with_default_variant(tiny_sample, tmp_path_factory.mktemp("hdf5_bench"))
 
 
 def test_rows_have_the_benchrow_shape_and_read_the_engines_patches(settings):
