@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ocog_lib import __version__
-from ocog_lib.cli.types import OcogParser, at_least, default, non_negative_int
+from ocog_lib.cli.types import OcogParser, at_least, default, int_range, non_negative_int
 from ocog_lib.errors import OcogError
 from ocog_lib.settings import DEFAULT_BENCH_SIZE, Settings, bench_size_from_env
 
@@ -34,6 +34,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli.train:register_train",
     "ocog_lib.cli.search:register_search",
     "ocog_lib.cli.s3:register_s3",
+    "ocog_lib.cli.serve:register_serve",
 )
 
 # Columns `ocog variants write` prints; the full rows go to DuckDB.
@@ -84,7 +85,7 @@ def register_sample(subparsers: argparse._SubParsersAction) -> None:
         description="Build the embedded sample: real Sentinel-2 / Landsat subsets shipped with "
         "the package, no download.",
     )
-    sub = p.add_subparsers(dest="sample_cmd", required=True, metavar="{build}")
+    sub = p.add_subparsers(dest="sample_cmd", required=True, metavar="{build,timestack}")
     b = sub.add_parser(
         "build", help="raw scenes + the prepared sample (scenes, masks, benchmark scenes)",
         description="Write one raw scene per sensor tile, then prepare the sample dataset "
@@ -97,6 +98,49 @@ def register_sample(subparsers: argparse._SubParsersAction) -> None:
                    default=default("ocog_lib.data.sample", "prepare_sample", "n_bench"),
                    help="benchmark scenes")
     b.set_defaults(func=_cmd_sample_build)
+    _register_sample_timestack(sub)
+
+
+def _register_sample_timestack(sub: argparse._SubParsersAction) -> None:
+    ts = "ocog_lib.data.timestack"
+    t = sub.add_parser(
+        "timestack", help="a dated Sentinel-2 stack derived from the sample (or Landsat + BQA)",
+        description="Write a time stack (stack.json + one COG per band and scene) derived from "
+        "the sample's real Sentinel-2 scene: a seasonal vegetation curve, synthetic clouds "
+        "and shadows, an SCL band per scene (docs/data.md). --landsat writes the real cloudy "
+        "Landsat 8 scene with its BQA band as a one-scene stack instead. Derived, not observed.",
+    )
+    t.add_argument("--out", type=Path, default=None,
+                   help="stack folder (default: $OCOG_DATA_DIR/timestack/sample-s2, or "
+                        "sample-l8 with --landsat)")
+    t.add_argument("--dates", type=int_range(1, 366),
+                   default=default(ts, "build_time_stack", "dates"),
+                   help="scenes, spread over the year")
+    t.add_argument("--size", type=at_least(64), default=default(ts, "build_time_stack", "size"),
+                   help="crop edge in px")
+    t.add_argument("--seed", type=non_negative_int,
+                   default=default(ts, "build_time_stack", "seed"), help="cloud seed")
+    t.add_argument("--year", type=int_range(1900, 9999),
+                   default=default(ts, "build_time_stack", "year"), help="year of the dates")
+    t.add_argument("--landsat", action="store_true",
+                   help="the Landsat 8 scene with its real BQA (uses --size only)")
+    t.set_defaults(func=_cmd_sample_timestack)
+
+
+def _cmd_sample_timestack(args: argparse.Namespace) -> int:
+    from ocog_lib.data.timestack import build_landsat_stack, build_time_stack
+
+    stacks = Settings.from_env().data_dir / "timestack"
+    if args.landsat:
+        path = build_landsat_stack(args.out or stacks / "sample-l8", size=args.size)
+    else:
+        path = build_time_stack(args.out or stacks / "sample-s2", dates=args.dates,
+                                size=args.size, seed=args.seed, year=args.year)
+    stack = json.loads(path.read_text())
+    print(f"time stack {stack['name']}: {path}")
+    for scene in stack["scenes"]:
+        print(f"  {scene['id']:24s} {scene['datetime']}  cloud {scene['cloud_cover']:5.1f} %")
+    return 0
 
 
 def build_sample(settings: Settings, *, bench_size: int, n_bench: int | None = None,
