@@ -1,0 +1,1 @@
+"""The tile server: band math over a time stack per XYZ tile, computed on request."""

@@ -1,0 +1,29 @@
+"""Tile keys name the source files' identities: a rewritten file is a new key."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ocog_lib.serve.errors import ApiError
+from ocog_lib.serve.identity import content_key
+
+
+def test_key_changes_with_the_file_and_the_arguments_not_their_order(tmp_path):
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    a.write_bytes(b"1234")
+    b.write_bytes(b"5678")
+    key = content_key([str(a), str(b)], {"z": 1, "x": 2})
+    assert key == content_key([str(b), str(a), str(a)], {"x": 2, "z": 1})
+    assert key != content_key([str(a), str(b)], {"z": 1, "x": 3})
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert key != content_key([str(a), str(b)], {"z": 1, "x": 2})
+
+
+def test_a_missing_source_is_a_502_naming_it(tmp_path):
+    gone = str(tmp_path / "gone.tif")
+    with pytest.raises(ApiError) as exc:
+        content_key([gone], {})
+    assert exc.value.status == 502 and exc.value.what == gone
