@@ -22,11 +22,12 @@ LAYERS: dict[str, int] = {
     "data": 2,
     "cog": 3,
     "stream": 4, "remote": 4,
-    "hdf5": 5, "train": 5,
+    "hdf5": 5, "train": 5, "cube": 5,
     "bench": 6,
     "search": 7,
-    "cli": 8,
-    "ocog_assets": 9,
+    "serve": 8,
+    "cli": 9,
+    "ocog_assets": 10,
 }  # fmt: skip
 FOUNDATION = {"errors", "settings", "atomic", "host", "memory", "secrets", "env", ""}
 
