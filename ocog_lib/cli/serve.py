@@ -18,7 +18,8 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="serve XYZ tiles computed on the fly over a time stack",
         description="Serve band math reduced over time, per XYZ tile, straight from a time "
         "stack's COGs (nothing is stored): GET /tiles/{tms}/{z}/{x}/{y}.{png,npy,tif}, "
-        "/point/{lon},{lat}, /scenes, /healthz; API docs at /docs. Runs until Ctrl-C.",
+        "/point/{lon},{lat}, /scenes, /export (a reduced COG for a bbox), /healthz; API docs at "
+        "/docs. Runs until Ctrl-C.",
     )
     p.add_argument("--stack", type=Path, default=None,
                    help=f"time stack folder or its stack.json (default: the sample's, "

@@ -4,7 +4,7 @@ Allowed: numbers, band names and aliases, + - * / ** and unary - +, comparisons
 (< <= > >= == !=, chains too), & | ~ (logical: nonzero is true), and the functions
 where(c, a, b), abs, sqrt, log, exp, clip(x, lo, hi), minimum(a, b), maximum(a, b).
 Anything else (attributes, subscripts, other names, keywords, lambdas, strings) is refused
-with an InputError naming it. Nothing is ever passed to eval or compiled.
+with an ExpressionError (an InputError) naming it. Nothing is ever passed to eval or compiled.
 
 Arithmetic runs in float64 and the result is float32, so a result equals numpy's (or
 numexpr's) float64 arithmetic on the same pixels rounded once. NaN in -> NaN out: a pixel
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ocog_lib.errors import InputError
+from ocog_lib.cube.errors import ExpressionError
 
 MAX_CHARS = 512
 MAX_BANDS = 16
@@ -52,36 +52,36 @@ class Expression:
               aliases: Mapping[str, str] | None = None) -> Expression:  # fmt: skip
         """Check `text` against the whitelist and the stack's bands and aliases."""
         if not isinstance(text, str) or not text.strip():
-            raise InputError(f"expression={text!r}", "empty: write band math such as "
-                             "(nir - red) / (nir + red)")  # fmt: skip
+            raise ExpressionError(f"expression={text!r}", "empty: write band math such as "
+                                  "(nir - red) / (nir + red)")  # fmt: skip
         if len(text) > MAX_CHARS:
-            raise InputError(f"expression={text[:40]}...", f"{len(text)} characters, more "
-                             f"than the {MAX_CHARS} allowed")  # fmt: skip
+            raise ExpressionError(f"expression={text[:40]}...", f"{len(text)} characters, more "
+                                  f"than the {MAX_CHARS} allowed")  # fmt: skip
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except (SyntaxError, ValueError, RecursionError) as exc:
             msg = getattr(exc, "msg", None) or type(exc).__name__
-            raise InputError(f"expression={text}", f"not a valid expression ({msg})") from None
+            raise ExpressionError(f"expression={text}", f"not a valid expression ({msg})") from None
         names: dict[str, str] = {}
         _check(tree.body, _Scope(tuple(bands), dict(aliases or {}), names, text))
         real = tuple(dict.fromkeys(names.values()))
         if not real:
-            raise InputError(f"expression={text}", "reads no band: name at least one of "
-                             f"{', '.join(bands)}")  # fmt: skip
+            raise ExpressionError(f"expression={text}", "reads no band: name at least one of "
+                                  f"{', '.join(bands)}")  # fmt: skip
         if len(real) > MAX_BANDS:
-            raise InputError(f"expression={text[:60]}", f"reads {len(real)} bands, more than "
-                             f"the {MAX_BANDS} allowed")  # fmt: skip
+            raise ExpressionError(f"expression={text[:60]}", f"reads {len(real)} bands, more than "
+                                  f"the {MAX_BANDS} allowed")  # fmt: skip
         return cls(text, real, names, tree)
 
     def evaluate(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         """The expression over same-shaped arrays keyed by real band name, as float32."""
         missing = [b for b in self.bands if b not in arrays]
         if missing:
-            raise InputError(missing[0], f"no array given for this band of {self.text!r}")
+            raise ExpressionError(missing[0], f"no array given for this band of {self.text!r}")
         values = {b: np.asarray(arrays[b], dtype=np.float64) for b in self.bands}
         shapes = {v.shape for v in values.values()}
         if len(shapes) != 1:
-            raise InputError(self.text, f"bands of different shapes {sorted(shapes)}")
+            raise ExpressionError(self.text, f"bands of different shapes {sorted(shapes)}")
         shape = shapes.pop()
         with np.errstate(all="ignore"):
             out = np.broadcast_to(_eval(self.tree.body, values, self.names), shape)
@@ -104,7 +104,7 @@ def _check(node: ast.AST, scope: _Scope) -> None:
     if isinstance(node, ast.Constant):
         v = node.value
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise InputError(repr(v), f"only finite numbers are allowed in {scope.text!r}")
+            raise ExpressionError(repr(v), f"only finite numbers are allowed in {scope.text!r}")
     elif isinstance(node, ast.Name):
         _check_name(node.id, scope)
     elif isinstance(node, ast.BinOp):
@@ -122,49 +122,50 @@ def _check(node: ast.AST, scope: _Scope) -> None:
     elif isinstance(node, ast.Call):
         _check_call(node, scope)
     elif isinstance(node, ast.Attribute):
-        raise InputError(f".{node.attr}", f"attribute access is not allowed in {scope.text!r}")
+        raise ExpressionError(f".{node.attr}", f"attribute access is not allowed in {scope.text!r}")
     elif isinstance(node, ast.BoolOp):
         _check_op(node.op, {}, scope)
     else:
-        raise InputError(type(node).__name__, f"not allowed in an expression ({scope.text!r}): "
-                         "numbers, bands, + - * / ** & | ~, comparisons and "
-                         f"{', '.join(FUNCTIONS)} only")  # fmt: skip
+        raise ExpressionError(type(node).__name__, "not allowed in an expression "
+                              f"({scope.text!r}): numbers, bands, + - * / ** & | ~, "
+                              f"comparisons and {', '.join(FUNCTIONS)} only")  # fmt: skip
 
 
 def _check_name(name: str, scope: _Scope) -> None:
     if name in FUNCTIONS:
-        raise InputError(name, f"a function, not a band: call it, e.g. {name}(...)")
+        raise ExpressionError(name, f"a function, not a band: call it, e.g. {name}(...)")
     if name in scope.bands:
         scope.names[name] = name
     elif name in scope.aliases:
         scope.names[name] = scope.aliases[name]
     else:
         aliases = ", ".join(scope.aliases) or "-"
-        raise InputError(name, f"unknown band in {scope.text!r} (bands: "
-                         f"{', '.join(scope.bands)}; aliases: {aliases})")  # fmt: skip
+        raise ExpressionError(name, f"unknown band in {scope.text!r} (bands: "
+                              f"{', '.join(scope.bands)}; aliases: {aliases})")  # fmt: skip
 
 
 def _check_op(op: ast.AST, allowed: dict, scope: _Scope) -> None:
     if type(op) not in allowed:
         symbol = _SYMBOLS.get(type(op), type(op).__name__)
         hint = " (use & | ~ for logic)" if symbol in ("and", "or", "not") else ""
-        raise InputError(symbol, f"operator not allowed in {scope.text!r}{hint}")
+        raise ExpressionError(symbol, f"operator not allowed in {scope.text!r}{hint}")
 
 
 def _check_call(node: ast.Call, scope: _Scope) -> None:
     if not isinstance(node.func, ast.Name):
         if isinstance(node.func, ast.Attribute):
-            raise InputError(f".{node.func.attr}", "attribute access is not allowed in "
-                             f"{scope.text!r}")  # fmt: skip
-        raise InputError(ast.unparse(node.func), "only the named functions can be called")
+            raise ExpressionError(f".{node.func.attr}", "attribute access is not allowed in "
+                                  f"{scope.text!r}")  # fmt: skip
+        raise ExpressionError(ast.unparse(node.func), "only the named functions can be called")
     name = node.func.id
     if name not in FUNCTIONS:
-        raise InputError(f"{name}()", f"unknown function in {scope.text!r}; allowed: "
-                         f"{', '.join(FUNCTIONS)}")  # fmt: skip
+        raise ExpressionError(f"{name}()", f"unknown function in {scope.text!r}; allowed: "
+                              f"{', '.join(FUNCTIONS)}")  # fmt: skip
     if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
-        raise InputError(f"{name}()", "takes positional arguments only")
+        raise ExpressionError(f"{name}()", "takes positional arguments only")
     if len(node.args) != FUNCTIONS[name]:
-        raise InputError(f"{name}()", f"takes {FUNCTIONS[name]} arguments, got {len(node.args)}")
+        raise ExpressionError(f"{name}()", f"takes {FUNCTIONS[name]} arguments, "
+                              f"got {len(node.args)}")  # fmt: skip
     for arg in node.args:
         _check(arg, scope)
 

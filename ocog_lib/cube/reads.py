@@ -27,6 +27,7 @@ import numpy as np
 from affine import Affine
 
 from ocog_lib.cube import masks
+from ocog_lib.cube.errors import NoScenes, OutsideData, ZoomOutside
 from ocog_lib.cube.expression import Expression
 from ocog_lib.cube.plan import ReadPlan, View, check_resampling, plan_read, source_window
 from ocog_lib.cube.reducers import REDUCERS, reduce
@@ -125,8 +126,8 @@ def read_point(stack: SceneStack, lon: float, lat: float, *, expression: str | E
     chosen = _chosen(stack, start, end, max_cloud)
     values = _point_values(chosen, expr, lon, lat)
     if all(inside is False for _, inside in values):
-        raise InputError(f"lon={lon} lat={lat}", f"outside every one of the "
-                         f"{len(chosen.scenes)} selected scenes")  # fmt: skip
+        raise OutsideData(f"lon={lon} lat={lat}", f"outside every one of the "
+                          f"{len(chosen.scenes)} selected scenes")  # fmt: skip
     return tuple(PointValue(s.id, s.datetime, v) for s, (v, _) in
                  zip(chosen.scenes, values, strict=True))  # fmt: skip
 
@@ -161,12 +162,12 @@ def tile_view(tms: str, z: int, x: int, y: int, size: int = 256) -> View:
     if not 1 <= size <= 4096:
         raise InputError(f"size={size}", "tile size must be 1..4096 px")
     if not matrix_set.minzoom <= z <= matrix_set.maxzoom:
-        raise InputError(label, f"zoom {z} is outside {tms}'s zooms "
-                         f"{matrix_set.minzoom}..{matrix_set.maxzoom}")  # fmt: skip
+        raise OutsideData(label, f"zoom {z} is outside {tms}'s zooms "
+                          f"{matrix_set.minzoom}..{matrix_set.maxzoom}")  # fmt: skip
     m = matrix_set.matrix(z)
     if not (0 <= x < m.matrixWidth and 0 <= y < m.matrixHeight):
-        raise InputError(label, f"outside the tile matrix: zoom {z} has {m.matrixWidth} x "
-                         f"{m.matrixHeight} tiles")  # fmt: skip
+        raise OutsideData(label, f"outside the tile matrix: zoom {z} has {m.matrixWidth} x "
+                          f"{m.matrixHeight} tiles")  # fmt: skip
     bounds = matrix_set.xy_bounds(morecantile.Tile(x, y, z))
     crs = matrix_set.rasterio_crs.to_string()
     return View(tuple(float(v) for v in bounds), crs, size, size)
@@ -227,8 +228,8 @@ def _chosen(stack: SceneStack, start, end, max_cloud) -> SceneStack:
     if not sel.stack.scenes:
         given = {"start": start, "end": end, "max_cloud": max_cloud}
         what = " ".join(f"{k}={_text(v)}" for k, v in given.items() if v is not None)
-        raise InputError(what or f"stack {stack.name}", f"no scene of stack {stack.name!r} "
-                         f"selected ({sel.summary()})")  # fmt: skip
+        raise NoScenes(what or f"stack {stack.name}", f"no scene of stack {stack.name!r} "
+                       f"selected ({sel.summary()})")  # fmt: skip
     return sel.stack
 
 
@@ -262,8 +263,8 @@ def _read_view(chosen: SceneStack, view: View, opts: _Options,
         scenes.append(scene.id)
         layers.append(_layer(chosen, mine, opts.expression))
     if not scenes:
-        raise InputError(label, f"outside the data: none of the {len(chosen.scenes)} selected "
-                         f"scenes intersects it ({view.crs} bounds {view.bounds})")  # fmt: skip
+        raise OutsideData(label, f"outside the data: none of the {len(chosen.scenes)} selected "
+                          f"scenes intersects it ({view.crs} bounds {view.bounds})")  # fmt: skip
     data = reduce(np.stack(layers), opts.reducer, opts.p)
     return data, tuple(scenes), nbytes
 
@@ -286,9 +287,9 @@ def _plan_reads(chosen: SceneStack, view: View, opts: _Options, label: str) -> l
             if window is not None and _fast(info, plan):
                 n = (window[1] - window[0]) * (window[3] - window[2])
                 if n > MAX_SOURCE_PIXELS:
-                    raise InputError(label, f"zoom too coarse for {info.uri}: the view needs "
-                                     f"{n} px of level {plan.level} (no coarser overview); "
-                                     "zoom in")  # fmt: skip
+                    raise ZoomOutside(label, f"zoom too coarse for {info.uri}: the view needs "
+                                      f"{n} px of level {plan.level} (no coarser overview); "
+                                      "zoom in")  # fmt: skip
             nodata = info.nodata if info.nodata is not None or is_mask else DN_NODATA
             reads.append(_Read(i, asset, info, plan, window, nodata))
     return reads

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from affine import Affine
 
+from ocog_lib.cube.errors import UpstreamError
 from ocog_lib.cube.plan import Geometry
-from ocog_lib.errors import InputError
 from ocog_lib.storage import LocalFile
 from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.fetch import TileFetcher
@@ -178,12 +178,12 @@ def _gdal_facts(shown: str, gdal_uri: str) -> tuple[Geometry, int, np.dtype, flo
                 with rasterio.open(gdal_uri, overview_level=i) as ov:
                     overviews.append((ov.width, ov.height))
             if ds.crs is None:
-                raise InputError(shown, "has no CRS: the cube cannot place it")
+                raise UpstreamError(shown, "has no CRS: the cube cannot place it")
             geom = Geometry(ds.width, ds.height, ds.transform, ds.crs.to_wkt(), tuple(overviews))
             return geom, ds.count, np.dtype(ds.dtypes[0]), ds.nodata
     except rasterio.errors.RasterioError as exc:
         cause = redact_exception(exc, uri_secrets(gdal_uri))
-    raise InputError(shown, f"GDAL cannot read it ({cause})")
+    raise UpstreamError(shown, f"GDAL cannot read it ({cause})")
 
 
 def _level(raster: RasterSource, level: int) -> RasterSource:
@@ -205,7 +205,8 @@ def read_windows(requests: list[WindowRequest]) -> list[tuple[np.ndarray, int]]:
     jobs, keys = [], {}
     for req in requests:
         if req.info.fallback is not None:
-            raise InputError(req.info.uri, f"not readable by the fast path ({req.info.fallback})")
+            raise UpstreamError(req.info.uri, "not readable by the fast path "
+                                f"({req.info.fallback})")  # fmt: skip
         fid, raster = eng.level_fid(req.info, req.level)
         plane = req.band - 1 if raster.index.planar == 2 else 0
         (r0, r1), (c0, c1) = req.rows, req.cols

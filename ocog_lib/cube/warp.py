@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 from affine import Affine
 
+from ocog_lib.cube.errors import UpstreamError
 from ocog_lib.cube.plan import ReadPlan, View, vrt_grid
 from ocog_lib.cube.sources import RasterInfo
 from ocog_lib.errors import InputError
@@ -149,4 +150,4 @@ def gdal_read(info: RasterInfo, band: int, view: View, resampling: str, reprojec
                             resampling=Resampling[resampling])  # fmt: skip
     except (rasterio.errors.RasterioError, OSError) as exc:
         cause = redact_exception(exc, uri_secrets(info.open_uri))
-    raise InputError(info.uri, f"GDAL cannot read it ({cause})")
+    raise UpstreamError(info.uri, f"GDAL cannot read it ({cause})")

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,6 +29,7 @@ from ocog_lib.serve.cache import CachedTile
 from ocog_lib.serve.colormaps import COLORMAPS
 from ocog_lib.serve.config import DEFAULT_EXPRESSION, ServeConfig
 from ocog_lib.serve.errors import ApiError, reply_for
+from ocog_lib.serve.export import parse_bbox, plan_export, stream_and_remove, write_export
 from ocog_lib.serve.params import (
     RESAMPLINGS,
     TileQuery,
@@ -58,12 +59,14 @@ def create_app(stack_path: str | os.PathLike[str], *, config: ServeConfig | None
 
     app = FastAPI(title="ocog serve", version=__version__, lifespan=lifespan,
                   description="On-the-fly band math over a time stack of COGs: XYZ tiles "
-                  "reduced over time, point time series, the scene selection.")  # fmt: skip
+                  "reduced over time, point time series, the scene selection, COG exports "
+                  "of a box.")  # fmt: skip
     app.state.service = service
     app.state.runner = runner
     _add_error_handlers(app)
     _add_tile_route(app, service, runner)
     _add_data_routes(app, service, runner)
+    _add_export_route(app, service, runner)
     return app
 
 
@@ -192,3 +195,35 @@ def _add_data_routes(app: FastAPI, service: TileService, runner: ComputeRunner) 
                 "scenes": len(service.stack.scenes), "inflight": runner.inflight(),
                 "cache": {"entries": s.entries, "bytes": s.bytes, "max_bytes": s.max_bytes,
                           "hits": s.hits, "misses": s.misses}}  # fmt: skip
+
+
+def _add_export_route(app: FastAPI, service: TileService, runner: ComputeRunner) -> None:
+    config = service.config
+
+    @app.get("/export", summary="the reduced cube over a box as a float32 COG",
+             responses={200: {"content": {"image/tiff": {}}}})  # fmt: skip
+    async def export(query: _Query,
+                     bbox: str = Query(..., description="minx,miny,maxx,maxy in bbox_crs"),
+                     bbox_crs: str = Query("EPSG:4326", description="the bbox's CRS"),
+                     resolution: str | None = Query(None, description="pixel size in the "
+                                                    "stack's CRS units (default: native)"),
+                     ) -> Response:  # fmt: skip
+        """A COG in the stack's CRS (NaN = no data), the cube's `read_bbox` pixels; 413 when
+        larger than the server's max_export_pixels."""
+        try:
+            res = parse_number("resolution", resolution, 1e-9, 1e9)
+            box = parse_bbox(bbox, bbox_crs, res)
+            expression = service.expression(query.expression)
+            service.check_reducer(query)
+            chosen = service.selection(query)
+            plan = await run_in_threadpool(plan_export, chosen, query, box, expression.bands,
+                                           config.max_export_pixels)  # fmt: skip
+            done = await runner.run(write_export, plan, service.export_dir)
+        except Exception as exc:  # noqa: BLE001 - every failure answers as JSON
+            return error_response(exc, service.sources)
+        name = f"{service.stack.name}-{query.reducer}.tif"
+        headers = {"Content-Disposition": f'attachment; filename="{name}"',
+                   "Content-Length": str(done.size), "X-Scenes": str(len(done.scenes)),
+                   "X-Compute-Ms": f"{done.compute_ms:.1f}"}  # fmt: skip
+        return StreamingResponse(stream_and_remove(done.path), media_type="image/tiff",
+                                 headers=headers)  # fmt: skip

@@ -11,6 +11,7 @@ from ocog_lib.errors import InputError
 
 DEFAULT_EXPRESSION = "(nir-red)/(nir+red)"
 DEFAULT_RESCALE = (-1.0, 1.0)  # the stretch of the default NDVI, the same for every tile
+MAX_EXPORT_PIXELS = 8192 * 8192  # ocog_lib.cube.reads.MAX_VIEW_PIXELS (not imported: fast)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ServeConfig:
     tile_size: int = 256
     max_age_s: int = 3600  # Cache-Control max-age of a tile (its ETag names its content)
     max_overzoom: int = 6  # zooms past the data's finest still served (magnified pixels)
+    max_export_pixels: int = 4096 * 4096  # the largest /export, refused (413) before reading
+    export_dir: str | None = None  # where /export writes; None: $OCOG_DATA_DIR/serve/exports
 
     def __post_init__(self) -> None:
         checks = (
@@ -40,6 +43,8 @@ class ServeConfig:
             ("tile_size", 16 <= self.tile_size <= 1024, "must be in 16..1024"),
             ("max_age_s", self.max_age_s >= 0, "must be 0 or more"),
             ("max_overzoom", 0 <= self.max_overzoom <= 24, "must be in 0..24"),
+            ("max_export_pixels", 1 <= self.max_export_pixels <= MAX_EXPORT_PIXELS,
+             f"must be in 1..{MAX_EXPORT_PIXELS} (the cube's largest box)"),
         )
         for name, ok, rule in checks:
             if not ok:

@@ -3,14 +3,23 @@
 Statuses: 400 a value that does not parse (a date, a number, rescale), 404 something that
 is not there (a TMS, a tile outside the data's zooms or extent, dates with no scenes, a
 route), 422 a value that parses but cannot be used (an unknown band, operator, reducer,
-colormap), 502 a source file that could not be read. Anything else is a bug: 500, still
-this body, never a traceback; the server goes on serving.
+colormap), 413 an export larger than the server allows, 502 a source file that could not be
+read. The cube's refusals are told apart by type (`ocog_lib.cube.errors`), never by
+wording. Anything else is a bug: 500, still this body, never a traceback; the server goes
+on serving.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ocog_lib.cube.errors import (
+    ExpressionError,
+    NoScenes,
+    OutsideData,
+    UpstreamError,
+    ZoomOutside,
+)
 from ocog_lib.errors import InputError
 
 
@@ -47,15 +56,21 @@ def reply_for(exc: BaseException, sources: frozenset[str] = frozenset()) -> Erro
 
 
 def _cube_kind(exc: InputError) -> tuple[int, str]:
-    """Status by what the cube's message says it refused (its errors share one type)."""
-    cause = exc.cause.lower()
-    if "zoom too coarse" in cause:
-        return 404, "zoom outside the data"
-    if "outside" in cause or "intersects" in cause:
-        return 404, "outside the data"
-    if "no scene" in cause:
-        return 404, "no scenes"
+    """Status by the cube's type of refusal (`ocog_lib.cube.errors`); the first match of
+    the most specific type wins. Any other InputError is a value that cannot be used."""
+    for kind, status, error in _CUBE_KINDS:
+        if isinstance(exc, kind):
+            return status, error
     return 422, "invalid input"
+
+
+_CUBE_KINDS = (
+    (ZoomOutside, 404, "zoom outside the data"),
+    (OutsideData, 404, "outside the data"),
+    (NoScenes, 404, "no scenes"),
+    (UpstreamError, 502, "upstream read failed"),
+    (ExpressionError, 422, "invalid expression"),
+)
 
 
 def _is_upstream(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from ocog_lib.cube.expression import Expression
 from ocog_lib.cube.reads import read_point, read_tile
@@ -24,6 +25,7 @@ from ocog_lib.serve.identity import content_key
 from ocog_lib.serve.params import TileQuery, png_rescale
 from ocog_lib.serve.tiles import TileAddress
 from ocog_lib.serve.zooms import finest_zoom
+from ocog_lib.settings import Settings
 
 _MAX_IDS_HEADER = 4000  # characters of X-Scene-Ids; longer lists end in ",..."
 
@@ -46,6 +48,8 @@ class TileService:
         self.executor = ThreadPoolExecutor(config.max_concurrent, thread_name_prefix="ocog-tile")
         self.sources = frozenset(stack.uri(s, a) for s in stack.scenes for a in s.assets)
         self._finest: dict[str, int] = {}  # TMS -> the stack's finest zoom there
+        folder = config.export_dir or Settings.from_env().data_dir / "serve" / "exports"
+        self.export_dir = Path(folder)  # /export's COGs, each unlinked once streamed
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,68 +13,13 @@ import pytest
 import requests
 
 from ocog_lib.serve.config import DEFAULT_EXPRESSION
-from tests.support.processes import alive
+from tests.support.serving import Server
 
 pytestmark = pytest.mark.slow
 
 ZOOM = 14  # the stack is 256 px of 10 m: at zoom 14 it covers parts of a few tiles
 # the server's RSS after a 100-request burst: about 170 MiB here (80 MiB idle); bound 512 MiB
 RSS_BOUND = 512 * 2**20
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    pid: int
-    stack: Path  # the stack.json
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, SIGKILL after 10 s; the process must be gone."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    assert not alive(proc.pid)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    from ocog_lib.data.timestack import build_time_stack
-
-    root = tmp_path_factory.mktemp("serve")
-    stack = build_time_stack(root / "stack", dates=3, size=256)
-    port = _free_port()
-    log = (root / "server.log").open("w")
-    cmd = [sys.executable, "-m", "ocog_lib.cli.main", "serve", "--stack", str(stack),
-           "--port", str(port), "--max-concurrent", "2"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                            env=os.environ | {"OCOG_DATA_DIR": str(root / "data")})  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (root / "server.log").read_text()
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (root / "server.log").read_text()
-            time.sleep(0.2)
-        yield Server(url, proc.pid, stack)
-    finally:
-        _stop(proc)
-        log.close()
 
 
 @pytest.fixture(scope="module")
