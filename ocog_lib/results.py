@@ -216,6 +216,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "tile_benchmarks: XYZ tiles of a time stack, ocog vs rio-tiler, cold and warm",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS tile_benchmarks (
+                run_id VARCHAR NOT NULL,
+                measured_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                git_sha VARCHAR,
+                host JSON,
+                dataset VARCHAR NOT NULL,
+                loader VARCHAR NOT NULL,
+                zoom INTEGER NOT NULL,
+                tiles INTEGER NOT NULL,
+                state VARCHAR NOT NULL,
+                p50_ms DOUBLE,
+                p95_ms DOUBLE,
+                bytes_per_tile DOUBLE,
+                equal BOOLEAN,
+                config JSON,
+                ratio_vs_rio_tiler DOUBLE
+            )
+            """,
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

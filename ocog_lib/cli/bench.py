@@ -14,6 +14,7 @@ from ocog_lib.settings import Settings
 _COMPARE = ("ocog_lib.bench.config", "CompareConfig")
 _REMOTE = ("ocog_lib.bench.config", "RemoteCompareConfig")
 _HDF5 = ("ocog_lib.bench.config", "Hdf5BenchConfig")
+_TILES = ("ocog_lib.bench.tiles", "TileBenchConfig")
 _ENDPOINT = "ocog_lib.remote.endpoint"  # the bucket variable and its default
 _SECONDS = 5.0  # `bench stream`: timed seconds (no library default: the CLI's own)
 
@@ -25,9 +26,10 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
         description="Throughput benchmarks: one engine configuration, or ocog against the "
         "OCOG toolkit's loader and the decode limit in one run.",
     )
-    sub = bench.add_subparsers(dest="bench_cmd", required=True, metavar="{stream,compare}")
+    sub = bench.add_subparsers(dest="bench_cmd", required=True, metavar="{stream,compare,tiles}")
     _register_stream(sub)
     _register_compare(sub)
+    _register_tiles(sub)
 
 
 def _register_stream(sub: argparse._SubParsersAction) -> None:
@@ -132,6 +134,36 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_cmd_compare)
 
 
+def _register_tiles(sub: argparse._SubParsersAction) -> None:
+    """`bench tiles`: unset flags keep TileBenchConfig's values."""
+    t = sub.add_parser(
+        "tiles",
+        help="cube XYZ tiles: ocog vs rio-tiler, cold and warm",
+        description="The same tiles of a time stack per zoom, read by ocog's cube and by "
+        "rio-tiler (same expression, mask and reducer), cold then warm, interleaved "
+        "repeats: ms per tile p50/p95, bytes fetched per tile, and whether both outputs "
+        "are equal. Rows go to DuckDB's tile_benchmarks.",
+    )
+    d = lambda key: T.default(*_TILES, key)  # noqa: E731
+    t.add_argument("--stack", default=None,
+                   help="time stack folder or stack.json (default: the sample's derived stack "
+                   "under $OCOG_DATA_DIR/timestack/sample-s2, built on first use)")  # fmt: skip
+    t.add_argument("--zooms", type=T.list_of(T.non_negative_int), default=None,
+                   help="comma-separated zooms (default: the coarsest overview's, the native "
+                   "one, one finer)")  # fmt: skip
+    t.add_argument("--tiles", type=T.positive_int, default=d("tiles"),
+                   help=f"tiles per zoom, inside the data (default: {d('tiles')})")
+    t.add_argument("--expression", default=d("expression"),
+                   help=f"band math per scene (default: {d('expression')})")
+    t.add_argument("--reducer", default=d("reducer"),
+                   help=f"temporal reducer (default: {d('reducer')})")
+    t.add_argument("--repeats", type=T.positive_int, default=d("repeats"),
+                   help=f"interleaved repeats (default: {d('repeats')})")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--no-record", action="store_true", help="do not append to DuckDB")
+    t.set_defaults(func=_cmd_tiles)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="sample", help="prepared dataset")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -225,4 +257,22 @@ def _cmd_compare_remote(args: argparse.Namespace) -> int:
     result = compare_remote(cfg, settings, progress=_progress(args))
     _print_and_record(result, format_comparison(result), args, settings)
     check_remote_rows(result)
+    return 0
+
+
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    from ocog_lib.bench.tiles import TileBenchConfig, compare_tiles, format_tiles, record_tiles
+
+    cfg = TileBenchConfig(stack=args.stack, zooms=tuple(args.zooms) if args.zooms else None,
+                          tiles=args.tiles, expression=args.expression, reducer=args.reducer,
+                          repeats=args.repeats)  # fmt: skip
+    settings = Settings.from_env()
+    result = compare_tiles(cfg, settings, progress=_progress(args))
+    print(json.dumps(result.to_dict(), default=str) if args.json else format_tiles(result))
+    sys.stdout.flush()
+    if not args.no_record:  # after printing: a failed store never takes the result with it
+        n = record_tiles(result, settings)
+        if not args.json:
+            print(f"{n} row(s) of run {result.run_id} -> {settings.results_db} "
+                  "(table tile_benchmarks)")
     return 0

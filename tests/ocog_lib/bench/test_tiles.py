@@ -1,0 +1,94 @@
+"""W-tiles: ocog's cube tiles vs rio-tiler's over a small derived stack (no wall-clock checks)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ocog_lib import results
+from ocog_lib.bench.tiles import (
+    TileBenchConfig,
+    compare_tiles,
+    default_zooms,
+    format_tiles,
+    record_tiles,
+    rio_expression,
+)
+from ocog_lib.cli.main import main
+from ocog_lib.cube.stack import SceneStack
+from ocog_lib.data.timestack import build_time_stack
+from ocog_lib.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def stack_json(tmp_path_factory):
+    return build_time_stack(tmp_path_factory.mktemp("tiles") / "stack", dates=3, size=256)
+
+
+@pytest.fixture(scope="module")
+def zooms(stack_json):
+    zs = default_zooms(SceneStack.load(stack_json), "WebMercatorQuad")
+    assert len(zs) == 3 and zs[2] == zs[1] + 1 and zs[0] < zs[1]
+    return zs[1:]  # native and one finer: two zooms keep the test short
+
+
+@pytest.fixture(scope="module")
+def run(stack_json, zooms, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("db")
+    settings = Settings(data_dir=tmp, results_db=tmp / "r.duckdb")
+    cfg = TileBenchConfig(stack=str(stack_json), zooms=zooms, tiles=2, repeats=1)
+    return compare_tiles(cfg, settings), settings
+
+
+def test_rows_for_both_loaders_and_states_and_equal(run, zooms):
+    result, _ = run
+    keys = {(r.loader, r.zoom, r.state) for r in result.rows}
+    assert keys == {(lo, z, s) for lo in ("ocog", "rio-tiler") for z in zooms
+                    for s in ("cold", "warm")}  # fmt: skip
+    assert all(r.equal is True for r in result.rows)
+    assert all(1 <= r.tiles <= 2 and r.p50_ms > 0 and r.p95_ms >= r.p50_ms for r in result.rows)
+    assert max(r.tiles for r in result.rows) == 2
+    by = {(r.loader, r.zoom, r.state): r for r in result.rows}
+    for z in zooms:
+        cold, warm = by[("ocog", z, "cold")], by[("ocog", z, "warm")]
+        assert cold.bytes_per_tile > 0 and warm.bytes_per_tile <= cold.bytes_per_tile
+        assert by[("rio-tiler", z, "cold")].bytes_per_tile is None
+        assert by[("rio-tiler", z, "warm")].ratio_vs_rio_tiler == 1.0
+    text = format_tiles(result)
+    assert result.run_id in text and "rio-tiler p50/p95 ms" in text
+
+
+def test_rows_land_in_duckdb(run):
+    result, settings = run
+    assert record_tiles(result, settings) == len(result.rows)
+    with results.connect(settings.results_db, read_only=True) as con:
+        cols = results.table_columns(con, "tile_benchmarks")
+        got = con.execute(
+            "SELECT loader, state, equal, bytes_per_tile, config->>'$.reducer' "
+            "FROM tile_benchmarks WHERE run_id = ?",
+            [result.run_id],
+        ).fetchall()
+    assert {"run_id", "measured_at", "git_sha", "host", "dataset", "loader", "zoom", "tiles",
+            "state", "p50_ms", "p95_ms", "bytes_per_tile", "equal", "config",
+            "ratio_vs_rio_tiler"} <= set(cols)  # fmt: skip
+    assert cols["measured_at"] == "TIMESTAMP WITH TIME ZONE" and cols["equal"] == "BOOLEAN"
+    assert len(got) == len(result.rows) and all(e is True and m == "median"
+                                                for _, _, e, _, m in got)  # fmt: skip
+
+
+def test_rio_expression_names_bands_by_position():
+    aliases = {"red": "B04", "nir": "B08"}
+    assert rio_expression("(nir-red)/(nir+red)", ["B04", "B08"], aliases) == "(b2-b1)/(b2+b1)"
+    assert rio_expression("where(B08>1e3, B08, 0)", ["B08"], aliases) == "where(b1>1e3, b1, 0)"
+
+
+def test_cli_json_no_record(stack_json, zooms, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path))
+    rc = main(["bench", "tiles", "--stack", str(stack_json), "--zooms", str(zooms[0]),
+               "--tiles", "1", "--repeats", "1", "--json", "--no-record"])  # fmt: skip
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {r["loader"] for r in doc["rows"]} == {"ocog", "rio-tiler"}
+    assert all(r["equal"] is True for r in doc["rows"]) and doc["config"]["zooms"] == [zooms[0]]
+    assert not (tmp_path / "ocog.duckdb").exists()
