@@ -60,12 +60,15 @@ def write_raster(
     driver: str = "COG",
     crs: str | None = "EPSG:32618",
     transform: rasterio.Affine | None = TRANSFORM,
+    nodata: float | None = None,
     **opts,
 ) -> Path:
     """Write `arr` (bands, h, w) as a COG (driver COG) or a plain GeoTIFF (driver GTiff);
     `crs`/`transform` None leave them out (a raster with no georeferencing)."""
     bands, h, w = arr.shape
     profile = dict(driver="GTiff", width=w, height=h, count=bands, dtype=arr.dtype)
+    if nodata is not None:
+        profile["nodata"] = nodata
     if crs is not None:
         profile["crs"] = crs
     if transform is not None:

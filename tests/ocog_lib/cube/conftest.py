@@ -16,9 +16,8 @@ import pytest
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from rasterio.io import MemoryFile
 
-from tests.support.rasters import real_pixels
+from tests.support.rasters import real_pixels, write_raster
 
 CRS = "EPSG:32618"
 TRANSFORM = Affine(10, 0, 500000, 0, -10, 4000000)  # about 36.1 N, 75 W
@@ -48,17 +47,9 @@ def write_cog(path: Path, arr: np.ndarray, *, transform: Affine = TRANSFORM,
               resampling: str = "NEAREST", compress: str = "DEFLATE",
               predictor: int = 2) -> Path:  # fmt: skip
     """`arr` (bands, h, w) as a COG (GDAL's COG driver), overviews down to one block."""
-    bands, h, w = arr.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=bands, dtype=arr.dtype, crs=CRS,
-                   transform=transform, nodata=nodata)  # fmt: skip
-    opts = dict(BLOCKSIZE=blocksize, COMPRESS=compress, PREDICTOR=predictor,
-                OVERVIEWS="AUTO" if overviews else "NONE", RESAMPLING=resampling)  # fmt: skip
-    with MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            ds.write(arr)
-        with mem.open() as ds:
-            rasterio.shutil.copy(ds, path, driver="COG", **opts)
-    return path
+    return write_raster(path, arr, crs=CRS, transform=transform, nodata=nodata,
+                        BLOCKSIZE=blocksize, COMPRESS=compress, PREDICTOR=predictor,
+                        OVERVIEWS="AUTO" if overviews else "NONE", RESAMPLING=resampling)
 
 
 def write_tiff(path: Path, arr: np.ndarray, *, nodata: float | None = 0, overviews=(2, 4),
