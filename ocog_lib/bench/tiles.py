@@ -93,20 +93,12 @@ def default_zooms(stack: SceneStack, tms_name: str) -> tuple[int, ...]:
     """(coarsest, native, native + 1): native is rio-tiler's maxzoom rule (the zoom nearest
     the finest band's resolution), coarsest the one matching the coarsest overview."""
     import morecantile
-    import rasterio
-    from rasterio.warp import calculate_default_transform
 
-    tms = morecantile.tms.get(tms_name)
-    finest, levels = None, 0
-    for band in stack.bands:
-        with rasterio.open(stack.uri(stack.scenes[0], band)) as src:
-            affine, _, _ = calculate_default_transform(src.crs, tms.rasterio_crs, src.width,
-                                                       src.height, *src.bounds)  # fmt: skip
-            levels = max(levels, len(src.overviews(1)))
-        res = max(abs(affine.a), abs(affine.e))
-        finest = res if finest is None else min(finest, res)
-    native = int(tms.zoom_for_res(finest))
-    return tuple(sorted({max(tms.minzoom, native - levels), native, native + 1}))
+    from ocog_lib.cube.zooms import finest_zoom, overview_levels
+
+    native = finest_zoom(stack, tms_name)
+    coarsest = max(morecantile.tms.get(tms_name).minzoom, native - overview_levels(stack))
+    return tuple(sorted({coarsest, native, native + 1}))
 
 
 def tiles_inside(stack: SceneStack, tms_name: str, zoom: int, n: int) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ from ocog_lib.cube.expression import Expression
 from ocog_lib.cube.reads import read_point, read_tile
 from ocog_lib.cube.reducers import REDUCERS
 from ocog_lib.cube.stack import SceneStack
+from ocog_lib.cube.zooms import finest_zoom
 from ocog_lib.errors import InputError
 from ocog_lib.serve.cache import CachedTile, TileCache
 from ocog_lib.serve.config import ServeConfig
@@ -24,7 +25,6 @@ from ocog_lib.serve.errors import ApiError
 from ocog_lib.serve.identity import content_key
 from ocog_lib.serve.params import TileQuery, png_rescale
 from ocog_lib.serve.tiles import TileAddress
-from ocog_lib.serve.zooms import finest_zoom
 from ocog_lib.settings import Settings
 
 _MAX_IDS_HEADER = 4000  # characters of X-Scene-Ids; longer lists end in ",..."

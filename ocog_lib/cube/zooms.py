@@ -1,9 +1,10 @@
-"""How far a map may zoom into a stack: its finest TMS zoom, plus a bounded overzoom.
+"""A stack's zoom range in a TMS: its finest zoom and how many overview levels lie above.
 
 The finest zoom is rio-tiler's `maxzoom` rule: the TMS zoom whose resolution is nearest
-the finest band's, once warped into the TMS's CRS. Past it a tile only magnifies pixels;
-`ServeConfig.max_overzoom` zooms further are served, beyond that a tile is "outside the
-data" (404). Coarse zooms are the cube's to refuse (a view needing too many source pixels).
+the finest band's, once warped into the TMS's CRS. Past it a tile only magnifies pixels
+(`ocog serve` allows `ServeConfig.max_overzoom` zooms further); `ocog bench tiles` measures
+from the coarsest overview's zoom to one past the finest. Coarse zooms are the cube's to
+refuse (a view needing too many source pixels).
 """
 
 from __future__ import annotations
@@ -30,3 +31,9 @@ def finest_zoom(stack: SceneStack, tms_name: str) -> int:
         res = max(abs(affine.a), abs(affine.e))
         finest = res if finest is None else min(finest, res)
     return int(tms.zoom_for_res(finest))
+
+
+def overview_levels(stack: SceneStack) -> int:
+    """The most overview levels any band of the stack's first scene has."""
+    scene = stack.scenes[0]
+    return max(len(raster_info(stack.uri(scene, b)).geometry.overviews) for b in stack.bands)
