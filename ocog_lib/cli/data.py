@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ocog_lib.cli import types as T
 from ocog_lib.settings import Settings
@@ -37,9 +38,11 @@ def register_data(subparsers: argparse._SubParsersAction) -> None:
 
     s2 = sub.add_parser("s2", help="Sentinel-2 L2A scenes by STAC",
                         description="Find Sentinel-2 L2A scenes per MGRS tile and download them.")
-    s2sub = s2.add_subparsers(dest="s2_cmd", required=True, metavar="{search,acquire}")
+    s2sub = s2.add_subparsers(dest="s2_cmd", required=True,
+                              metavar="{search,acquire,stack}")  # fmt: skip
     _register_s2_search(s2sub)
     _register_s2_acquire(s2sub)
+    _register_s2_stack(s2sub)
     _register_prepare(sub)
 
 
@@ -86,6 +89,31 @@ def _register_s2_acquire(s2sub: argparse._SubParsersAction) -> None:
                                            "connections"),
                          help="ranged GETs in flight per band")
     acquire.set_defaults(func=_cmd_s2_acquire)
+
+
+def _register_s2_stack(s2sub: argparse._SubParsersAction) -> None:
+    stack = s2sub.add_parser(
+        "stack", help="a time stack (stack.json) of every scene of a tile in a period",
+        description="Search a STAC API for every Sentinel-2 L2A scene of one MGRS tile in a "
+        "period under a cloud limit and write a stack.json over the items' own COG hrefs "
+        "(nothing downloaded): `ocog serve <out>` then reduces it over time. Default: the "
+        "OCOG toolkit's first tile and period.",
+    )
+    stack.add_argument("out", type=Path, help="folder for stack.json")
+    stack.add_argument("--api", default="earth-search", help="earth-search or a STAC API URL "
+                       "(hrefs must not need signing)")  # fmt: skip
+    stack.add_argument("--collection", default="sentinel-2-l2a", help="STAC collection")
+    first_tile = T.constant("ocog_lib.data.sentinel2", "OCOG_TOOLKIT_TILES")[0]
+    first, last = T.constant("ocog_lib.data.sentinel2", "OCOG_TOOLKIT_PERIOD")
+    stack.add_argument("--tile", default=first_tile, help="MGRS tile")
+    stack.add_argument("--start", default=first, help="first day, ISO")
+    stack.add_argument("--end", default=last, help="last day, ISO")
+    stack.add_argument("--max-cloud", type=T.float_range(0, 100),
+                       default=T.default(*_QUERY, "max_cloud_cover"),
+                       help="cloud cover limit, percent")
+    stack.add_argument("--name", default=None, help="the stack's name (default: from the "
+                       "tile and dates)")  # fmt: skip
+    stack.set_defaults(func=_cmd_s2_stack)
 
 
 def _register_prepare(sub: argparse._SubParsersAction) -> None:
@@ -179,6 +207,23 @@ def _cmd_s2_acquire(args: argparse.Namespace) -> int:
                                 progress=lambda m: print(m, file=sys.stderr, flush=True)).acquired
         how = "kept (same scene)" if got.reused else f"{got.bytes_fetched / 1e6:.1f} MB fetched"
         print(f"{tile}  {got.item_id}  {got.path}  {how}  {got.seconds:.1f} s")
+    return 0
+
+
+def _cmd_s2_stack(args: argparse.Namespace) -> int:
+    from ocog_lib.cube.stac import build_stac_stack
+    from ocog_lib.data.sentinel2 import SceneQuery, stac_api
+
+    query = SceneQuery(tiles=(args.tile,), start=args.start, end=args.end,
+                       max_cloud_cover=args.max_cloud)
+    got = build_stac_stack(stac_api(args.api, collection=args.collection), query, args.out,
+                           name=args.name)  # fmt: skip
+    for scene in got.stack.scenes:
+        print(f"{scene.id}  {scene.datetime:%Y-%m-%d}  cloud {scene.cloud_cover}")
+    for s in got.skipped:
+        print(f"skipped {s.item_id}: {s.reason}")
+    mask = "SCL mask" if got.masked else "no mask (an item lacks scl)"
+    print(f"{got.path}: {len(got.stack.scenes)} scenes of {args.tile}, {mask}")
     return 0
 
 

@@ -32,7 +32,7 @@ from ocog_lib.cube.expression import Expression
 from ocog_lib.cube.plan import ReadPlan, View, check_resampling, plan_read, source_window
 from ocog_lib.cube.reducers import REDUCERS, reduce
 from ocog_lib.cube.sources import RasterInfo, WindowRequest, raster_info, read_windows
-from ocog_lib.cube.stack import DateLike, SceneStack
+from ocog_lib.cube.stack import DateLike, Scene, SceneStack
 from ocog_lib.cube.warp import gdal_read, warp_window
 from ocog_lib.errors import InputError
 
@@ -330,11 +330,21 @@ def _layer(chosen: SceneStack, mine: list, expr: Expression) -> np.ndarray:
         if r.asset == chosen.mask_asset:
             keep = masks.keep(chosen.mask_kind, a)
         if r.asset in expr.bands:
-            bands[r.asset] = to_float(a, r.nodata)
+            bands[r.asset] = scaled(chosen.scenes[r.scene], r.asset, to_float(a, r.nodata))
     if keep is not None:
         for arr in bands.values():
             arr[~keep] = np.nan
     return expr.evaluate(bands)
+
+
+def scaled(scene: Scene, band: str, values: np.ndarray) -> np.ndarray:
+    """`values` (float32, NaN kept) as DN * scale + offset where the scene says so."""
+    if band not in scene.scaling:
+        return values
+    scale, offset = scene.scaling[band]
+    values *= np.float32(scale)
+    values += np.float32(offset)
+    return values
 
 
 def to_float(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -364,7 +374,7 @@ def _point_values(chosen: SceneStack, expr: Expression, lon: float,
     out = []
     for i in range(len(chosen.scenes)):
         mine = [(p, v) for p, v in zip(picks, pixels, strict=True) if p[0] == i]
-        out.append(_point_value(chosen, expr, mine))
+        out.append(_point_value(chosen, expr, chosen.scenes[i], mine))
     return out
 
 
@@ -392,7 +402,8 @@ def _gdal_pixel(info: RasterInfo, row: int, col: int) -> np.ndarray:
         return ds.read(1, window=Window(col, row, 1, 1))
 
 
-def _point_value(chosen: SceneStack, expr: Expression, mine: list) -> tuple[float | None, bool]:
+def _point_value(chosen: SceneStack, expr: Expression, scene: Scene,
+                 mine: list) -> tuple[float | None, bool]:  # fmt: skip
     if all(v is None for _, v in mine):
         return None, False
     bands, keep = {}, None
@@ -401,8 +412,8 @@ def _point_value(chosen: SceneStack, expr: Expression, mine: list) -> tuple[floa
         if asset == chosen.mask_asset:
             keep = np.zeros((1, 1), bool) if v is None else masks.keep(chosen.mask_kind, v)
         if asset in expr.bands:
-            bands[asset] = np.full((1, 1), np.nan, np.float32) if v is None else to_float(
-                v, nodata)  # fmt: skip
+            bands[asset] = np.full((1, 1), np.nan, np.float32) if v is None else scaled(
+                scene, asset, to_float(v, nodata))  # fmt: skip
     if keep is not None:
         for arr in bands.values():
             arr[~keep] = np.nan

@@ -4,8 +4,13 @@
 {"name": str, "bands": ["B02", ...], "aliases": {"red": "B04", ...},
  "mask": {"kind": "scl" | "bqa", "asset": "SCL" | "BQA"} or null,
  "scenes": [{"id": str, "datetime": "2024-01-15T10:30:00Z", "cloud_cover": 12.5,
-             "assets": {"B02": "<relative to the folder, or an absolute path/URI>", ...}}]}
+             "assets": {"B02": "<relative to the folder, or an absolute path/URI>", ...},
+             "scaling": {"B02": [0.0001, -0.1], ...}}]}
 ```
+
+`scaling` (optional, per scene) maps a band to (scale, offset): its values are DN * scale +
+offset before an expression sees them, as STAC's raster:bands say (Sentinel-2 L2A from
+processing baseline 04.00 on carries a -0.1 offset, so NDVI over raw DN would be biased).
 
 A band's asset is read as its file's band 1. Loading checks everything a read would
 trip over later (a band missing from a scene, an alias to nothing, a date that does not
@@ -38,6 +43,7 @@ class Scene:
     datetime: datetime  # timezone-aware, UTC
     cloud_cover: float | None  # percent
     assets: dict[str, str]  # band or mask asset -> path relative to the stack, or a URI
+    scaling: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -237,4 +243,23 @@ def _scene(row: object, i: int, bands: tuple[str, ...], mask: str | None,
     for need in (*bands, *([mask] if mask else [])):
         if not isinstance(assets.get(need), str) or not assets[need]:
             raise InputError(f"{label}", f"no asset for {need!r}")
-    return Scene(sid, when, None if cover is None else float(cover), dict(assets))
+    return Scene(sid, when, None if cover is None else float(cover), dict(assets),
+                 _scaling(row.get("scaling"), bands, label))
+
+
+def _scaling(raw: object, bands: tuple[str, ...], label: str) -> dict[str, tuple[float, float]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{label} scaling", "must be an object band -> [scale, offset]")
+    out = {}
+    for band, pair in raw.items():
+        if band not in bands:
+            raise InputError(f"{label} scaling", f"names {band!r}, not a band")
+        ok = (isinstance(pair, list | tuple) and len(pair) == 2
+              and all(isinstance(v, int | float) and math.isfinite(v) for v in pair))
+        if not ok or pair[0] == 0:
+            raise InputError(f"{label} scaling {band}={pair!r}",
+                             "must be [scale, offset], finite numbers, scale not 0")
+        out[band] = (float(pair[0]), float(pair[1]))
+    return out

