@@ -2,8 +2,8 @@
 
 A local file is named by path, size and mtime (nanoseconds): rewriting one changes the
 key, so no stale tile is served from the cache or confirmed by a 304. A remote object is
-named by its URI and size, looked up once a minute (the storage layer keeps its ETag
-private; a same-size rewrite within that minute is not seen).
+named by its URI, size and ETag, looked up once a minute (a rewrite within that minute is
+not seen; reads of an object that changed under an open handle fail on If-Match).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _remote_identity(uri: str) -> str:
     from ocog_lib.storage.uri import open_source
 
     try:
-        ident = f"{uri}:{open_source(uri).size()}"
+        source = open_source(uri)
+        ident = f"{uri}:{source.size()}:{source.version() or ''}"
     except Exception as exc:  # noqa: BLE001 - any failure of the upstream is a 502
         raise ApiError(uri, f"source object cannot be read: {exc}", status=502,
                        error="upstream read failed") from None  # fmt: skip

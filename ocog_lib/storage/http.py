@@ -185,6 +185,11 @@ class RemoteObject(ByteSource):
             self._size = self._fetch_size()
         return self._size
 
+    def version(self) -> str | None:
+        """The ETag the object answered with (its first answer: later reads insist on it)."""
+        self.size()
+        return self._etag
+
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
             raise InputError(self.uri, f"invalid range: offset {offset}, length {length}")

@@ -57,6 +57,11 @@ class ByteSource:
     def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
 
+    def version(self) -> str | None:
+        """What names this object's content (a remote object's ETag), None where unknown:
+        caches key on it, so a rewritten object is never served from a stale entry."""
+        return None
+
     def read_ranges(self, ranges: list[ByteRange], *, max_gap: int = 0) -> list[bytes]:
         """Read many ranges with as few requests as merging allows."""
         out: list[bytes] = [b""] * len(ranges)

@@ -27,3 +27,17 @@ def test_a_missing_source_is_a_502_naming_it(tmp_path):
     with pytest.raises(ApiError) as exc:
         content_key([gone], {})
     assert exc.value.status == 502 and exc.value.what == gone
+
+
+def test_a_remote_object_rewritten_at_the_same_size_is_a_new_key(monkeypatch):
+    """Over HTTP the key holds the object's ETag, so equal sizes do not hide a rewrite."""
+    from ocog_lib.serve import identity
+    from tests.support.rangeserver import RangeServer
+
+    with RangeServer({"/a.tif": b"1234"}) as server:
+        url = f"{server.url}/a.tif"
+        key = content_key([url], {})
+        assert key == content_key([url], {})  # looked up once, then remembered
+        server.files["/a.tif"] = b"5678"
+        monkeypatch.setattr(identity, "_remote", {})  # the minute is over
+        assert content_key([url], {}) != key
