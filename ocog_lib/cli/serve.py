@@ -33,6 +33,9 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrent", type=int_range(1, 256),
                    default=default(*_CONFIG, "max_concurrent"),
                    help="tile computations at once")
+    p.add_argument("--max-queued", type=int_range(0, 1_000_000),
+                   default=default(*_CONFIG, "max_queued"),
+                   help="computations waiting for a slot; one more answers 503")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -54,7 +57,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ocog_lib.serve.config import ServeConfig
 
     config = ServeConfig(host=args.host, port=args.port, tile_cache_mb=args.cache_mb,
-                         max_concurrent=args.max_concurrent)  # fmt: skip
+                         max_concurrent=args.max_concurrent,
+                         max_queued=args.max_queued)  # fmt: skip
     stack = args.stack or sample_stack(Settings.from_env())
     app = create_app(stack, config=config)
     print(f"ocog: serving {stack} on http://{config.host}:{config.port} (docs: /docs)",

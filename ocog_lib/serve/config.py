@@ -20,13 +20,15 @@ class ServeConfig:
 
     `tile_cache_mb` bounds the process-wide cache of encoded tiles (LRU by bytes);
     `max_concurrent` bounds computations running at once (each in the thread pool, never on
-    the event loop), so a burst of requests queues instead of multiplying memory.
+    the event loop), so a burst of requests queues instead of multiplying memory;
+    `max_queued` bounds the queue.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
     tile_cache_mb: float = 128.0
     max_concurrent: int = 4
+    max_queued: int = 1024  # computations waiting for a slot; one more is a 503
     max_expression_chars: int = 512
     tile_size: int = 256
     max_age_s: int = 3600  # Cache-Control max-age of a tile (its ETag names its content)
@@ -39,6 +41,7 @@ class ServeConfig:
             ("port", 0 <= self.port <= 65535, "must be in 0..65535"),
             ("tile_cache_mb", self.tile_cache_mb >= 0, "must be 0 (no cache) or more"),
             ("max_concurrent", self.max_concurrent >= 1, "must be at least 1"),
+            ("max_queued", self.max_queued >= 0, "must be 0 or more"),
             ("max_expression_chars", self.max_expression_chars >= 1, "must be at least 1"),
             ("tile_size", 16 <= self.tile_size <= 1024, "must be in 16..1024"),
             ("max_age_s", self.max_age_s >= 0, "must be 0 or more"),

@@ -61,3 +61,31 @@ def test_a_failure_reaches_every_waiter():
     finally:
         pool.shutdown()
     assert [type(e) for e in out] == [ValueError] * 3
+
+
+def test_past_max_queued_a_computation_is_refused_with_503_not_queued():
+    from ocog_lib.serve.errors import ApiError
+
+    gate = threading.Event()
+
+    async def main():
+        runner = ComputeRunner(pool, 1, max_queued=2)
+        tasks = [asyncio.ensure_future(runner.once(k, gate.wait, 5)) for k in "abc"]
+        await asyncio.sleep(0.05)  # "a" runs, "b" and "c" wait
+        assert runner.waiting() == 2
+        try:
+            await runner.once("d", gate.wait, 5)
+        except ApiError as exc:
+            refused = exc
+        gate.set()
+        done = await asyncio.gather(*tasks)
+        assert runner.waiting() == 0 and runner.inflight() == 0
+        return refused, done
+
+    pool = ThreadPoolExecutor(4)
+    try:
+        refused, done = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert refused.status == 503 and "max_queued" in refused.cause
+    assert done == [True, True, True]
