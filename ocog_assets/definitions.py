@@ -10,6 +10,7 @@ import dagster as dg
 
 from ocog_assets.defs.benchmarks import definitions as benchmarks
 from ocog_assets.defs.common import definitions as common
+from ocog_assets.defs.cubes import definitions as cubes
 from ocog_assets.defs.data import definitions as data
 from ocog_assets.defs.packaging import definitions as packaging
 from ocog_assets.defs.remote import definitions as remote
@@ -27,5 +28,6 @@ defs = dg.Definitions.merge(
     training.defs,
     search.defs,
     remote.defs,
+    cubes.defs,
     common.defs,
 )

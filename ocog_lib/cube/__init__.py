@@ -9,5 +9,6 @@ Modules: `stack` (SceneStack, Scene, Selection: stack.json), `expression` (safe 
 `reducers` (nan-aware temporal reducers), `masks` (SCL classes, Landsat BQA bits), `plan`
 (which level and grid GDAL's warped VRT would read for a view), `sources` (headers and
 windows through `ocog_lib.stream`), `warp` (GDAL warp and resampling of those windows) and
-`reads` (read_tile, read_point, read_bbox).
+`reads` (read_tile, read_point, read_bbox); `render` (colormaps, stretch, PNG) and
+`composite` (a period's reduced box written as a COG, with a preview: the one stored product).
 """

@@ -1,32 +1,21 @@
 """A tile's bytes in each format: PNG (RGBA), npy (float32, NaN = nodata), GeoTIFF.
 
-The PNG writer is a few lines of zlib (no imaging library needed); the GeoTIFF is GDAL's,
-in the tile's own CRS and bounds so a GIS places it where the tile lies.
+The PNG writer is `ocog_lib.cube.render`'s (a few lines of zlib, shared with the cube's
+previews); the GeoTIFF is GDAL's, in the tile's own CRS and bounds so a GIS places it where
+the tile lies.
 """
 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 
+from ocog_lib.cube.render import encode_png
+
+__all__ = ["MEDIA_TYPES", "encode_npy", "encode_png", "encode_tif"]
+
 MEDIA_TYPES = {"png": "image/png", "npy": "application/octet-stream", "tif": "image/tiff"}
-
-
-def encode_png(rgba: np.ndarray) -> bytes:
-    """(h, w, 4) uint8 -> PNG, colour type 6 (RGBA), 8 bits, no interlace."""
-    h, w, _ = rgba.shape
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), rgba.reshape(h, w * 4)], axis=1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))  # fmt: skip
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))  # fmt: skip
 
 
 def encode_npy(data: np.ndarray) -> bytes:

@@ -4,8 +4,8 @@ The box (in `bbox_crs`, lon/lat by default) is taken to the stack's CRS, its gri
 `resolution` (the stack's native by default) is sized by arithmetic alone and refused
 (413) when larger than `ServeConfig.max_export_pixels` or the cube's memory bound, before
 any pixel is read. The pixels are `ocog_lib.cube.reads.read_bbox`'s, bit for bit; the COG
-(GDAL's COG driver: DEFLATE, float predictor, NaN nodata, overviews down to about 64 px,
-nearest so they hold only computed values) is written to a temporary name and renamed.
+is `ocog_lib.cube.composite.write_cog`'s (the one writer of the cube's COGs: DEFLATE, float
+predictor, NaN nodata, nearest overviews), written to a temporary name and renamed.
 The stream opens the file and unlinks it at once: nothing stays on disk, even when the
 client goes away mid-download.
 """
@@ -20,16 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocog_lib.atomic import atomic_path
-from ocog_lib.cube.reads import MAX_CUBE_BYTES, CubeArray, read_bbox
+from ocog_lib.cube.composite import write_cog
+from ocog_lib.cube.reads import MAX_CUBE_BYTES, read_bbox
 from ocog_lib.cube.sources import raster_info
 from ocog_lib.cube.stack import SceneStack
 from ocog_lib.serve.errors import ApiError
 from ocog_lib.serve.params import TileQuery
 
 CHUNK = 1 << 20  # bytes per streamed chunk
-BLOCK = 256  # COG block size, px
-SMALLEST_OVERVIEW = 64  # px, the shorter edge of the coarsest overview
 
 
 @dataclass(frozen=True)
@@ -136,27 +134,8 @@ def write_export(plan: ExportPlan, folder: Path) -> ExportFile:
                      expression=q.expression, reducer=q.reducer, p=q.p,
                      resampling=q.resampling, start=q.start, end=q.end,
                      max_cloud=q.max_cloud)  # fmt: skip
-    path = folder / f"export-{uuid.uuid4().hex}.tif"
-    with atomic_path(path) as tmp:
-        write_cog(tmp, cube)
+    path = write_cog(folder / f"export-{uuid.uuid4().hex}.tif", cube)
     return ExportFile(path, path.stat().st_size, cube.scenes, (time.perf_counter() - t0) * 1e3)
-
-
-def write_cog(path: Path, cube: CubeArray) -> None:
-    """float32 COG of the cube: NaN nodata, DEFLATE, overviews (module docstring)."""
-    import rasterio
-
-    h, w = cube.data.shape
-    levels, edge = 0, min(h, w)
-    while edge // 2 >= SMALLEST_OVERVIEW:
-        levels, edge = levels + 1, edge // 2
-    overviews = {"OVERVIEWS": "AUTO", "OVERVIEW_COUNT": str(levels),
-                 "OVERVIEW_RESAMPLING": "NEAREST"} if levels else {"OVERVIEWS": "NONE"}
-    with rasterio.open(path, "w", driver="COG", width=w, height=h, count=1, dtype="float32",
-                       crs=cube.crs, transform=cube.transform, nodata=float("nan"),
-                       COMPRESS="DEFLATE", PREDICTOR="3", BLOCKSIZE=str(BLOCK),
-                       **overviews) as out:  # fmt: skip
-        out.write(cube.data.astype("float32", copy=False), 1)
 
 
 def stream_and_remove(path: Path) -> Iterator[bytes]:
