@@ -38,7 +38,7 @@ from ocog_lib.bench.plan import PlannedRun, run_interleaved
 from ocog_lib.bench.rows import BenchRow, Comparison, Link
 from ocog_lib.data.locate import bench_files
 from ocog_lib.env import gdal_cache_of_config, scoped_env
-from ocog_lib.remote.session import RemoteSession, remote_session
+from ocog_lib.remote.session import RemoteSession, remote_session, shaped_link
 from ocog_lib.settings import Settings
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.dataset import CogStream
@@ -199,16 +199,8 @@ def _rows_at_cap(
     say: Callable[[str], None],
 ) -> list[BenchRow]:
     """Every loader through a shaper at `cap`, interleaved over repeats."""
-    from ocog_lib.memory import not_measured
-    from ocog_lib.remote.shaper import Shaper
-
     cfg = variants.cfg
-    host, port = session.endpoint.url.split("://", 1)[1].rsplit(":", 1)
-    with (
-        Shaper(host, int(port), rtt_ms=cfg.rtt_ms, cap_mb_s=cap) as shaper,
-        not_measured(shaper.pid),
-        scoped_env(session.env(shaper.url)),
-    ):
+    with shaped_link(session, rtt_ms=cfg.rtt_ms, cap_mb_s=cap) as shaper:
 
         def wire() -> float:
             return float(shaper.counters().bytes_down)

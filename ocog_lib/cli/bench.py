@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 
 from ocog_lib.cli import types as T
+from ocog_lib.cli.similar import register_bench_similar
 from ocog_lib.cli.types import stream_default
 from ocog_lib.settings import Settings
 
@@ -26,10 +27,12 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
         description="Throughput benchmarks: one engine configuration, or ocog against the "
         "OCOG toolkit's loader and the decode limit in one run.",
     )
-    sub = bench.add_subparsers(dest="bench_cmd", required=True, metavar="{stream,compare,tiles}")
+    sub = bench.add_subparsers(dest="bench_cmd", required=True,
+                               metavar="{stream,compare,tiles,similar}")
     _register_stream(sub)
     _register_compare(sub)
     _register_tiles(sub)
+    register_bench_similar(sub)  # `bench similar` (cli/similar.py)
 
 
 def _register_stream(sub: argparse._SubParsersAction) -> None:
@@ -138,11 +141,13 @@ def _register_tiles(sub: argparse._SubParsersAction) -> None:
     """`bench tiles`: unset flags keep TileBenchConfig's values."""
     t = sub.add_parser(
         "tiles",
-        help="cube XYZ tiles: ocog vs rio-tiler, cold and warm",
+        help="cube XYZ tiles: ocog vs rio-tiler (and VirtuGhan), cold and warm, local and remote",
         description="The same tiles of a time stack per zoom, read by ocog's cube and by "
         "rio-tiler (same expression, mask and reducer), cold then warm, interleaved "
-        "repeats: ms per tile p50/p95, bytes fetched per tile, and whether both outputs "
-        "are equal. Rows go to DuckDB's tile_benchmarks.",
+        "repeats, from local files and (--remote) from S3 through the WAN shaper: ms per "
+        "tile p50/p95, bytes fetched per tile, the link's limit for cold remote tiles, and "
+        "whether both outputs are equal (no speed is reported for outputs that differ). "
+        "Rows go to DuckDB's tile_benchmarks (area rows, --area, to area_benchmarks).",
     )
     d = lambda key: T.default(*_TILES, key)  # noqa: E731
     t.add_argument("--stack", default=None,
@@ -159,9 +164,39 @@ def _register_tiles(sub: argparse._SubParsersAction) -> None:
                    help=f"temporal reducer (default: {d('reducer')})")
     t.add_argument("--repeats", type=T.positive_int, default=d("repeats"),
                    help=f"interleaved repeats (default: {d('repeats')})")
+    t.add_argument("--resampling", type=T.list_of(str), default=None,
+                   help="comma-separated rio-tiler resampling_method values, rows for each: "
+                   f"nearest, bilinear (default: {d('resampling')}); nearest must match "
+                   "rio-tiler bit for bit, bilinear within 1 DN per input band")  # fmt: skip
+    _register_tiles_remote(t, d)
+    t.add_argument("--peers", type=T.list_of(str), default=(),
+                   help="comma-separated peers to add: virtughan (its tile computation and, "
+                   "with --area, its export; in a venv of its own under "
+                   "$OCOG_DATA_DIR/peers/, created from PyPI on first use)")  # fmt: skip
+    t.add_argument("--area", type=T.non_negative_int, default=d("area"),
+                   help="also the temporal reducer over an area of this many px a side "
+                   "(e.g. 1024): ocog's read_bbox vs downloading the full scenes then numpy "
+                   "(vs VirtuGhan's export with --peers virtughan), rows in area_benchmarks; "
+                   "0 = skip (default)")  # fmt: skip
+    t.add_argument("--area-dates", type=T.positive_int, default=d("area_dates"),
+                   help=f"dates of the area's stack (default: {d('area_dates')})")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--no-record", action="store_true", help="do not append to DuckDB")
     t.set_defaults(func=_cmd_tiles)
+
+
+def _register_tiles_remote(t: argparse.ArgumentParser, d) -> None:
+    t.add_argument("--remote", action="store_true",
+                   help="also read the same COGs from S3 through the WAN shaper (rows with "
+                   "location=remote beside the local ones): the configured endpoint, else "
+                   "the embedded one (`ocog s3 serve`, or a private one for this run); ocog "
+                   "by its storage layer, rio-tiler by GDAL's /vsis3/, same objects")  # fmt: skip
+    t.add_argument("--remote-only", action="store_true",
+                   help="remote rows only (no local pass)")
+    t.add_argument("--rtt-ms", type=T.non_negative_float, default=d("rtt_ms"),
+                   help=f"remote: delay per request, ms (default: {d('rtt_ms'):g})")
+    t.add_argument("--cap-mb-s", type=T.positive_float, default=d("cap_mb_s"),
+                   help=f"remote: bandwidth cap, MB/s (default: {d('cap_mb_s'):g})")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -263,9 +298,14 @@ def _cmd_compare_remote(args: argparse.Namespace) -> int:
 def _cmd_tiles(args: argparse.Namespace) -> int:
     from ocog_lib.bench.tiles import TileBenchConfig, compare_tiles, format_tiles, record_tiles
 
+    locations = ("remote",) if args.remote_only else ("local", "remote") if args.remote else (
+        "local",)  # fmt: skip
     cfg = TileBenchConfig(stack=args.stack, zooms=tuple(args.zooms) if args.zooms else None,
                           tiles=args.tiles, expression=args.expression, reducer=args.reducer,
-                          repeats=args.repeats)  # fmt: skip
+                          repeats=args.repeats, resamplings=tuple(args.resampling or ()),
+                          locations=locations, rtt_ms=args.rtt_ms, cap_mb_s=args.cap_mb_s,
+                          peers=tuple(args.peers), area=args.area,
+                          area_dates=args.area_dates)  # fmt: skip
     settings = Settings.from_env()
     result = compare_tiles(cfg, settings, progress=_progress(args))
     print(json.dumps(result.to_dict(), default=str) if args.json else format_tiles(result))
@@ -273,6 +313,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
     if not args.no_record:  # after printing: a failed store never takes the result with it
         n = record_tiles(result, settings)
         if not args.json:
+            areas = f" and {len(result.areas)} to area_benchmarks" if result.areas else ""
             print(f"{n} row(s) of run {result.run_id} -> {settings.results_db} "
-                  "(table tile_benchmarks)")
+                  f"(table tile_benchmarks){areas}")
     return 0

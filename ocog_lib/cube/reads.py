@@ -31,7 +31,13 @@ from ocog_lib.cube.errors import NoScenes, OutsideData, ZoomOutside
 from ocog_lib.cube.expression import Expression
 from ocog_lib.cube.plan import ReadPlan, View, check_resampling, plan_read, source_window
 from ocog_lib.cube.reducers import REDUCERS, reduce
-from ocog_lib.cube.sources import RasterInfo, WindowRequest, raster_info, read_windows
+from ocog_lib.cube.sources import (
+    RasterInfo,
+    WindowRequest,
+    raster_info,
+    raster_infos,
+    read_windows,
+)
 from ocog_lib.cube.stack import DateLike, Scene, SceneStack
 from ocog_lib.cube.warp import gdal_read, warp_window
 from ocog_lib.errors import InputError
@@ -274,6 +280,8 @@ def _assets(chosen: SceneStack, expr: Expression) -> list[str]:
 
 
 def _plan_reads(chosen: SceneStack, view: View, opts: _Options, label: str) -> list[_Read]:
+    raster_infos([chosen.uri(s, a) for s in chosen.scenes for a in _assets(chosen,
+                                                                           opts.expression)])
     reads = []
     for i, scene in enumerate(chosen.scenes):
         for asset in _assets(chosen, opts.expression):

@@ -5,6 +5,7 @@ asset uploads, and remote search, remote training and `bench compare --remote` r
 same objects:
 
     s3://<bucket>/variants/<dataset>/<variant>/<path inside the variant folder>
+    s3://<bucket>/stacks/<stack>-<folder id>/<path inside the stack folder>   (time stacks)
 
 (bucket: $OCOG_S3_BUCKET, default "ocog"). A reader uploads what is missing first; an
 object whose size and sha256 match is skipped, so after `remote_variants` ran that costs
@@ -18,6 +19,7 @@ leaves no process behind.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from ocog_lib.remote.s3server import REGION, EmbeddedS3
 from ocog_lib.settings import Settings
 
 VARIANTS_PREFIX = "variants"
+STACKS_PREFIX = "stacks"
 
 
 def variant_key(dataset: str, variant: str, relpath: str = "") -> str:
@@ -44,6 +47,13 @@ def variant_key(dataset: str, variant: str, relpath: str = "") -> str:
 
 def variant_uri(bucket: str, dataset: str, variant: str, relpath: str = "") -> str:
     return f"s3://{bucket}/{variant_key(dataset, variant, relpath)}"
+
+
+def stack_key(stack: str, folder: str | Path, relpath: str = "") -> str:
+    """The key of a time stack's file: the stack's name and an id of its local folder (two
+    folders holding stacks of one name, e.g. built at two sizes, never share objects)."""
+    folder_id = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:8]
+    return f"{STACKS_PREFIX}/{stack}-{folder_id}/{relpath.lstrip('/')}"
 
 
 @dataclass(frozen=True)
@@ -72,15 +82,37 @@ class RemoteSession:
     ) -> list[str]:
         """The s3:// URIs of `paths` (files inside the variant `folder`), uploading any
         that the bucket lacks or holds with other content."""
+        def uri_of(path: str) -> str:
+            rel = Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+            return self.variant_uri(dataset, variant, rel)
+
+        return self._upload(paths, uri_of)
+
+    def upload_stack_files(self, stack: str, folder: Path, paths: list[str]) -> list[str]:
+        """The s3:// URIs of a time stack's files (`paths`: inside its `folder`, or
+        absolute paths elsewhere, which stack.json allows), uploading any that the bucket
+        lacks or holds with other content."""
+        return self._upload(paths, lambda path: f"s3://{self.bucket}/"
+                            f"{stack_key(stack, folder, _stack_relpath(path, folder))}")
+
+    def _upload(self, paths: list[str], uri_of) -> list[str]:
         from ocog_lib.remote.upload import upload_file
 
         uris = []
         for path in paths:
-            rel = Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
-            uri = self.variant_uri(dataset, variant, rel)
+            uri = uri_of(path)
             upload_file(path, uri, client=self.client)
             uris.append(uri)
         return uris
+
+
+def _stack_relpath(path: str, folder: str | Path) -> str:
+    """A stack file's path inside its folder; a file outside it goes under _external/
+    by an id of the folder it is in."""
+    p, root = Path(path).resolve(), Path(folder).resolve()
+    if p.is_relative_to(root):
+        return p.relative_to(root).as_posix()
+    return f"_external/{hashlib.sha256(str(p.parent).encode()).hexdigest()[:8]}/{p.name}"
 
 
 def _front_env(endpoint: Endpoint):
@@ -93,6 +125,26 @@ def _front_env(endpoint: Endpoint):
         return out
 
     return env
+
+
+@contextmanager
+def shaped_link(session: RemoteSession, *, rtt_ms: float,
+                cap_mb_s: float | None) -> Iterator[Any]:  # fmt: skip
+    """A WAN shaper (`remote.shaper.Shaper`) in front of the session's endpoint, and every
+    reader in the block pointed at it (ocog's S3 sources, boto3, GDAL's /vsis3/: scoped
+    environment variables), the shaper's process left out of memory figures. Yields the
+    shaper (its `counters()` say what crossed it)."""
+    from ocog_lib.env import scoped_env
+    from ocog_lib.memory import not_measured
+    from ocog_lib.remote.shaper import Shaper
+
+    host, port = session.endpoint.url.split("://", 1)[1].rsplit(":", 1)
+    with (
+        Shaper(host, int(port.rstrip("/")), rtt_ms=rtt_ms, cap_mb_s=cap_mb_s) as shaper,
+        not_measured(shaper.pid),
+        scoped_env(session.env(shaper.url)),
+    ):
+        yield shaper
 
 
 @contextmanager
