@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "data": 2,
     "cog": 3,
     "stream": 4, "remote": 4,
-    "hdf5": 5, "train": 5, "cube": 5,
+    "hdf5": 5, "train": 5, "cube": 5, "embed": 5,
     "bench": 6,
     "search": 7,
     "serve": 8,

@@ -35,6 +35,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli.search:register_search",
     "ocog_lib.cli.s3:register_s3",
     "ocog_lib.cli.serve:register_serve",
+    "ocog_lib.cli.similar:register_similar",
 )
 
 # Columns `ocog variants write` prints; the full rows go to DuckDB.

@@ -30,6 +30,7 @@ from ocog_lib.serve.colormaps import COLORMAPS
 from ocog_lib.serve.config import DEFAULT_EXPRESSION, ServeConfig
 from ocog_lib.serve.errors import ApiError, reply_for
 from ocog_lib.serve.export import parse_bbox, plan_export, stream_and_remove, write_export
+from ocog_lib.serve.page import add_page_routes
 from ocog_lib.serve.params import (
     RESAMPLINGS,
     TileQuery,
@@ -40,6 +41,7 @@ from ocog_lib.serve.params import (
 )
 from ocog_lib.serve.runner import ComputeRunner
 from ocog_lib.serve.service import TileService
+from ocog_lib.serve.similar_routes import add_similar_routes
 from ocog_lib.serve.tiles import TileAddress
 
 log = logging.getLogger("ocog.serve")
@@ -50,7 +52,7 @@ def create_app(stack_path: str | os.PathLike[str], *, config: ServeConfig | None
     """An app over the stack at `stack_path` (a folder or its stack.json), loaded once."""
     config = config or ServeConfig()
     service = TileService(SceneStack.load(Path(stack_path)), config)
-    runner = ComputeRunner(service.executor, config.max_concurrent)
+    runner = ComputeRunner(service.executor, config.max_concurrent, config.max_queued)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -67,6 +69,8 @@ def create_app(stack_path: str | os.PathLike[str], *, config: ServeConfig | None
     _add_tile_route(app, service, runner)
     _add_data_routes(app, service, runner)
     _add_export_route(app, service, runner)
+    add_page_routes(app, service, runner, _tile_query, error_response)  # /, /info, /stretch
+    add_similar_routes(app)  # /similar (similar_routes.py)
     return app
 
 
@@ -193,6 +197,7 @@ def _add_data_routes(app: FastAPI, service: TileService, runner: ComputeRunner) 
         s = service.cache.stats()
         return {"status": "ok", "stack": service.stack.name,
                 "scenes": len(service.stack.scenes), "inflight": runner.inflight(),
+                "waiting": runner.waiting(),
                 "cache": {"entries": s.entries, "bytes": s.bytes, "max_bytes": s.max_bytes,
                           "hits": s.hits, "misses": s.misses}}  # fmt: skip
 
