@@ -384,12 +384,8 @@ def discover_series(api: StacApi, query: SceneQuery, *, timeout_s: float = 60.0,
         if item_id in seen or not _item_fits_tile(item, tile, query):
             continue
         seen.add(item_id)
-        try:
-            band_assets(item)
-        except InputError as exc:
-            out.skipped.append(Skipped(item_id, tile, exc.cause))
-            continue
-        out.scenes.append(Scene(tile, api, item))
+        if _has_bands(item, tile, out.skipped):
+            out.scenes.append(Scene(tile, api, item))
     return out
 
 
@@ -453,6 +449,16 @@ def _item_fits_tile(item: dict, tile: str, query: SceneQuery) -> bool:
     return not (limit is not None and isinstance(cloud, int | float) and cloud > limit)
 
 
+def _has_bands(item: dict, tile: str, skipped: list[Skipped]) -> bool:
+    """Whether the item has the four bands; if not, it is skipped saying which it lacks."""
+    try:
+        band_assets(item)
+    except InputError as exc:
+        skipped.append(Skipped(str(item.get("id")), tile, exc.cause))
+        return False
+    return True
+
+
 def _choose_scenes(api: StacApi, query: SceneQuery, candidates: dict[str, list[dict]],
                    out: Discovery) -> None:
     """Per tile the best-ranked item with usable bands; each item counts once."""
@@ -463,10 +469,7 @@ def _choose_scenes(api: StacApi, query: SceneQuery, candidates: dict[str, list[d
             if item_id in seen_ids:
                 continue
             seen_ids.add(item_id)
-            try:
-                band_assets(item)
-            except InputError as exc:
-                out.skipped.append(Skipped(item_id, tile, exc.cause))
+            if not _has_bands(item, tile, out.skipped):
                 continue
             if tile in out.scenes:
                 if query.scene_ids and item_id in query.scene_ids:
