@@ -182,10 +182,9 @@ class TiffIndex:
 class _Reader:
     """Serves header bytes from one prefetched block, fetching more only when needed."""
 
-    def __init__(self, source: ByteSource, size: int):
+    def __init__(self, source: ByteSource):
         self.source = source
-        self.size = size
-        self.head = source.read(0, min(HEADER_FETCH, size))
+        self.head, self.size = source.head(HEADER_FETCH)
 
     def bytes(self, offset: int, length: int) -> bytes:
         if offset + length > self.size:
@@ -298,10 +297,9 @@ def _levels(ifds: list[dict[int, tuple]], bands: int, bits: tuple, planar: int, 
 def parse_tiff(source: ByteSource) -> TiffIndex:
     """Parse the header of a tiled (Cloud-Optimized) GeoTIFF from byte ranges."""
     uri = source.uri
-    size = source.size()
-    if size < 16:
-        raise InputError(uri, f"not a TIFF: only {size} bytes")
-    r = _Reader(source, size)
+    r = _Reader(source)
+    if r.size < 16:
+        raise InputError(uri, f"not a TIFF: only {r.size} bytes")
     bo, big, first = _byte_order(r, uri)
     ifds: list[dict[int, tuple]] = []
     offset, seen = first, set()
@@ -333,7 +331,7 @@ def parse_tiff(source: ByteSource) -> TiffIndex:
 
     return TiffIndex(
         uri=uri,
-        size=size,
+        size=r.size,
         byteorder=bo,
         dtype=dtype.newbyteorder(bo),
         bands=int(bands),
@@ -342,7 +340,7 @@ def parse_tiff(source: ByteSource) -> TiffIndex:
         planar=int(planar),
         photometric=int(main.get(262, (1,))[0]),
         nodata=nodata,
-        levels=_levels(ifds, bands, bits, planar, size, uri),
+        levels=_levels(ifds, bands, bits, planar, r.size, uri),
         lerc_params=tuple(int(v) for v in main.get(50674, ())),
         jpeg_tables=bytes(main.get(347, (b"",))[0]) if 347 in main and main[347] else b"",
         georef=parse_georef(main),
@@ -449,7 +447,7 @@ def parse_georef(tags: dict[int, tuple]) -> Georef:
 def read_georef(source: ByteSource) -> Georef:
     """The georeferencing of any TIFF, tiled or not (the fast path's header parse stops
     at layouts it cannot decode; GDAL takes the same facts from the first directory)."""
-    r = _Reader(source, source.size())
+    r = _Reader(source)
     bo = ">" if r.head[:2] == b"MM" else "<"
     big = struct.unpack(bo + "H", r.head[2:4])[0] == 43
     (first,) = struct.unpack_from(bo + ("Q" if big else "I"), r.head, 8 if big else 4)

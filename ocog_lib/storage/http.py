@@ -185,6 +185,14 @@ class RemoteObject(ByteSource):
             self._size = self._fetch_size()
         return self._size
 
+    def head(self, length: int) -> tuple[bytes, int]:
+        """The first `length` bytes and the size in ONE request: a ranged GET's
+        Content-Range carries the size, so opening a remote TIFF costs one round trip."""
+        if self._size is not None or length <= 0:
+            return super().head(length)
+        return self._with_retries(f"the first {length} bytes",
+                                  lambda deadline: self._get_range(0, length, deadline, True))
+
     def version(self) -> str | None:
         """The ETag the object answered with (its first answer: later reads insist on it)."""
         self.size()
@@ -313,8 +321,10 @@ class RemoteObject(ByteSource):
             resp.release_conn()
         return body
 
-    def _get_range(self, offset: int, length: int, deadline: float) -> tuple[bytes, int]:
-        """One ranged GET: exactly `length` bytes at `offset`, and the object's size."""
+    def _get_range(self, offset: int, length: int, deadline: float,
+                   up_to: bool = False) -> tuple[bytes, int]:  # fmt: skip
+        """One ranged GET: exactly `length` bytes at `offset` (`up_to`: at most, where the
+        object ends sooner), and the object's size."""
         url = self._url()
         headers = {"Range": f"bytes={offset}-{offset + length - 1}", "Accept-Encoding": "identity"}
         etag = self._etag
@@ -336,7 +346,9 @@ class RemoteObject(ByteSource):
             summary = _error_summary(self._discard(resp))
             self._raise_for_status(status, resp.headers, summary)
         try:
-            total = self._check_range(resp, offset, length)
+            total = self._check_range(resp, offset, length, up_to)
+            if up_to and total >= 0:
+                length = min(length, total - offset)
             data = self._read_body(resp, length, request_deadline)
         finally:
             resp.release_conn()
@@ -375,13 +387,16 @@ class RemoteObject(ByteSource):
             raise FatalFailure(f"HTTP {status}: redirected to {location}")
         raise FatalFailure(f"HTTP {status}{detail}")
 
-    def _check_range(self, resp: Any, offset: int, length: int) -> int:
-        """The object's size, once the response is known to hold exactly our range."""
+    def _check_range(self, resp: Any, offset: int, length: int, up_to: bool = False) -> int:
+        """The object's size, once the response is known to hold exactly our range (with
+        `up_to`, a range cut short by the object's end is ours too)."""
         clen = resp.headers.get("Content-Length")
         if resp.status == 200:
             # The server ignored Range: only fine if the whole object is what we asked for.
-            if offset == 0 and clen is not None and clen.isdigit() and int(clen) == length:
-                return length
+            whole = clen is not None and clen.isdigit() and (
+                int(clen) == length or (up_to and int(clen) < length))
+            if offset == 0 and whole:
+                return int(clen)
             self._discard(resp, keep_if_small=False)
             raise FatalFailure(
                 "the server ignored the Range header (HTTP 200 with the whole object"
@@ -395,6 +410,9 @@ class RemoteObject(ByteSource):
             raise RetryableFailure("HTTP 206 without a valid Content-Range")
         first, last, total_text = int(m.group(1)), int(m.group(2)), m.group(3)
         total = int(total_text) if total_text != "*" else None
+        if up_to and total is not None and first == offset and last == total - 1 < (
+                offset + length - 1):
+            length = last - first + 1  # the object ends inside the range asked for
         past_end = total is not None and last == total - 1 and last < offset + length - 1
         if first == offset and past_end:
             self._discard(resp, keep_if_small=False)

@@ -57,6 +57,11 @@ class ByteSource:
     def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
 
+    def head(self, length: int) -> tuple[bytes, int]:
+        """(the first `length` bytes, or all of a smaller object; the object's size)."""
+        size = self.size()
+        return self.read(0, min(length, size)), size
+
     def version(self) -> str | None:
         """What names this object's content (a remote object's ETag), None where unknown:
         caches key on it, so a rewritten object is never served from a stale entry."""

@@ -50,6 +50,22 @@ def test_s3_ranges_match_the_local_file(s3_env, objects):
     assert stats.bytes > size
 
 
+def test_head_brings_the_first_bytes_and_the_size_in_one_request(s3_env, objects):
+    """Opening a remote TIFF is one round trip: the ranged GET's Content-Range has the size."""
+    size = objects.blob.stat().st_size
+    src = open_source(objects.blob_uri)
+    data, got = src.head(64 * 1024)
+    assert got == size and data == local_bytes(objects.blob, 0, 64 * 1024)
+    assert src.size() == size and src.stats().requests == 1
+    with RangeServer({"/small.bin": b"0123456789"}) as server:  # smaller than asked for
+        small = HttpObject(f"{server.url}/small.bin", options=QUICK)
+        assert small.head(64 * 1024) == (b"0123456789", 10)
+        assert small.stats().requests == 1
+    cog = open_source(objects.cog_uri)
+    parse_tiff(cog)
+    assert cog.stats().requests == 1  # the header fits the first 64 KiB
+
+
 def test_s3_tiles_decode_to_gdal_pixels(s3_env, objects):
     """The engine's header parser and decoder over S3 give GDAL's pixels."""
     idx = parse_tiff(open_source(objects.cog_uri))
