@@ -12,6 +12,7 @@ from ocog_assets.defs.benchmarks import definitions as benchmarks
 from ocog_assets.defs.common import definitions as common
 from ocog_assets.defs.cubes import definitions as cubes
 from ocog_assets.defs.data import definitions as data
+from ocog_assets.defs.embeddings import definitions as embeddings
 from ocog_assets.defs.packaging import definitions as packaging
 from ocog_assets.defs.remote import definitions as remote
 from ocog_assets.defs.results import definitions as results
@@ -29,5 +30,6 @@ defs = dg.Definitions.merge(
     search.defs,
     remote.defs,
     cubes.defs,
+    embeddings.defs,
     common.defs,
 )

@@ -332,6 +332,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        9,
+        "retrieval_quality: precision@k and mAP@k of a trained encoder and its baselines",
+        (
+            # One row per method of a measurement (ocog_lib.embed.quality.quality_rows'
+            # keys); a new measurement of the same (dataset, model_id, k) replaces the old.
+            """
+            CREATE TABLE IF NOT EXISTS retrieval_quality (
+                run_id VARCHAR NOT NULL,
+                measured_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                dataset VARCHAR NOT NULL,
+                model_id VARCHAR NOT NULL,
+                method VARCHAR NOT NULL,
+                baseline BOOLEAN NOT NULL,
+                dim INTEGER NOT NULL,
+                k INTEGER NOT NULL,
+                precision_at_k DOUBLE,
+                map_at_k DOUBLE,
+                n_queries INTEGER,
+                config JSON,
+                git_sha VARCHAR,
+                host JSON
+            )
+            """,
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

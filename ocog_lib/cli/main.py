@@ -36,6 +36,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli.s3:register_s3",
     "ocog_lib.cli.serve:register_serve",
     "ocog_lib.cli.similar:register_similar",
+    "ocog_lib.cli.embed:register_embed",
 )
 
 # Columns `ocog variants write` prints; the full rows go to DuckDB.

@@ -187,7 +187,7 @@ def test_each_domain_owns_the_jobs_schedules_and_sensors_of_its_assets():
 
     graph = definitions.defs.resolve_asset_graph()
     domains = ("data", "variants", "results", "benchmarks", "packaging", "training", "search",
-               "remote", "cubes")  # fmt: skip
+               "remote", "cubes", "embeddings")  # fmt: skip
     jobs, extra = set(), {"cog_variants_job": {dg.AssetKey("variant_stats")}}
     for name in domains:
         defs = importlib.import_module(f"ocog_assets.defs.{name}.definitions").defs
