@@ -22,18 +22,13 @@ import torch
 
 from ocog_lib.embed.h3cells import cells_for, resolution_for
 from ocog_lib.embed.model import Encoder
-from ocog_lib.embed.train import (
-    autocast,
-    dataset_files,
-    load_encoder,
-    normalised,
-    pick_device,
-)
+from ocog_lib.embed.train import dataset_files, load_encoder, normalised
 from ocog_lib.embed.vectors import NO_LABEL, EmbeddingSet
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.dataset import CogStream
+from ocog_lib.stream.device import autocast, pick_device
 from ocog_lib.stream.samplers import SamplerConfig, sample_windows
 
 IGNORE = 255

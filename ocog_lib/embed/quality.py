@@ -26,12 +26,13 @@ import torch
 
 from ocog_lib.embed.baselines import band_stats, random_projection
 from ocog_lib.embed.infer import encode, patch_labels
-from ocog_lib.embed.train import dataset_files, load_encoder, normalised, pick_device, read_patches
-from ocog_lib.embed.triplets import SpatialSplit
+from ocog_lib.embed.train import dataset_files, load_encoder, normalised, read_patches
 from ocog_lib.embed.vectors import NO_LABEL
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
+from ocog_lib.stream.device import pick_device
 from ocog_lib.stream.rasters import open_raster
+from ocog_lib.stream.split import SpatialSplit
 
 ENCODER = "encoder"
 

@@ -38,12 +38,14 @@ from ocog_lib.data.locate import variant_folder
 from ocog_lib.data.manifest import MANIFEST_NAME, DatasetManifest
 from ocog_lib.embed.config import EmbedConfig, model_id
 from ocog_lib.embed.model import Encoder, EncoderSpec, build_encoder
-from ocog_lib.embed.triplets import SpatialSplit, epoch_triplets
+from ocog_lib.embed.triplets import epoch_triplets
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.dataset import CogStream
+from ocog_lib.stream.device import autocast, pick_device
 from ocog_lib.stream.samplers import SamplerConfig
+from ocog_lib.stream.split import SpatialSplit
 
 ProgressFn = Callable[[dict], None]
 _UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError)
@@ -124,25 +126,6 @@ def model_key(dataset: str, mid: str) -> str:
 
 def checkpoint_path(settings: Settings, dataset: str, mid: str) -> Path:
     return settings.data_dir / "embedding" / dataset / mid / "checkpoint.pt"
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"device {name!r}", str(exc)) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r}", "CUDA is not available on this machine")
-    return dev
-
-
-def autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
 
 
 def _save(obj: dict, path: Path) -> None:

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from ocog_lib.atomic import atomic_path
-from ocog_lib.cog.grid import TileGrid
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.errors import InputError
 from ocog_lib.host import NvmlMonitor
 from ocog_lib.settings import Settings
 from ocog_lib.stream.dataset import CogStream
-from ocog_lib.stream.samplers import SamplerConfig, sample_windows
+from ocog_lib.stream.device import autocast, pick_device
+from ocog_lib.stream.split import SpatialSplit
 from ocog_lib.train.configs import (
     LoaderConfig,
     TrainConfig,
@@ -68,62 +68,6 @@ class TrainResult:
 
 
 # ---- the split ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SpatialSplit:
-    """Rows above `split_row` train, rows below validate, per raster."""
-
-    val_fraction: float
-    patch: int
-
-    def split_row(self, g: TileGrid, index: int = 0) -> int:
-        p = self.patch
-        if g.height < 2 * p or g.width < p:
-            raise InputError(f"raster #{index} ({g.height}x{g.width})",
-                             f"too small to hold a training and a validation patch of {p}")
-        row = round(g.height * (1 - self.val_fraction) / p) * p
-        return min(max(row, p), g.height - p)
-
-    def train_windows(self, grids: list[TileGrid], cfg: SamplerConfig) -> np.ndarray:
-        """`cfg.length` windows of the sampler, keeping those wholly above the split."""
-        limits = np.array([self.split_row(g, i) for i, g in enumerate(grids)])
-        share = sum(lim * g.width for lim, g in zip(limits, grids, strict=True)) / sum(
-            g.height * g.width for g in grids
-        )
-        draw = math.ceil(cfg.length / max(share, 1e-3) * 1.25) + 8
-        for _ in range(8):
-            w = sample_windows(grids, dataclasses.replace(cfg, length=draw))
-            keep = w[w[:, 1] + self.patch <= limits[w[:, 0]]]
-            if len(keep) >= cfg.length:
-                return keep[: cfg.length]
-            draw *= 2
-        raise InputError("training windows", f"the sampler gave {len(keep)} of {cfg.length} "
-                         "above the validation split; lower val_fraction")
-
-    def val_windows(self, grids: list[TileGrid], max_patches: int) -> np.ndarray:
-        """The grid sampler's windows wholly below the split; evenly thinned to a cap."""
-        limits = np.array([self.split_row(g, i) for i, g in enumerate(grids)])
-        w = sample_windows(grids, SamplerConfig(kind="grid", patch_size=self.patch))
-        w = w[w[:, 1] >= limits[w[:, 0]]]
-        if len(w) > max_patches:
-            w = w[np.unique(np.linspace(0, len(w) - 1, max_patches).round().astype(int))]
-        return w
-
-
-# ---- helpers -----------------------------------------------------------------------------
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise InputError(f"device {name!r}", str(exc)) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r}", "CUDA is not available on this machine")
-    return dev
 
 
 def checkpoint_path(settings: Settings, dataset: str, loader_config: str) -> Path:
@@ -167,20 +111,13 @@ def evaluate(model: UNet, images: torch.Tensor, masks: torch.Tensor, norm: dict,
     std = norm["std"].to(device)[None, :, None, None]
     was_training = model.training
     model.eval()
-    with torch.no_grad(), _autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp):
         for i in range(0, len(images), batch_size):
             x = (images[i : i + batch_size].to(device, non_blocking=True) - mean) / std
             pred = model(x).argmax(1)
             cm.update(pred.cpu(), masks[i : i + batch_size])
     model.train(was_training)
     return cm
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[UNet, dict]:
@@ -373,7 +310,7 @@ class _Loop:
             return False
         x = (batch["image"].to(self.device, non_blocking=True) - self.mean) / self.std
         run = self.run
-        with _autocast(self.device, self.cfg.amp):
+        with autocast(self.device, self.cfg.amp):
             loss = self.crit(run.model(x), y)
         # cosine decay over the budget to 5% of lr: the last evaluations settle
         frac = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * self.budget_used()))

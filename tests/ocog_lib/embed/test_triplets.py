@@ -8,8 +8,9 @@ import pytest
 
 from ocog_lib.cog.grid import TileGrid
 from ocog_lib.embed.config import EmbedConfig
-from ocog_lib.embed.triplets import SpatialSplit, epoch_triplets, negatives, positives
+from ocog_lib.embed.triplets import epoch_triplets, negatives, positives
 from ocog_lib.errors import InputError
+from ocog_lib.stream.split import SpatialSplit
 
 GRIDS = [TileGrid(512, 512, 256, 256), TileGrid(300, 400, 256, 256)]
 CFG = EmbedConfig(patch_size=32, neighbour_px=16, distant_px=96, batch_size=8,
