@@ -63,13 +63,13 @@ class EmbedConfig:
     distant_px: int = 256
     objective: str = "infonce"
     margin: float = 0.2
-    temperature: float = 0.3
+    temperature: float = 0.5
     budget_s: float = 300.0
     steps: int | None = None
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    width: int = 32
+    width: int = 16
     augment: bool = True
     val_fraction: float = 0.25
     max_val_patches: int = 2048

@@ -2,9 +2,11 @@
 
 Two branches over the normalised bands, both averaged over the patch (a summary of what
 the patch holds, not where in it):
-- per pixel, two 1x1 convolutions: a learned spectral transform (band ratios such as
-  NDVI/NDWI are non-linear in the bands; averaging such features after the non-linearity
-  gives the patch's mix of surfaces, which averaging the bands cannot unmix);
+- per pixel, two 1x1 convolutions (4 x width hidden: cheap at 1x1, and on the sample the
+  wider transform was what told bare soil from water): a learned spectral transform
+  (band ratios such as NDVI/NDWI are non-linear in the bands; averaging such features
+  after the non-linearity gives the patch's mix of surfaces, which averaging the bands
+  cannot unmix);
 - texture, two residual blocks of 3x3 convolutions over those features at 1/2 and 1/4
   resolution (VectorGeo uses a small ResNet).
 The pooled features go through one linear layer to `dim`: the embedding. Training
@@ -64,9 +66,10 @@ class Encoder(nn.Module):
             raise InputError(f"encoder {spec}", "need in_channels >= 1, dim >= 2, width >= 1")
         self.spec = spec
         w = spec.width
+        h = 4 * w
         self.pixel = nn.Sequential(
-            nn.Conv2d(spec.in_channels, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-            nn.Conv2d(w, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.Conv2d(spec.in_channels, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU(inplace=True),
+            nn.Conv2d(h, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
         )
         self.context = nn.Sequential(_Block(w, 2 * w, 2), _Block(2 * w, 2 * w, 2))
         self.embed = nn.Linear(3 * w, spec.dim)

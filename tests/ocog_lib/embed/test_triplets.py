@@ -41,6 +41,7 @@ def test_epoch_layout_and_distances():
     assert (a[:, 0] == pos[:, 0]).all()
     shift = np.abs(pos[:, 1:] - a[:, 1:])
     assert (shift.max(1) <= CFG.neighbour_px).all() and (shift.max(1) > 0).all()
+    assert (shift.max(1) >= CFG.neighbour_px // 2).mean() > 0.95  # no near copies (edges clamp)
     far = (neg[:, 0] != a[:, 0]) | (np.hypot(*(neg[:, 1:] - a[:, 1:]).T) > CFG.distant_px)
     assert far.all()
     np.testing.assert_array_equal(w, epoch_triplets(GRIDS, CFG, epoch=0))
