@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from ocog_lib.data.locate import bench_files
-from ocog_lib.env import scoped_env
 from ocog_lib.errors import InputError
 from ocog_lib.search.space import STORAGES, TrialConfig
 from ocog_lib.settings import Settings
@@ -66,11 +64,6 @@ class RemoteFiles(VariantFiles):
         return self._uris[name], []  # like `bench compare --remote`: images only
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
-
-
 @contextmanager
 def trial_files(
     dataset: str,
@@ -86,16 +79,9 @@ def trial_files(
     if storage == "local":
         yield VariantFiles(dataset, settings, write_missing=write_missing)
         return
-    from ocog_lib.memory import not_measured
-    from ocog_lib.remote.session import remote_session
-    from ocog_lib.remote.shaper import Shaper
+    from ocog_lib.remote.session import remote_session, shaped_link
 
     opts = remote or RemoteOptions()
     with remote_session(settings) as session:
-        host, port = _host_port(session.endpoint.url)
-        with (
-            Shaper(host, port, rtt_ms=opts.rtt_ms, cap_mb_s=opts.cap_mb_s) as shaper,
-            not_measured(shaper.pid),
-            scoped_env(session.env(shaper.url)),
-        ):
+        with shaped_link(session, rtt_ms=opts.rtt_ms, cap_mb_s=opts.cap_mb_s):
             yield RemoteFiles(dataset, settings, session, write_missing=write_missing)

@@ -113,7 +113,9 @@ def save_grid_plots(result: GridResult, settings: Settings) -> dict[str, str]:
     return result.plots
 
 
-def png_markdown(path: str | Path, title: str = "") -> str:
-    """Markdown with the PNG inlined (base64), for Dagster's metadata view."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
+def png_markdown(png: str | Path | bytes, title: str = "") -> str:
+    """Markdown with the PNG (a file, or its bytes) inlined as base64, for Dagster's
+    metadata view, which renders it in place."""
+    raw = png if isinstance(png, bytes) else Path(png).read_bytes()
+    data = base64.b64encode(raw).decode()
     return f"![{title}](data:image/png;base64,{data})"

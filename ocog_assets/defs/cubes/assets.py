@@ -5,7 +5,6 @@ The sample stacks are built under $OCOG_DATA_DIR/timestack/<area> on first use a
 as they are afterwards (as `ocog sample timestack` left them, or `ocog bench tiles`).
 """
 
-import base64
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -79,10 +78,11 @@ def virtual_cubes(context: dg.AssetExecutionContext, config: VirtualCubeConfig,
 
 
 def _cube_metadata(out, spec) -> dict:
-    png = base64.b64encode(out.preview_png).decode("ascii")
+    from ocog_lib.search.plots import png_markdown
+
     lo, hi = out.stretch
     caption = f"{spec.expression}, {spec.reducer}, {spec.start}..{spec.end}"
-    preview = (f"![{caption}](data:image/png;base64,{png})\n\n"
+    preview = (f"{png_markdown(out.preview_png, caption)}\n\n"
                f"{spec.colormap}: {lo:.4g} (low) .. {hi:.4g} (high); transparent: no value")
     return {
         "cog_path": dg.MetadataValue.path(str(out.path)),

@@ -5,7 +5,6 @@ embed` runs in one go); the steps after training take the model of the latest
 `embedding_models` materialization of their partition.
 """
 
-import base64
 import dataclasses
 import inspect
 
@@ -147,6 +146,7 @@ def patch_embeddings(context: dg.AssetExecutionContext, config: PatchEmbeddingsC
     from ocog_lib.embed.h3cells import valid_cells
     from ocog_lib.embed.similar import dataset_classes
     from ocog_lib.embed.store import load_embeddings
+    from ocog_lib.search.plots import png_markdown
 
     dataset, settings = context.partition_key, paths.settings()
     model_id, model_path = trained_model(context, dataset)
@@ -171,18 +171,17 @@ def patch_embeddings(context: dg.AssetExecutionContext, config: PatchEmbeddingsC
         "seconds": dg.MetadataValue.float(out.seconds),
         "patches_per_s": dg.MetadataValue.float(out.patches_per_s),
         "fingerprint": out.fingerprint,
-        "pca_scatter": dg.MetadataValue.md(
-            f"![PCA of the embeddings](data:image/png;base64,{png})"),
+        "pca_scatter": dg.MetadataValue.md(png_markdown(png, "PCA of the embeddings")),
         "dagster/table_name": "patch_embeddings",
         "db_path": dg.MetadataValue.path(str(settings.results_db)),
     }, check_results=checks)  # fmt: skip
 
 
-def _scatter(es, classes: dict, dataset: str, model_id: str) -> str:
+def _scatter(es, classes: dict, dataset: str, model_id: str) -> bytes:
     from ocog_lib.embed.scatter import scatter_png
 
     title = f"{dataset} / {model_id}: {len(es)} patches, {es.dim}-d, PCA"
-    return base64.b64encode(scatter_png(es, classes, title=title)).decode("ascii")
+    return scatter_png(es, classes, title=title)
 
 
 class EmbeddingIndexConfig(dg.Config):

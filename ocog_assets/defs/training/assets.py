@@ -1,6 +1,5 @@
 """trained_models[dataset|loader_config]: a U-Net trained on streamed COGs, scored in DuckDB."""
 
-import base64
 
 import dagster as dg
 
@@ -45,6 +44,7 @@ class TrainingConfig(dg.Config):
 )
 def trained_models(context: dg.AssetExecutionContext, config: TrainingConfig,
                    paths: OcogPaths) -> dg.MaterializeResult:
+    from ocog_lib.search.plots import png_markdown
     from ocog_lib.train.configs import TrainConfig
     from ocog_lib.train.loop import train_and_record
     from ocog_lib.train.metrics import miou_curve_png
@@ -78,8 +78,7 @@ def trained_models(context: dg.AssetExecutionContext, config: TrainingConfig,
         "samples_per_s": dg.MetadataValue.float(r.samples_per_s),
         "data_wait_fraction": dg.MetadataValue.float(r.data_wait),
         "loader": dg.MetadataValue.json(r.loader),
-        "miou_curve": dg.MetadataValue.md(
-            f"![mIoU](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "miou_curve": dg.MetadataValue.md(png_markdown(png, "mIoU")),
     }
     if r.gpu_util is not None:
         metadata["gpu_utilization"] = dg.MetadataValue.float(r.gpu_util)
