@@ -274,8 +274,8 @@ class _Proxy:
         with contextlib.suppress(ConnectionError, OSError):
             while chunk := await client_r.read(_CHUNK):
                 state["pending"] = True
-                server_w.write(chunk)
                 self.counters.add(_UP, len(chunk))
+                server_w.write(chunk)
                 await server_w.drain()
             if server_w.can_write_eof():
                 server_w.write_eof()  # the client is done sending; let the response finish
@@ -297,14 +297,16 @@ class _Proxy:
                     head = chunk[: max(0, self.fault.after_bytes - sent)]
                     if head:
                         await self.link.transmit(len(head))
+                        self.counters.add(_DOWN, len(head))  # before the write: see below
                         client_w.write(head)
-                        self.counters.add(_DOWN, len(head))
                         await client_w.drain()
                     await self._break(client_w, state["up"])
                     return
                 await self.link.transmit(len(chunk))
-                client_w.write(chunk)
+                # counted before the write: a write can reach the client at once, and a
+                # reader that has its bytes must never see a count short of them
                 self.counters.add(_DOWN, len(chunk))
+                client_w.write(chunk)
                 await client_w.drain()
                 sent += len(chunk)
 
