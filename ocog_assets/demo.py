@@ -3,10 +3,12 @@
 Dagster runs one partition key per run and a job covers one partitions definition, so the
 sample is a plan of runs: each sample tile, then dataset=sample, then each variant (COGs,
 then benchmarks), a short search and grid on local storage, brief training under two
-loader configs, and the HDF5 package. The runs land in the instance at $DAGSTER_HOME and
-show in the UI like any other. `remote_variants` (and the remote partitions of search and
-training) need the S3 endpoint, which outlives a run: materialize them from the UI or
-the CLI once `ocog s3 serve` (or a configured endpoint) is up.
+loader configs, the HDF5 package, and the embeddings (a brief encoder, every patch keyed
+by H3 cell, the HNSW index, retrieval quality; then `ocog similar` answers). The runs
+land in the instance at $DAGSTER_HOME and show in the UI like any other.
+`remote_variants` (and the remote partitions of search and training) need the S3
+endpoint, which outlives a run: materialize them from the UI or the CLI once
+`ocog s3 serve` (or a configured endpoint) is up.
 """
 
 import os
@@ -20,6 +22,7 @@ from ocog_assets.defs.benchmarks.jobs import stream_benchmarks_job
 from ocog_assets.defs.common.partitions import SENSOR_TILE, VARIANTS
 from ocog_assets.defs.data.jobs import prepared_datasets_job, raw_scenes_job
 from ocog_assets.defs.data.sensors import missing_sample_tiles
+from ocog_assets.defs.embeddings.jobs import embeddings_job
 from ocog_assets.defs.packaging.jobs import hdf5_packages_job
 from ocog_assets.defs.search.jobs import grid_results_job, search_results_job
 from ocog_assets.defs.training.jobs import trained_models_job
@@ -44,6 +47,7 @@ def sample_plan(tiles: list[str]) -> list[tuple[str, str | dg.MultiPartitionKey]
               dg.MultiPartitionKey({"dataset": "sample", "loader_config": c}))
              for c in DEMO_LOADER_CONFIGS]
     plan.append((hdf5_packages_job.name, "sample"))
+    plan.append((embeddings_job.name, "sample"))
     return plan
 
 
@@ -71,6 +75,9 @@ def _demo_op_config(job_name: str) -> dict | None:
         budget = 20.0 if seconds is None else max(3.0, 10 * seconds)
         return {"trained_models": {"config": {"max_time": budget, "eval_every": 20,
                                                "resume": False}}}
+    if job_name == embeddings_job.name:  # a brief encoder; a second demo continues it
+        budget = 20.0 if seconds is None else max(3.0, 10 * seconds)
+        return {"embedding_models": {"config": {"budget_s": budget}}}
     return None
 
 

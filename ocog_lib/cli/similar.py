@@ -40,7 +40,11 @@ def register_similar(subparsers: argparse._SubParsersAction) -> None:
                    help="fail instead of rebuilding an index older than its embeddings")
     p.add_argument("--db", type=Path, default=None,
                    help="results file (default: $OCOG_DUCKDB, else $OCOG_DATA_DIR/ocog.duckdb)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument("--geojson", action="store_true",
+                     help="print a GeoJSON FeatureCollection: the query's H3 cell and the "
+                     "matches as hexagons (what the map page of `ocog serve` draws)")
     p.set_defaults(func=_cmd_similar)
 
 
@@ -60,7 +64,11 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     db = args.db or settings.results_db
     result = find_similar(db, query, on_stale="refuse" if args.refuse_stale else "rebuild")
     result = name_labels(result, dataset_classes(settings.data_dir, result.dataset))
-    if args.json:
+    if args.geojson:
+        from ocog_lib.embed.cellshapes import similar_geojson
+
+        print(json.dumps(similar_geojson(result), default=str))
+    elif args.json:
         print(json.dumps(result.to_dict(), default=str))
     else:
         print(format_similar(result))

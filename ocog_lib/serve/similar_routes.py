@@ -1,4 +1,5 @@
-"""`/similar`: find places like a point, as JSON, over the results file's embeddings.
+"""`/similar`: find places like a point, as JSON (or GeoJSON hexagons, `/similar.geojson`,
+which the map page draws), over the results file's embeddings.
 
 The same call as `ocog similar` (`embed.similar.find_similar`), run in the thread pool;
 loaded HNSW indexes are kept per set (`embed.index.IndexCache`) and checked against the
@@ -12,17 +13,20 @@ request refused to rebuild (rebuild=false).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ocog_lib.embed.cellshapes import similar_geojson
 from ocog_lib.embed.index import IndexCache, StaleIndex
 from ocog_lib.embed.similar import (
     MAX_K,
     OutsideData,
     SimilarQuery,
+    SimilarResult,
     UnknownTime,
     dataset_classes,
     find_similar,
@@ -45,33 +49,50 @@ _KINDS = (
 
 
 def add_similar_routes(app: FastAPI, db_path: str | Path | None = None) -> None:
-    """GET /similar on `app`; `db_path` None: $OCOG_DUCKDB (read per request)."""
+    """GET /similar (JSON) and /similar.geojson (the cells as hexagons, for a map) on `app`;
+    `db_path` None: $OCOG_DUCKDB (read per request)."""
     cache = IndexCache()
 
-    @app.get("/similar", summary="the k H3 cells most similar to the patch at a point")
-    async def similar(
-        lon: str = Query(..., description="longitude, degrees"),
-        lat: str = Query(..., description="latitude, degrees"),
-        k: str = Query("10", description=f"cells to return, 1..{MAX_K}"),
-        time: str | None = Query(None, description="the query patch's time: ISO date or "
-                                 "datetime, UTC (default: any)"),  # fmt: skip
-        within_km: str | None = Query(None, description="only results this close (exact)"),
-        dataset: str | None = Query(None, description="default: the one covering the point"),
-        model: str | None = Query(None, description="model_id (default: the newest)"),
-        exact: bool = Query(False, description="exact search in DuckDB"),
-        rebuild: bool = Query(True, description="rebuild a stale index (false: 409)"),
-    ) -> JSONResponse:
-        """{query, dataset, model_id, dim, rows, method, index, query_patch, matches}."""
-        try:
-            query = _query(lon, lat, k, time, within_km, dataset, model, exact)
-            settings = Settings.from_env()
-            result = await run_in_threadpool(
-                find_similar, db_path or settings.results_db, query, cache=cache,
-                on_stale="rebuild" if rebuild else "refuse")  # fmt: skip
-            result = name_labels(result, dataset_classes(settings.data_dir, result.dataset))
-        except Exception as exc:  # noqa: BLE001 - every failure answers as JSON
-            return similar_error(exc)
-        return JSONResponse(result.to_dict())
+    async def answer(lon: str, lat: str, k: str, time: str | None, within_km: str | None,
+                     dataset: str | None, model: str | None, exact: bool,
+                     rebuild: bool) -> SimilarResult:  # fmt: skip
+        query = _query(lon, lat, k, time, within_km, dataset, model, exact)
+        settings = Settings.from_env()
+        result = await run_in_threadpool(
+            find_similar, db_path or settings.results_db, query, cache=cache,
+            on_stale="rebuild" if rebuild else "refuse")  # fmt: skip
+        return name_labels(result, dataset_classes(settings.data_dir, result.dataset))
+
+    def route(path: str, summary: str, render: Callable[[SimilarResult], dict]) -> None:
+        async def similar(
+            lon: str = Query(..., description="longitude, degrees"),
+            lat: str = Query(..., description="latitude, degrees"),
+            k: str = Query("10", description=f"cells to return, 1..{MAX_K}"),
+            time: str | None = Query(None, description="the query patch's time: ISO date "
+                                     "or datetime, UTC (default: any)"),  # fmt: skip
+            within_km: str | None = Query(None, description="only results this close (exact)"),
+            dataset: str | None = Query(None, description="default: the one covering the point"),
+            model: str | None = Query(None, description="model_id (default: the newest)"),
+            exact: bool = Query(False, description="exact search in DuckDB"),
+            rebuild: bool = Query(True, description="rebuild a stale index (false: 409)"),
+        ) -> JSONResponse:
+            try:
+                result = await answer(lon, lat, k, time, within_km, dataset, model, exact,
+                                      rebuild)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - every failure answers as JSON
+                return similar_error(exc)
+            return JSONResponse(render(result), media_type=_MEDIA[path])
+
+        app.add_api_route(path, similar, methods=["GET"], summary=summary,
+                          response_class=JSONResponse)  # fmt: skip
+
+    route("/similar", "the k H3 cells most similar to the patch at a point: {query, dataset, "
+          "model_id, dim, rows, method, index, query_patch, matches}", SimilarResult.to_dict)
+    route("/similar.geojson", "the same answer as a GeoJSON FeatureCollection of hexagons "
+          "(the query's cell, rank 0, then the matches)", similar_geojson)
+
+
+_MEDIA = {"/similar": "application/json", "/similar.geojson": "application/geo+json"}
 
 
 def _query(lon: str, lat: str, k: str, time: str | None, within_km: str | None,

@@ -1,5 +1,6 @@
 """The Dagster layer in-process: real instance (the repo's dagster.yaml), files and DuckDB."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -131,6 +132,7 @@ def test_external_dataset_fails_naming_its_raw_path(instance, dataset):
     assert "download" in message and "http" in message
 
 
+@pytest.mark.timeout(600)  # ~4 min on 2 cores; a limit, not a speed target
 def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
@@ -146,7 +148,8 @@ def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     for key in ("raw_scenes", "prepared_datasets", "cog_variants", "variant_stats",
                 "stream_benchmarks", "search_results", "grid_results", "trained_models",
-                "hdf5_packages"):
+                "hdf5_packages", "embedding_models", "patch_embeddings", "embedding_index",
+                "retrieval_quality"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
     assert instance.get_materialized_partitions(dg.AssetKey("trained_models")) == {
         "sample|local-default", "sample|local-optimal"}
@@ -159,6 +162,22 @@ def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     assert all(0 <= m[1] <= 1 for m in models)
     materialized = instance.get_materialized_partitions(dg.AssetKey("variant_stats"))
     assert materialized == {f"sample|{v}" for v in VARIANTS}
+    _, quality = results.query(settings.results_db, "SELECT method FROM retrieval_quality")
+    assert {q[0] for q in quality} == {"encoder", "random_projection", "band_stats"}
+    _similar_answers_for_a_point_of_the_sample(settings, capsys)
+
+
+def _similar_answers_for_a_point_of_the_sample(settings: Settings, capsys) -> None:
+    """The embeddings issue's "done": `ocog similar` on a sample point gives cells, scores
+    and the sample's class names."""
+    _, rows = results.query(settings.results_db,
+                            "SELECT lon, lat FROM patch_embeddings ORDER BY idx LIMIT 1")
+    lon, lat = rows[0]
+    capsys.readouterr()
+    assert main(["similar", "--lon", str(lon), "--lat", str(lat), "--k", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dataset"] == "sample" and len(doc["matches"]) == 5
+    assert all(-1 <= m["score"] <= 1 and m["label_name"] for m in doc["matches"])
 
 
 def test_sensor_registers_missing_tiles_once(instance):

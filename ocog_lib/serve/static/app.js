@@ -5,13 +5,15 @@
 // Per view (after a move, or Apply): GET stretch?bbox=... (the 2nd-98th percentiles of the
 // reduced expression over the view), then every tile with that rescale=lo,hi. A click:
 // GET point/{lon},{lat} and an inline SVG chart. Errors are the server's JSON
-// {"error", "input", "cause"}, shown as they come.
+// {"error", "input", "cause"}, shown as they come. With "find them" on, a click also asks
+// similar.geojson?lon=&lat=&k= and draws the query's H3 cell (outlined) and the k most
+// similar cells (filled, stronger for better ranks), listed best first in the panel.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const state = {
-    info: null, map: null, layer: null, stale: [], marker: null,
+    info: null, map: null, layer: null, stale: [], marker: null, similar: null, similarSeq: 0,
     seq: 0, // the newest view request; older answers are dropped
     params: null, // the query the drawn tiles use (without the stretch)
     rescale: null, url: null, errorShown: null,
@@ -108,7 +110,10 @@
                                 interactive: false }).addTo(map);
     map.fitBounds(state.bounds);
     map.on("moveend", refresh);
-    map.on("click", (ev) => showSeries(ev.latlng));
+    map.on("click", (ev) => {
+      showSeries(ev.latlng);
+      if ($("similar-on").checked) showSimilar(ev.latlng);
+    });
     $("controls").addEventListener("submit", (ev) => { ev.preventDefault(); refresh(); });
     $("reducer").addEventListener("change", () => {
       $("p-box").hidden = $("reducer").value !== "percentile";
@@ -235,6 +240,64 @@
       $("chart").innerHTML = "";
       showError(err);
     }
+  }
+
+  // The k cells most like the clicked patch: hexagons from the server (h3's boundaries).
+  async function showSimilar(latlng) {
+    const seq = ++state.similarSeq;
+    const k = $("similar-k").value || "10";
+    const lon = latlng.lng.toFixed(6), lat = latlng.lat.toFixed(6);
+    document.body.dataset.similar = "loading";
+    $("similar-note").textContent = `finding the ${k} cells most like ${lon}, ${lat}…`;
+    let doc;
+    try {
+      doc = await getJSON(`similar.geojson?${query({ lon, lat, k })}`);
+    } catch (err) {
+      if (seq !== state.similarSeq) return;
+      clearSimilar();
+      $("similar-note").textContent = err instanceof ServerError ? err.message : String(err);
+      document.body.dataset.similar = "error";
+      return;
+    }
+    if (seq !== state.similarSeq) return;
+    clearSimilar();
+    drawSimilar(doc);
+  }
+
+  function clearSimilar() {
+    if (state.similar) state.map.removeLayer(state.similar);
+    state.similar = null;
+    $("similar-list").innerHTML = "";
+  }
+
+  function drawSimilar(doc) {
+    const matches = doc.features.filter((f) => f.properties.role === "match");
+    const style = (f) => f.properties.role === "query"
+      ? { className: "similar-query", color: "#d6336c", weight: 2.5, fill: false }
+      : { className: "similar-cell", color: "#1d2430", weight: 1, fillColor: "#f59f00",
+          fillOpacity: 0.85 - 0.55 * (f.properties.rank - 1) / Math.max(1, matches.length - 1) };
+    state.similar = L.geoJSON(doc, {
+      style,
+      onEachFeature: (f, layer) => layer.bindTooltip(describe(f.properties)),
+    }).addTo(state.map);
+    for (const f of matches) {
+      const item = document.createElement("li");
+      item.dataset.cell = f.id;
+      item.textContent = describe(f.properties);
+      item.addEventListener("click", () => {
+        state.map.panTo([f.properties.lat, f.properties.lon]);
+      });
+      $("similar-list").appendChild(item);
+    }
+    $("similar-note").textContent = `${matches.length} cells like ${doc.features[0].id} `
+      + `(${doc.dataset}, model ${doc.model_id}, ${doc.method} over ${doc.rows} vectors)`;
+    document.body.dataset.similar = "loaded";
+  }
+
+  function describe(p) {
+    const what = p.label_name || (p.label >= 0 ? `class ${p.label}` : "no label");
+    if (p.role === "query") return `query cell ${p.cell}: ${what}`;
+    return `${p.rank}. ${fmt(p.score)}: ${what}, ${fmt(p.distance_km)} km away`;
   }
 
   const SVG = "http://www.w3.org/2000/svg";

@@ -36,6 +36,12 @@ def test_similar_prints_the_query_cell_and_its_matches(stored, capsys):
     assert doc["method"] == "exact" and len(doc["matches"]) == 4
     assert {"cell", "score", "label", "lon", "lat", "distance_km"} <= set(doc["matches"][0])
     assert doc["query_patch"]["cell"] in out
+    assert main(["similar", "--lon", "-77.0", "--lat", "38.9", "--k", "4", "--exact",
+                 "--geojson"]) == 0  # fmt: skip
+    geo = json.loads(capsys.readouterr().out)
+    assert [f["id"] for f in geo["features"]] == [doc["query_patch"]["cell"]] + [
+        m["cell"] for m in doc["matches"]]
+    assert all(f["geometry"]["type"] == "Polygon" for f in geo["features"])
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -42,7 +42,20 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Server:
     root = tmp_path_factory.mktemp("page")
     stack = build_time_stack(root / "data" / "timestack" / SAMPLE_STACK)
     with running_server(root, stack) as srv:
+        _embed_the_stacks_area(srv)
         yield srv
+
+
+def _embed_the_stacks_area(server: Server) -> None:
+    """16 x 16 stored patches (random unit vectors, real H3 cells) over the stack's bounds,
+    in the results file the server reads, for the page's "places like this" layer."""
+    from ocog_lib.embed import store
+    from tests.support.embedsets import grid_set
+
+    w, s, e, n = _info(server)["bounds"]
+    step = min(e - w, n - s) / 16
+    patches = grid_set(16, 16, lon0=w + step / 2, lat0=s + step / 2, res=9, step=step)
+    store.write_embeddings(server.data_dir / "ocog.duckdb", "sample", "m", patches)
 
 
 def _get(server: Server, path: str, **params) -> requests.Response:
@@ -243,6 +256,23 @@ def _not_blank(pixels: np.ndarray) -> tuple[float, int]:
     return float(off.mean()), len(np.unique(pixels.reshape(-1, 3), axis=0))
 
 
+def _the_same_click_drew_the_similar_cells(driver, server: Server, lon: str, lat: str):
+    """The "places like this" layer: the query's hexagon and the k cells /similar.geojson
+    names for the clicked point, listed best first."""
+    from selenium.webdriver.common.by import By
+
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.similar")
+          in ("loaded", "error"), "the similar cells")  # fmt: skip
+    geo = _get(server, "/similar.geojson", lon=lon, lat=lat, k=10)
+    assert geo.status_code == 200, geo.text
+    matches = [f["id"] for f in geo.json()["features"] if f["properties"]["role"] == "match"]
+    listed = [li.get_attribute("data-cell")
+              for li in driver.find_elements(By.CSS_SELECTOR, "#similar-list li")]  # fmt: skip
+    assert listed == matches and len(matches) == 10
+    assert len(driver.find_elements(By.CSS_SELECTOR, "path.similar-cell")) == 10
+    assert len(driver.find_elements(By.CSS_SELECTOR, "path.similar-query")) == 1
+
+
 def test_the_map_page_in_chromium(sample: Server, chromium, tmp_path: Path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -271,6 +301,7 @@ def test_the_map_page_in_chromium(sample: Server, chromium, tmp_path: Path):
     assert chart.get_attribute("data-scenes") == str(len(rows)) == "12"
     points = driver.find_elements(By.CSS_SELECTOR, "#series circle.ts-point")
     assert len(points) == sum(r["value"] is not None for r in rows) > 0
+    _the_same_click_drew_the_similar_cells(driver, sample, lon, lat)
     shot = tmp_path / "map_page.png"
     shot.write_bytes(driver.get_screenshot_as_png())
     if os.environ.get("OCOG_MAP_SCREENSHOT"):

@@ -94,3 +94,27 @@ def test_create_app_serves_similar(tmp_path):
 
     stack = build_time_stack(tmp_path / "stack", dates=1, size=64)
     assert "/similar" in {getattr(r, "path", None) for r in create_app(stack).routes}
+
+
+def test_the_geojson_answer_is_the_json_answer_as_h3_hexagons(app):
+    import h3
+
+    status, doc = _get(app, "/similar", **POINT, k="7")
+    got, geo = _get(app, "/similar.geojson", **POINT, k="7")
+    assert (status, got) == (200, 200), geo
+    assert geo["type"] == "FeatureCollection" and geo["dataset"] == doc["dataset"]
+    query, *matches = geo["features"]
+    assert query["properties"]["role"] == "query" and query["id"] == doc["query_patch"]["cell"]
+    assert [f["id"] for f in matches] == [m["cell"] for m in doc["matches"]]
+    assert [f["properties"]["score"] for f in matches] == [m["score"] for m in doc["matches"]]
+    assert [f["properties"]["rank"] for f in matches] == list(range(1, 8))
+    for feature in geo["features"]:
+        ring = feature["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and len(ring) == 7  # a closed hexagon
+        assert [(lat, lon) for lon, lat in ring[:-1]] == [
+            tuple(p) for p in h3.cell_to_boundary(feature["id"])]
+
+
+def test_geojson_refusals_are_the_same_json_errors(app):
+    got, doc = _get(app, "/similar.geojson", **POINT, k="0")
+    assert (got, doc["error"], doc["input"]) == (422, "invalid input", "k 0")
