@@ -358,6 +358,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        10,
+        "stream_benchmarks gains ratio_vs_cache_limit: each ocog row against the fewest tile "
+        "decodes its windows need under its cache budget (bench.cache_limit)",
+        ("ALTER TABLE stream_benchmarks ADD COLUMN IF NOT EXISTS ratio_vs_cache_limit DOUBLE",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

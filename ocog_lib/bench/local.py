@@ -20,6 +20,7 @@ from pathlib import Path
 from ocog_lib.bench.config import CompareConfig
 from ocog_lib.bench.measure import (
     config_dict,
+    config_from_row,
     data_wait,
     decoded_gib,
     length_for,
@@ -237,7 +238,7 @@ def _loader_of(row: BenchRow, scenes: _Scenes, *, length: int) -> Callable:
             make_reference_loader, images, rc, length=length, seed=cfg.seed,
             mask_paths=masks or None,
         )  # fmt: skip
-    sc = StreamConfig(**{**row.config, "length": length})
+    sc = config_from_row(row.config, length)
     return lambda: CogStream(images, masks or None, sc).loader()
 
 
@@ -248,6 +249,23 @@ def _set_ratios(rows: list[BenchRow], limits: dict[tuple[str, str], BenchRow]) -
         lim = limits.get((row.variant, row.sampler))
         if lim is not None and row.loader not in LIMIT_LOADERS:
             row.ratio_vs_limit = row.samples_per_s / lim.samples_per_s
+        if lim is not None and row.loader == "ocog":
+            _set_cache_limit(row, lim)
+
+
+def _set_cache_limit(row: BenchRow, lim: BenchRow) -> None:
+    """The row against the fewest decodes its windows need (bench.cache_limit) at the decode
+    limit's tiles/s; an uncompressed variant decodes nothing, so its limit is the memory
+    limit."""
+    if lim.loader == "memory_limit":
+        sps = lim.samples_per_s
+    else:
+        tiles_per_s = lim.samples_per_s * lim.config["tiles_per_sample"]
+        fewest = row.config.get("min_decodes_per_sample")
+        sps = tiles_per_s / fewest if fewest else None
+    if sps:
+        row.ratio_vs_cache_limit = row.samples_per_s / sps
+        row.config = {**row.config, "cache_limit_sps": sps}
 
 
 def bench_stream(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.rasters import open_raster
@@ -29,6 +29,10 @@ class Measurement:
     wire_bytes_per_sample: float | None = None  # remote sources: bytes received / sample
     skipped: int = 0
     delivered: int = 0  # every sample handed over, first batch and warm-up included
+    # tile decodes per delivered sample: the engine's, and the fewest any loader needs for
+    # the same windows and cache budget (bench.cache_limit)
+    decodes_per_sample: float | None = None
+    min_decodes_per_sample: float | None = None
     probe_delta: float | None = None  # what `probe` counted during the timed window
 
 
@@ -47,6 +51,13 @@ def config_dict(sc: StreamConfig) -> dict:
     d = asdict(sc)
     d.pop("length", None)
     return d
+
+
+def config_from_row(config: dict, length: int) -> StreamConfig:
+    """The engine config a row recorded (`config_dict`), without the facts measured beside
+    it (decodes per sample, limits), for `length` windows."""
+    names = {f.name for f in fields(StreamConfig)}
+    return StreamConfig(**{k: v for k, v in config.items() if k in names}, length=length)
 
 
 def decoded_gib(images: list[str]) -> float:
@@ -157,27 +168,33 @@ def run_ocog(
     probe: Callable[[], float] | None = None,
 ) -> Measurement:
     """One steady-state measurement of our engine (a fresh engine: cold cache, new pools)."""
+    from ocog_lib.bench.cache_limit import stream_decodes
     from ocog_lib.stream.dataset import CogStream  # torch: not for `search`'s --help
 
     stream = CogStream(images, masks or None, cfg)
-    needed = [0, 0]
+    needed = [0, 0, 0, 0]  # tile refs, decodes, batches, samples delivered
 
     def counted():
         for batch in stream.loader():
             s = batch["stats"]
             needed[0] += int(s[0])
             needed[1] += int(s[1])
+            needed[2] += 1
+            needed[3] += int(batch["image"].shape[0])
             yield batch
 
     def done() -> dict:
         hit = 1.0 - needed[1] / needed[0] if needed[0] else 0.0
         wire = sum(r.source.stats().bytes for r in stream.rasters if r.remote)
         per_sample = wire / stream.stats.samples if wire and stream.stats.samples else None
+        fewest = stream_decodes(stream, needed[2])  # the batches delivered, same order
         return {
             "cache_hit_rate": hit,
             "batch_mix": stream.batch_mix(),
             "wire_bytes_per_sample": per_sample,
             "skipped": stream.stats.skipped,
+            "decodes_per_sample": needed[1] / needed[3] if needed[3] else None,
+            "min_decodes_per_sample": fewest.decodes_per_sample,
         }
 
     try:

@@ -72,6 +72,16 @@ def test_compare_rows_keep_the_contract(settings):
             )
             assert r["ratio_vs_limit"] == pytest.approx(r["samples_per_s"] / lim["samples_per_s"])
             assert 0 <= r["cache_hit_rate"] <= 1 and 0 < r["batch_mix"] <= 1
+            c = r["config"]
+            assert r["ratio_vs_cache_limit"] == pytest.approx(
+                r["samples_per_s"] / c["cache_limit_sps"])
+            if lim["loader"] == "decode_limit":
+                assert c["min_decodes_per_sample"] > 0 and c["decodes_per_sample"] > 0
+                assert c["cache_limit_sps"] == pytest.approx(
+                    lim["samples_per_s"] * lim["config"]["tiles_per_sample"]
+                    / c["min_decodes_per_sample"])
+            else:  # uncompressed: no decodes, the memory limit
+                assert c["cache_limit_sps"] == lim["samples_per_s"]
     waits = [r for r in rows if r.get("data_wait_fraction") is not None]
     assert len(waits) == 3 and all(0 <= r["data_wait_fraction"] <= 1 for r in waits)
     db_rows = result_rows_for_db(comparison, {"cores": 2}, "abc")
@@ -79,8 +89,9 @@ def test_compare_rows_keep_the_contract(settings):
     assert list(db_rows[0]) == [
         "run_id", "ts", "name", "dataset", "variant", "storage", "sampler", "loader",
         "samples_per_s", "mb_per_s", "ratio_vs_reference_default", "ratio_vs_limit",
-        "cache_hit_rate", "peak_rss_mb", "peak_pss_mb", "data_wait_fraction", "startup_s",
-        "batch_mix", "rtt_ms", "cap_mb_s", "config", "host", "git_sha",
+        "ratio_vs_cache_limit", "cache_hit_rate", "peak_rss_mb", "peak_pss_mb",
+        "data_wait_fraction", "startup_s", "batch_mix", "rtt_ms", "cap_mb_s", "config", "host",
+        "git_sha",
     ]  # fmt: skip
 
 
