@@ -242,6 +242,22 @@ class CogStream(torch.utils.data.IterableDataset):
     def batch_mix(self) -> float:
         return batch_mix(self.windows, self.grids, self.cfg.batch_size)
 
+    def tile_keys(self, wins: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """The (file, plane, ty, tx) tiles a batch of `wins` asks the cache for."""
+        return list(self._batch_tiles(wins, self.masks is not None)[1])
+
+    def tile_nbytes(self, key: tuple[int, int, int, int]) -> int:
+        """Decoded bytes of one cached tile (one plane of a band-planar file)."""
+        r = self.rasters[key[0]]
+        return r.tile_bytes // r.bands if r.index.planar == 2 else r.tile_bytes
+
+    def worker_batches(self, chunks: list[np.ndarray], worker: int, workers: int) -> list:
+        """Worker `worker`'s share of `chunks` (of `workers`): whole shuffle groups."""
+        if workers <= 1:
+            return chunks
+        group = self._group_batches()
+        return [c for i, c in enumerate(chunks) if (i // group) % workers == worker]
+
     def _batch_tiles(self, wins: np.ndarray, masks: bool) -> tuple[list, dict]:
         """Per window (b, [(file, its tile parts)]: the image, then its mask), and every
         (file, plane, ty, tx) the batch needs from the cache (image and mask tiles; not
@@ -435,12 +451,7 @@ class CogStream(torch.utils.data.IterableDataset):
         chunks = self.batch_windows()
         if info is None:
             return self.iter_batches(chunks)
-        if info.num_workers > 1:
-            chunks = [
-                c
-                for i, c in enumerate(chunks)
-                if (i // self._group_batches()) % info.num_workers == info.id
-            ]
+        chunks = self.worker_batches(chunks, info.id, info.num_workers)
         if getattr(self, "_ships_errors", False):  # a worker of `loader()`
             return _ship_errors(self.iter_batches(chunks), info.id)
         return self.iter_batches(chunks)
