@@ -33,6 +33,7 @@ class Measurement:
     # the same windows and cache budget (bench.cache_limit)
     decodes_per_sample: float | None = None
     min_decodes_per_sample: float | None = None
+    open_s: float | None = None  # making the loader (headers, windows, plan) before its first batch
     probe_delta: float | None = None  # what `probe` counted during the timed window
 
 
@@ -171,7 +172,9 @@ def run_ocog(
     from ocog_lib.bench.cache_limit import stream_decodes
     from ocog_lib.stream.dataset import CogStream  # torch: not for `search`'s --help
 
+    t0 = time.perf_counter()
     stream = CogStream(images, masks or None, cfg)
+    opened = time.perf_counter() - t0
     needed = [0, 0, 0, 0]  # tile refs, decodes, batches, samples delivered
 
     def counted():
@@ -195,6 +198,7 @@ def run_ocog(
             "skipped": stream.stats.skipped,
             "decodes_per_sample": needed[1] / needed[3] if needed[3] else None,
             "min_decodes_per_sample": fewest.decodes_per_sample,
+            "open_s": opened,
         }
 
     try:

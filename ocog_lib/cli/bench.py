@@ -28,8 +28,9 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
         "OCOG toolkit's loader and the decode limit in one run.",
     )
     sub = bench.add_subparsers(dest="bench_cmd", required=True,
-                               metavar="{stream,compare,tiles,similar}")
+                               metavar="{stream,epoch,compare,tiles,similar}")
     _register_stream(sub)
+    _register_epoch(sub)
     _register_compare(sub)
     _register_tiles(sub)
     register_bench_similar(sub)  # `bench similar` (cli/similar.py)
@@ -81,6 +82,52 @@ def _register_stream(sub: argparse._SubParsersAction) -> None:
                    help="also measure data-wait with a consumer taking this long per batch; "
                    "0 = skip")  # fmt: skip
     s.set_defaults(func=_cmd_stream)
+
+
+def _register_epoch(sub: argparse._SubParsersAction) -> None:
+    """`bench epoch`: the first batch and memory against the epoch's length."""
+    e = sub.add_parser(
+        "epoch", help="time to the first batch and RSS at epoch lengths 1e4..1e9",
+        description="One engine configuration on a variant's bench scenes at each epoch "
+        "length: time to the first batch (loader, windows, plan and first batch), RSS over "
+        "what the process held before, then steady samples/s. Rows go to stream_benchmarks.",
+    )
+    _common(e)
+    d, ep = stream_default, ("ocog_lib.bench.epoch", "EpochBenchConfig")
+    e.add_argument("--lengths", type=T.list_of(T.count), default=T.default(*ep, "lengths"),
+                   help="comma-separated windows per epoch, e.g. 1e4,1e7,1e9 (default: "
+                   "1e4,1e5,1e6,1e7,1e8,1e9)")  # fmt: skip
+    e.add_argument("--variant", default=T.default(*ep, "variant"), help="written COG variant")
+    e.add_argument("--seconds", type=T.positive_float, default=T.default(*ep, "seconds"),
+                   help="timed seconds after the first batch")
+    e.add_argument("--sampler", default=d("sampler"), choices=["random", "block"],
+                   help="window sampler")
+    e.add_argument("--patch-size", type=T.positive_int, default=d("patch_size"),
+                   help="patch edge in px")
+    e.add_argument("--batch-size", type=T.positive_int, default=d("batch_size"),
+                   help="patches per batch")
+    e.add_argument("--patches-per-tile", type=T.non_negative_int,
+                   default=d("patches_per_tile"), help="windows per tile visit; 0 = auto")
+    e.set_defaults(func=_cmd_epoch)
+
+
+def _cmd_epoch(args: argparse.Namespace) -> int:
+    from ocog_lib.bench.epoch import EpochBenchConfig, bench_epochs, format_epochs
+    from ocog_lib.stream.config import StreamConfig
+
+    engine = StreamConfig(sampler=args.sampler, patch_size=args.patch_size,
+                          batch_size=args.batch_size, patches_per_tile=args.patches_per_tile)
+    cfg = EpochBenchConfig(lengths=tuple(args.lengths), variant=args.variant,
+                           seconds=args.seconds)  # fmt: skip
+    settings = Settings.from_env()
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    result = bench_epochs(args.dataset, engine, cfg, settings, progress)
+    _print_and_record(result, format_epochs(result), args, settings)
+    return 0
 
 
 def _both(key: str) -> str:

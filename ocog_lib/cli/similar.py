@@ -85,7 +85,7 @@ def register_bench_similar(sub: argparse._SubParsersAction) -> None:
         "(blocked numpy matmul), for usearch HNSW (expansion tuned up to the target recall) "
         "and DuckDB's exact array_cosine_similarity. Rows go to DuckDB's similar_benchmarks.",
     )
-    b.add_argument("--sizes", type=T.list_of(_size), default=d("sizes"),
+    b.add_argument("--sizes", type=T.list_of(T.count), default=d("sizes"),
                    help="comma-separated vector counts, e.g. 1e5,1e6,1e7 (default: "
                    f"{','.join(f'{n:.0e}'.replace('+0', '') for n in d('sizes'))})")
     b.add_argument("--dim", type=T.positive_int, default=d("dim"), help="vector dimension")
@@ -108,17 +108,6 @@ def register_bench_similar(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--no-record", action="store_true", help="do not append to DuckDB")
     b.set_defaults(func=_cmd_bench_similar)
-
-
-def _size(text: str) -> int:
-    """A count such as 100000, 1e5 or 2.5e6."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 1 or value != int(value) or value > 1e10:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole count in 1..1e10")
-    return int(value)
 
 
 def _cmd_bench_similar(args: argparse.Namespace) -> int:

@@ -174,3 +174,14 @@ class OcogParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def count(text: str) -> int:
+    """A whole count such as 100000, 1e5 or 2.5e6 (up to 1e10)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 1 or value != int(value) or value > 1e10:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole count in 1..1e10")
+    return int(value)

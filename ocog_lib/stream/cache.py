@@ -4,10 +4,11 @@ Bounded by bytes (the same memory budget every loader in a comparison gets). Til
 decoded are tracked as futures, so two batches that need the same tile wait for one
 decode instead of doing two.
 
-What goes out when full: the sampler draws every window before the first batch, so the
-engine knows which batch needs which tile next. Given that plan, the cache evicts the
-tile needed furthest ahead, or never again (Belady's rule), picked among a random
-sample of cached tiles so an eviction costs the same for 60 tiles or 6,000. A batch
+What goes out when full: the engine plans the tiles of the batches `plan_ahead` ahead of
+the one being made (`plan_batch`, `retire`), so it knows which batch needs which tile
+next. Given that plan, the cache evicts the tile needed furthest ahead, or not within the
+look-ahead (Belady's rule), picked among a random sample of cached tiles so an eviction
+costs the same for 60 tiles or 6,000. A batch
 holds the tiles it was handed, so evicting one it still copies from is safe. Without a
 plan: least recently used out first.
 """
@@ -48,6 +49,27 @@ class TileCache:
         with self._lock:
             self._uses = uses
             self._seen = {}
+
+    def plan_batch(self, position: int, keys) -> None:
+        """Add a batch about to be made to the plan (positions come in increasing order)."""
+        with self._lock:
+            if self._uses is None:
+                self._uses = {}
+            for k in keys:
+                self._uses.setdefault(k, []).append(position)
+
+    def retire(self, position: int, keys) -> None:
+        """A batch is made: its uses leave the plan, which so holds only the look-ahead."""
+        with self._lock:
+            if self._uses is None:
+                return
+            for k in keys:
+                uses = self._uses.get(k)
+                if uses and uses[0] == position:
+                    uses.pop(0)
+                if not uses:
+                    self._uses.pop(k, None)
+                    self._seen.pop(k, None)
 
     def _asked(self, key: Hashable, position: int | None) -> None:
         if position is not None and self._uses is not None:

@@ -29,6 +29,7 @@ _INT_FIELDS = (
     ("workers", 0, "0 (this process) or more"),
     ("threads", 0, "0 (auto) or more"),
     ("prefetch", 0, "0 or more"),
+    ("plan_ahead", 1, "a positive number of batches"),
     ("patches_per_tile", 0, "0 (auto) or positive"),
     ("shuffle_tiles", 1, "a positive integer"),
     ("merge_gap", 0, "0 or more bytes"),
@@ -84,6 +85,9 @@ class StreamConfig:
     # batches assembled ahead, per process: 4 kept the decode threads busy between batches
     # (2 -> 4: +10-18% on every compressed variant, +100-200 MB RSS)
     prefetch: int = 4
+    # batches whose tiles are planned ahead of the one being made (the cache's eviction
+    # plan); bounded, so the first batch and the plan's memory do not grow with the epoch
+    plan_ahead: int = 64
     bands: tuple[int, ...] | None = None  # 0-based band indices; None = all
     dtype: str | None = None  # output dtype, e.g. "float32"; None = source dtype
     cache_mb: float = 128.0  # decoded-tile cache per process

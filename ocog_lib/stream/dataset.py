@@ -23,7 +23,7 @@ import os
 import pickle
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from traceback import format_exception
@@ -41,7 +41,16 @@ from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.fetch import TileFetcher
 from ocog_lib.stream.rasters import DirectReader, FallbackReader, RasterSource, open_raster
-from ocog_lib.stream.samplers import batch_mix, sample_windows
+from ocog_lib.stream.samplers import batch_mix
+from ocog_lib.stream.windows import (
+    Batches,
+    EpochWindows,
+    GivenWindows,
+    WindowSource,
+    WorkerShare,
+)
+
+MIX_WINDOWS = 1 << 16  # windows batch_mix looks at
 
 
 def _as_paths(what: str, paths: object) -> list[str]:
@@ -167,11 +176,11 @@ class CogStream(torch.utils.data.IterableDataset):
                 first = self.rasters[0]
                 raise InputError(f"band {b}", f"out of range: {first.uri} has {first.bands} bands")
         self.grids = [r.grid for r in self.rasters[:n]]
-        self.windows = (
-            sample_windows(self.grids, self.cfg.sampler_config())
-            if windows is None
-            else _given_windows(windows, self.grids, self.cfg.patch_size)
-        )
+        self._windows: WindowSource = (
+            EpochWindows(self.grids, self.cfg.sampler_config()) if windows is None
+            else windows if isinstance(windows, EpochWindows | GivenWindows)
+            else GivenWindows(_given_windows(windows, self.grids, self.cfg.patch_size))
+        )  # fmt: skip
         self.out_dtype = np.dtype(self.cfg.dtype) if self.cfg.dtype else self.rasters[0].dtype
         self._pin = _pin(self.cfg)
         self._engine: _Engine | None = None
@@ -227,20 +236,25 @@ class CogStream(torch.utils.data.IterableDataset):
         self._engine = None
 
     # ---- batches -----------------------------------------------------------------------
-    def batch_windows(self, windows: np.ndarray | None = None) -> list[np.ndarray]:
-        """`windows` (default: the stream's) cut into batches."""
-        windows = self.windows if windows is None else windows
-        b = self.cfg.batch_size
-        chunks = [windows[i : i + b] for i in range(0, len(windows), b)]
-        if self.cfg.drop_last and chunks and len(chunks[-1]) < b:
-            chunks.pop()
-        return chunks
+    @property
+    def windows(self) -> np.ndarray:
+        """The epoch's windows as one (N, 3) array: made whole on each call, so for small
+        epochs and checks; the engine itself reads `batch_windows()`, made as it goes."""
+        return self._windows.take(0, len(self._windows))
+
+    def batch_windows(self, windows: np.ndarray | None = None) -> Sequence[np.ndarray]:
+        """`windows` (default: the stream's epoch) cut into batches, each made when asked."""
+        source = self._windows if windows is None else GivenWindows(windows)
+        return Batches(source, self.cfg.batch_size, self.cfg.drop_last)
 
     def __len__(self) -> int:
         return len(self.batch_windows())
 
     def batch_mix(self) -> float:
-        return batch_mix(self.windows, self.grids, self.cfg.batch_size)
+        """How mixed the batches are (samplers.batch_mix), over the epoch's first
+        MIX_WINDOWS windows: an epoch of 1e9 is never made whole to say so."""
+        wins = self._windows.take(0, min(len(self._windows), MIX_WINDOWS))
+        return batch_mix(wins, self.grids, self.cfg.batch_size)
 
     def tile_keys(self, wins: np.ndarray) -> list[tuple[int, int, int, int]]:
         """The (file, plane, ty, tx) tiles a batch of `wins` asks the cache for."""
@@ -251,12 +265,12 @@ class CogStream(torch.utils.data.IterableDataset):
         r = self.rasters[key[0]]
         return r.tile_bytes // r.bands if r.index.planar == 2 else r.tile_bytes
 
-    def worker_batches(self, chunks: list[np.ndarray], worker: int, workers: int) -> list:
+    def worker_batches(self, chunks: Sequence[np.ndarray], worker: int,
+                       workers: int) -> Sequence[np.ndarray]:  # fmt: skip
         """Worker `worker`'s share of `chunks` (of `workers`): whole shuffle groups."""
         if workers <= 1:
             return chunks
-        group = self._group_batches()
-        return [c for i, c in enumerate(chunks) if (i // group) % workers == worker]
+        return WorkerShare(chunks, worker, workers, self._group_batches())
 
     def _batch_tiles(self, wins: np.ndarray, masks: bool) -> tuple[list, dict]:
         """Per window (b, [(file, its tile parts)]: the image, then its mask), and every
@@ -416,20 +430,34 @@ class CogStream(torch.utils.data.IterableDataset):
             src = tile[:, sx].transpose(2, 0, 1)
             np.copyto(dst[:, dy, dx], src if all_bands else src[bands], casting="unsafe")
 
-    def iter_batches(self, chunks: list[np.ndarray] | None = None) -> Iterator[dict]:
-        """Yield batches in order, `prefetch` of them assembled ahead on threads."""
+    def iter_batches(self, chunks: Sequence[np.ndarray] | None = None) -> Iterator[dict]:
+        """Yield batches in order, `prefetch` of them assembled ahead on threads.
+
+        Each batch's tiles are worked out once, `plan_ahead` batches before it is made: for
+        the cache's eviction plan and for the batch itself. The plan never holds more than
+        that look-ahead, so the first batch and the memory do not grow with the epoch."""
         chunks = self.batch_windows() if chunks is None else chunks
         eng = self.engine()
-        # each batch's tiles, worked out once: for the cache's plan and for the batch itself
-        with _no_cyclic_gc():
-            tiles = [self._batch_tiles(w, self.masks is not None) for w in chunks]
-            eng.cache.set_plan(_tile_plan([keys for _, keys in tiles]))
+        eng.cache.set_plan({})
+        planned: dict[int, tuple] = {}  # position -> (windows, its _batch_tiles)
         ahead: deque = deque()
-        depth = max(1, self.cfg.prefetch)
+        depth, horizon = max(1, self.cfg.prefetch), max(1, self.cfg.plan_ahead)
+
+        frontier = [0]  # the next position to plan
+
+        def plan_to(stop: int) -> None:
+            with _no_cyclic_gc():
+                for i in range(frontier[0], min(stop, len(chunks))):
+                    wins = chunks[i]
+                    planned[i] = (wins, self._batch_tiles(wins, self.masks is not None))
+                    eng.cache.plan_batch(i, planned[i][1][1])
+                    frontier[0] = i + 1
 
         def submit(i: int) -> None:
-            batch_tiles, tiles[i] = tiles[i], None  # the batch holds them from here on
-            ahead.append(eng.assemblers.submit(self.make_batch, chunks[i], i, batch_tiles))
+            plan_to(i + horizon)
+            wins, batch_tiles = planned.pop(i)  # the batch holds them from here on
+            fut = eng.assemblers.submit(self.make_batch, wins, i, batch_tiles)
+            ahead.append((fut, i, batch_tiles[1]))
 
         nxt = 0
         try:
@@ -437,13 +465,15 @@ class CogStream(torch.utils.data.IterableDataset):
                 submit(nxt)
                 nxt += 1
             while ahead:
-                batch = ahead.popleft().result()
+                fut, i, keys = ahead.popleft()
+                batch = fut.result()
+                eng.cache.retire(i, keys)
                 if nxt < len(chunks):
                     submit(nxt)
                     nxt += 1
                 yield batch
         finally:  # an error, a break or an abandoned iterator: batches not begun never run
-            for fut in ahead:
+            for fut, _, _ in ahead:
                 fut.cancel()
 
     def __iter__(self) -> Iterator[dict]:
@@ -477,7 +507,7 @@ class CogStream(torch.utils.data.IterableDataset):
         # workers build their own engine over the same windows; pinning happens in the
         # main process if asked
         view = CogStream(self.images, self.masks, replace(self.cfg, pin_memory=False),
-                         windows=self.windows if windows is None else windows,
+                         windows=self._windows if windows is None else windows,
                          rasters=self.rasters)  # fmt: skip
         view._ships_errors = True
         return _OcogLoader(
@@ -511,15 +541,6 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def _tile_plan(per_batch: list[dict]) -> dict[tuple, list[int]]:
-    """For every tile, the positions of the batches (their tile keys, in order) using it."""
-    uses: dict[tuple, list[int]] = {}
-    for i, keys in enumerate(per_batch):
-        for k in keys:
-            uses.setdefault(k, []).append(i)
-    return uses
 
 
 def _pin(cfg: StreamConfig) -> bool:

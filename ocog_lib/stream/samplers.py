@@ -111,31 +111,76 @@ def _axis_in_tile(rng, tiles: np.ndarray, tile: int, extent: int, patch: int, bl
     return lo + (rng.random(len(tiles)) * np.maximum(hi - lo, 1)).astype(np.int64)
 
 
-def sample_windows(grids: list[TileGrid], cfg: SamplerConfig) -> np.ndarray:
-    """Windows as an (N, 3) int64 array of (file, row, col)."""
+SLICE = 8192  # windows drawn at a time: an epoch is never held whole (stream.windows)
+
+
+def slice_length(cfg: SamplerConfig) -> int:
+    """Windows per slice: SLICE rounded up to whole shuffle groups of tile visits."""
+    group = cfg.patches_per_tile * cfg.shuffle_tiles if cfg.patches_per_tile > 1 else 1
+    return -(-SLICE // group) * group
+
+
+def window_count(grids: list[TileGrid], cfg: SamplerConfig) -> int:
+    """Windows in an epoch: `length`, or every grid position for `grid`."""
+    if cfg.kind != "grid":
+        return cfg.length
+    return int(sum(len(_grid_axis(g.height, cfg.patch_size)) * len(_grid_axis(g.width,
+               cfg.patch_size)) for g in grids))  # fmt: skip
+
+
+def check_sampling(grids: list[TileGrid], cfg: SamplerConfig) -> None:
+    """Refuse what no window can be drawn from: no rasters, or one smaller than a patch."""
     if not grids:
         raise InputError("sampler", "no rasters to sample from")
-    p = cfg.patch_size
-    _check_fits(grids, p)
+    _check_fits(grids, cfg.patch_size)
+
+
+def sample_slice(grids: list[TileGrid], cfg: SamplerConfig, j: int) -> np.ndarray:
+    """Slice `j` of the epoch's windows, an (n, 3) int64 array of (file, row, col).
+
+    Each slice draws from its own generator, seeded by (seed, j): any slice can be made
+    on its own, in any process, and the epoch is the same for a seed whatever reads it."""
+    n = window_count(grids, cfg)
+    size = slice_length(cfg)
+    start, stop = j * size, min((j + 1) * size, n)
+    if start >= stop:
+        return np.empty((0, 3), dtype=np.int64)
     if cfg.kind == "grid":
-        return _grid_windows(grids, p)
-
-    rng = np.random.default_rng(cfg.seed)
+        return _grid_slice(grids, cfg.patch_size, start, stop)
+    rng = np.random.default_rng((cfg.seed, j))
     if cfg.kind == "random" and cfg.patches_per_tile == 1:
-        areas = np.array([(g.height - p + 1) * (g.width - p + 1) for g in grids], dtype=float)
-        files = rng.choice(len(grids), size=cfg.length, p=areas / areas.sum())
-        out = np.empty((cfg.length, 3), dtype=np.int64)
-        out[:, 0] = files
-        for f, g in enumerate(grids):
-            sel = files == f
-            n = int(sel.sum())
-            out[sel, 1] = rng.integers(0, g.height - p + 1, size=n)
-            out[sel, 2] = rng.integers(0, g.width - p + 1, size=n)
-        return out
+        return _plain_random(rng, grids, cfg.patch_size, stop - start)
+    return _tile_visits(rng, grids, cfg, stop - start)
 
-    # tile visits: a tile drawn uniformly over all tiles of all rasters, k windows each
-    k = cfg.patches_per_tile
-    visits = -(-cfg.length // k)
+
+def sample_windows(grids: list[TileGrid], cfg: SamplerConfig) -> np.ndarray:
+    """The whole epoch's windows as an (N, 3) int64 array of (file, row, col): the slices
+    joined (small epochs; the engine reads slices as it goes)."""
+    check_sampling(grids, cfg)
+    n, size = window_count(grids, cfg), slice_length(cfg)
+    parts = [sample_slice(grids, cfg, j) for j in range(-(-n // size))]
+    return np.concatenate(parts) if parts else np.empty((0, 3), dtype=np.int64)
+
+
+def _plain_random(rng, grids: list[TileGrid], p: int, n: int) -> np.ndarray:
+    """Top-left corners uniform over each raster, rasters weighted by area."""
+    areas = np.array([(g.height - p + 1) * (g.width - p + 1) for g in grids], dtype=float)
+    files = rng.choice(len(grids), size=n, p=areas / areas.sum())
+    out = np.empty((n, 3), dtype=np.int64)
+    out[:, 0] = files
+    for f, g in enumerate(grids):
+        sel = files == f
+        k = int(sel.sum())
+        out[sel, 1] = rng.integers(0, g.height - p + 1, size=k)
+        out[sel, 2] = rng.integers(0, g.width - p + 1, size=k)
+    return out
+
+
+def _tile_visits(rng, grids: list[TileGrid], cfg: SamplerConfig, n: int) -> np.ndarray:
+    """A tile drawn uniformly over all tiles of all rasters, k windows each, shuffled
+    across `shuffle_tiles` consecutive visits."""
+    k, p = cfg.patches_per_tile, cfg.patch_size
+    visits = -(-n // k)
     counts = np.array([g.tile_count for g in grids], dtype=float)
     files = rng.choice(len(grids), size=visits, p=counts / counts.sum())
     rows = np.empty(visits * k, dtype=np.int64)
@@ -144,9 +189,9 @@ def sample_windows(grids: list[TileGrid], cfg: SamplerConfig) -> np.ndarray:
     rep_files = np.repeat(files, k)
     for f, g in enumerate(grids):
         sel = files == f
-        n = int(sel.sum())
-        ty = np.repeat(rng.integers(0, g.tiles_down, size=n), k)
-        tx = np.repeat(rng.integers(0, g.tiles_across, size=n), k)
+        m = int(sel.sum())
+        ty = np.repeat(rng.integers(0, g.tiles_down, size=m), k)
+        tx = np.repeat(rng.integers(0, g.tiles_across, size=m), k)
         rsel = rep_files == f
         rows[rsel] = _axis_in_tile(rng, ty, g.tile_height, g.height, p, block)
         cols[rsel] = _axis_in_tile(rng, tx, g.tile_width, g.width, p, block)
@@ -155,17 +200,29 @@ def sample_windows(grids: list[TileGrid], cfg: SamplerConfig) -> np.ndarray:
         group = cfg.shuffle_tiles * k
         for start in range(0, len(out), group):
             rng.shuffle(out[start : start + group])
-    return out[: cfg.length]
+    return out[:n]
 
 
-def _grid_windows(grids: list[TileGrid], p: int) -> np.ndarray:
-    parts = []
-    for f, g in enumerate(grids):
-        ys = np.unique(np.minimum(np.arange(0, g.height, p), g.height - p))
-        xs = np.unique(np.minimum(np.arange(0, g.width, p), g.width - p))
-        yy, xx = np.meshgrid(ys, xs, indexing="ij")
-        parts.append(np.stack([np.full(yy.size, f), yy.ravel(), xx.ravel()], axis=1))
-    return np.concatenate(parts).astype(np.int64)
+def _grid_axis(extent: int, p: int) -> np.ndarray:
+    """Grid offsets along one axis: stride p, the last one flush with the edge."""
+    return np.unique(np.minimum(np.arange(0, extent, p), extent - p))
+
+
+def _grid_slice(grids: list[TileGrid], p: int, start: int, stop: int) -> np.ndarray:
+    """Grid windows start..stop (raster order), worked out from their index alone."""
+    axes = [(_grid_axis(g.height, p), _grid_axis(g.width, p)) for g in grids]
+    ends = np.cumsum([len(ys) * len(xs) for ys, xs in axes])
+    idx = np.arange(start, stop, dtype=np.int64)
+    files = np.searchsorted(ends, idx, side="right")
+    out = np.empty((len(idx), 3), dtype=np.int64)
+    out[:, 0] = files
+    for f in np.unique(files).tolist():
+        sel = files == f
+        ys, xs = axes[f]
+        local = idx[sel] - (ends[f - 1] if f else 0)
+        r, c = np.divmod(local, len(xs))
+        out[sel, 1], out[sel, 2] = ys[r], xs[c]
+    return out
 
 
 def batch_mix(windows: np.ndarray, grids: list[TileGrid], batch_size: int) -> float:
