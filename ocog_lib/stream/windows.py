@@ -86,7 +86,28 @@ class GivenWindows:
 WindowSource = EpochWindows | GivenWindows
 
 
-class Batches(Sequence):
+class _Made(Sequence):
+    """A sequence whose item i is made when asked (`_make`), sliced and indexed as a list."""
+
+    _n: int
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._make(k) for k in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"batch {i} of {self._n}")
+        return self._make(i)
+
+    def _make(self, i: int):
+        raise NotImplementedError
+
+
+class Batches(_Made):
     """An epoch's windows cut into batches; batch i is made when asked."""
 
     def __init__(self, windows: WindowSource, batch_size: int, drop_last: bool = False):
@@ -94,21 +115,12 @@ class Batches(Sequence):
         n = len(windows)
         self._n = n // batch_size if drop_last else -(-n // batch_size)
 
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(self._n))]
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(f"batch {i} of {self._n}")
+    def _make(self, i: int) -> np.ndarray:
         b = self.batch_size
         return self.windows.take(i * b, (i + 1) * b)
 
 
-class WorkerShare(Sequence):
+class WorkerShare(_Made):
     """Worker `worker` of `workers`'s batches of `batches`: groups of `group` consecutive
     batches dealt round-robin (tile reuse stays inside a worker)."""
 
@@ -118,15 +130,6 @@ class WorkerShare(Sequence):
         tail = min(group, max(0, rest - worker * group))  # its part of the last round
         self._n = full * group + tail
 
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(self._n))]
-        if k < 0:
-            k += self._n
-        if not 0 <= k < self._n:
-            raise IndexError(f"batch {k} of {self._n}")
+    def _make(self, k: int):
         rnd, offset = divmod(k, self.group)
         return self.batches[(rnd * self.workers + self.worker) * self.group + offset]
