@@ -1,6 +1,8 @@
 """A raster's header facts and its readers: the fast path and GDAL's fallback.
 
-`open_raster` parses a COG header once (from byte ranges) into a `RasterSource`.
+`open_raster` parses a COG header once (from byte ranges) into a `RasterSource`;
+`open_rasters` opens many through a persisted `HeaderIndex`, parsing only new or rewritten
+files.
 `DirectReader` reads a window of a fast-path raster without a decode pool (workers);
 `FallbackReader` serves layouts the fast path cannot decode (striped TIFF, JPEG,
 WEBP, ...) through GDAL with one handle per thread, opened in the reading process.
@@ -9,14 +11,19 @@ Tiles for batches are fetched and decoded by `fetch.TileFetcher`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ocog_lib.cog.grid import TileGrid
+from ocog_lib.cog.header_index import HeaderIndex, open_pinned, remote_version, source_key
 from ocog_lib.cog.tiff_index import TiffIndex, parse_tiff
 from ocog_lib.errors import InputError, UnsupportedLayout
 from ocog_lib.storage import ByteSource, LocalFile, open_source
@@ -82,26 +89,39 @@ def open_raster(uri: str) -> RasterSource:
     (a file name is no secret, and `x?sig=1.tif` is a name, not a query). I/O never goes
     through it: reads use `source`, GDAL gets `gdal_uri` (the raw URI).
     """
-    src = open_source(uri)
+    return _open_from(uri, open_source(uri))
+
+
+def fast_raster(uri: str, src: ByteSource, idx: TiffIndex) -> RasterSource:
+    """The raster of a fast-path header: one builder for a parsed and a stored header."""
+    return RasterSource(
+        uri=_shown(uri, src),
+        index=idx,
+        source=src,
+        height=idx.height,
+        width=idx.width,
+        bands=idx.bands,
+        dtype=idx.dtype.newbyteorder("="),
+        tile_height=idx.tile_height,
+        tile_width=idx.tile_width,
+    )
+
+
+def _shown(uri: str, src: ByteSource) -> str:
+    return str(uri) if isinstance(src, LocalFile) else src.uri
+
+
+def _open_from(uri: str, src: ByteSource) -> RasterSource:
+    """`open_raster` over an opened source: parse its header, else GDAL's facts."""
     local = isinstance(src, LocalFile)
-    shown = str(uri) if local else src.uri
+    shown = _shown(uri, src)
     try:
         idx = parse_tiff(src)
         problem = idx.fast_path_problem
     except UnsupportedLayout as exc:
         idx, problem = None, exc.cause
     if problem is None:
-        return RasterSource(
-            uri=shown,
-            index=idx,
-            source=src,
-            height=idx.height,
-            width=idx.width,
-            bands=idx.bands,
-            dtype=idx.dtype.newbyteorder("="),
-            tile_height=idx.tile_height,
-            tile_width=idx.tile_width,
-        )
+        return fast_raster(uri, src, idx)
     # GDAL fallback: header facts from rasterio, no handle kept open across a fork
     gdal_uri = src.path if local else getattr(src, "signed_url", str(uri))
     try:
@@ -119,6 +139,104 @@ def open_raster(uri: str) -> RasterSource:
     # raised here, not in the except block: GDAL's errors (the raw URI in them) must not
     # ride along as __context__
     raise InputError(shown, f"GDAL cannot read it either ({cause})")
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """What `open_rasters` cost: headers served by the index (hits), parsed because absent
+    (misses) or rewritten since stored (stale), not storable (`uncached`: GDAL fallbacks,
+    objects without a strong ETag), the bytes read to parse headers (misses and stale ones;
+    GDAL's own reads not counted), the version checks sent over the wire (remote hits and
+    stale ones: a HEAD for S3, a 1-byte ranged GET for HTTP(S)) and the wall time,
+    write-back included."""
+
+    hits: int = 0
+    misses: int = 0
+    stale: int = 0
+    uncached: int = 0
+    header_bytes_fetched: int = 0
+    probe_requests: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Opened:
+    raster: RasterSource
+    outcome: str  # "hit", "miss" or "stale"
+    header_bytes: int
+    probes: int
+    keep: tuple | None  # (key, version, TiffIndex) to write back
+
+
+def open_rasters(
+    uris: list[str], index: HeaderIndex | None = None, *, threads: int | None = None
+) -> tuple[list[RasterSource], IndexStats]:
+    """`open_raster` for many URIs through a persisted header index (`None`: none).
+
+    A hit builds the raster from the stored header without reading a header byte: only the
+    version check runs (a stat for a local file; for a remote object one request, a HEAD for
+    S3, a 1-byte ranged GET for HTTP(S): a round trip each, hence `threads`). A miss, or an
+    entry of another version (the file was rewritten), parses as `open_raster` does and is
+    written back in one atomic rewrite of the index at the end. GDAL fallbacks are not
+    stored: their facts come from GDAL, not a TiffIndex, GDAL re-opens the file in every
+    reader anyway, and their `gdal_uri` may carry a SAS token. `threads`: concurrent opens,
+    by default 16 when any URI is remote, else 1 (a local open is a stat or a GIL-bound parse).
+    """
+    start = time.perf_counter()
+    uris = [str(u) for u in uris]
+    if threads is None:
+        threads = 16 if any("://" in u and not u.startswith("file://") for u in uris) else 1
+    if index is not None:
+        len(index)  # read the file once, before any thread asks (a bad file: raised here)
+    done: list[_Opened] = []
+    try:
+        if threads > 1 and len(uris) > 1:
+            with ThreadPoolExecutor(min(threads, len(uris)), "ocog-open") as pool:
+                done.extend(pool.map(lambda u: _open_indexed(u, index), uris))
+        else:
+            done.extend(_open_indexed(u, index) for u in uris)
+    except Exception:
+        if index is not None:  # keep what was parsed: the next run need not parse it again
+            with contextlib.suppress(InputError, OSError):
+                index.put_many(o.keep for o in done if o.keep)
+        raise
+    keep = [o.keep for o in done if o.keep]
+    stored = index.put_many(keep) if index is not None and keep else 0
+    count = Counter(o.outcome for o in done)
+    stats = IndexStats(
+        hits=count["hit"],
+        misses=count["miss"],
+        stale=count["stale"],
+        uncached=len(done) - count["hit"] - stored if index is not None else 0,
+        header_bytes_fetched=sum(o.header_bytes for o in done),
+        probe_requests=sum(o.probes for o in done),
+        seconds=time.perf_counter() - start,
+    )
+    return [o.raster for o in done], stats
+
+
+def _open_indexed(uri: str, index: HeaderIndex | None) -> _Opened:
+    """One raster: from the index when its entry's version is the file's, else parsed."""
+    src, version = open_pinned(uri)
+    key = source_key(src)
+    stored = index.stored_version(key) if index is not None else None
+    probes = 0
+    if stored is not None:
+        if version is None:
+            version, probes = remote_version(src), 1
+        idx = index.get(key, version, uri=src.uri) if version else None
+        if idx is not None:
+            return _Opened(fast_raster(uri, src, idx), "hit", 0, probes, None)
+    before = src.stats().bytes
+    raster = _open_from(uri, src)
+    fetched = src.stats().bytes - before
+    outcome = "miss" if stored is None else "stale"
+    if index is None or not raster.fast:
+        return _Opened(raster, outcome, fetched, probes, None)
+    if version is None:  # free: the parse's first ranged GET told the size and ETag
+        version = remote_version(src)
+    keep = (key, version, raster.index) if version else None
+    return _Opened(raster, outcome, fetched, probes, keep)
 
 
 def _rasterio():
