@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ocog_lib.errors import InputError
+from ocog_lib.stream.normalize import FLOAT_DTYPES, Normalization
 from ocog_lib.stream.samplers import SAMPLERS, SamplerConfig, link_reuse, tiles_per_visit
 
 if TYPE_CHECKING:
@@ -61,8 +62,12 @@ def _check_bands(bands: object) -> None:
         raise InputError(f"bands {tuple(values)}", f"band(s) {dup} given more than once")
 
 
+def _is_bf16(dtype: object) -> bool:
+    return isinstance(dtype, str) and dtype == "bfloat16"
+
+
 def _check_dtype(dtype: object) -> None:
-    if dtype is None:
+    if dtype is None or _is_bf16(dtype):  # numpy has no bfloat16; torch batches do
         return
     try:
         dt = np.dtype(dtype)
@@ -71,6 +76,21 @@ def _check_dtype(dtype: object) -> None:
         ok = False
     if not ok:
         raise InputError(f"dtype {dtype!r}", "not a numeric dtype (e.g. float32, uint16, uint8)")
+
+
+def _check_normalize(norm: Normalization, dtype: object, bands: tuple | None) -> None:
+    """Normalised pixels are fractions: an integer batch would truncate them."""
+    if dtype is not None and output_dtype_name(dtype) not in FLOAT_DTYPES:
+        raise InputError(
+            f"dtype {dtype!r}", f"normalize needs a float output dtype, one of {FLOAT_DTYPES}"
+        )
+    if bands is not None:
+        norm.check_bands(len(bands), f"bands {tuple(bands)}")
+
+
+def output_dtype_name(dtype: object) -> str:
+    """The canonical name of an accepted `dtype` ("bfloat16", or numpy's name)."""
+    return "bfloat16" if _is_bf16(dtype) else np.dtype(dtype).name
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,11 @@ class StreamConfig:
     # plan); bounded, so the first batch and the plan's memory do not grow with the epoch
     plan_ahead: int = 64
     bands: tuple[int, ...] | None = None  # 0-based band indices; None = all
-    dtype: str | None = None  # output dtype, e.g. "float32"; None = source dtype
+    # output dtype, e.g. "float32", "bfloat16"; None = source dtype (float32 if normalize)
+    dtype: str | None = None
+    # per selected band `x * scale + offset`, in the copy to the batch (not to masks);
+    # a mapping {"mean", "std"} or {"scale", "offset"} is taken too (config files)
+    normalize: Normalization | None = None
     cache_mb: float = 128.0  # decoded-tile cache per process
     # windows per decoded tile (see samplers); 0 = auto: 1 for local files, and for remote
     # ones enough that the link carries fewer bytes than the patches (samplers.link_reuse)
@@ -118,6 +142,9 @@ class StreamConfig:
             raise InputError(f"cache_mb {mb!r}", "must be finite")
         _check_bands(self.bands)
         _check_dtype(self.dtype)
+        object.__setattr__(self, "normalize", Normalization.coerce(self.normalize))
+        if self.normalize is not None:
+            _check_normalize(self.normalize, self.dtype, self.bands)
         if self.on_error not in ("raise", "skip"):
             raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
         if self.pin_memory not in (None, True, False):
@@ -162,6 +189,12 @@ class StreamConfig:
         down = tiles_per_visit(self.sampler, self.patch_size, r.tile_height, anchor.tile_height)
         across = tiles_per_visit(self.sampler, self.patch_size, r.tile_width, anchor.tile_width)
         return down * across * r.tile_bytes
+
+    def output_dtype(self, source: np.dtype) -> str:
+        """The batch's dtype name for images of dtype `source`."""
+        if self.dtype is not None:
+            return output_dtype_name(self.dtype)
+        return "float32" if self.normalize is not None else np.dtype(source).name
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
