@@ -30,6 +30,9 @@ class CompareConfig:
     warmup_seconds: float = 0.5  # after the first batch, not counted (see measure)
     # data-wait: a consumer eating one batch per step_ms (what a GPU would); 0 = skip
     step_ms: float = 50.0
+    # peer loaders (bench.peers: tuned rasterio, async-geotiff, rasteret, TorchGeo) measured
+    # on the default variant with ocog's random windows, each in its own process; () = none
+    peers: tuple[str, ...] = ()
 
     @classmethod
     def quick(cls, **overrides) -> CompareConfig:

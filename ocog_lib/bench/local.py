@@ -85,7 +85,8 @@ def compare(
     files = {v: bench_files(cfg.dataset, v, settings) for v in {"default", *cfg.variants}}
     patch = {v: _patch_bytes_of(images[0], cfg.patch_size) for v, (images, _) in files.items()}
     scenes = _Scenes(cfg, files, cfg.threads or (os.cpu_count() or 1), patch)
-    plan = [*_reference_runs(scenes), *_ocog_runs(scenes)]
+    peers = _peer_plan(scenes, settings, say)
+    plan = [*_reference_runs(scenes), *_ocog_runs(scenes), *peers.runs]
     results = run_interleaved(plan, cfg.repeats, say)
     limits = _limit_rows(scenes, say)
     rows = [run.row(ms) for run, ms in zip(plan, results, strict=True)]
@@ -101,7 +102,24 @@ def compare(
         config=cfg,
         rows=tuple(rows),
         files={v: [Path(p).name for p in files[v][0]] for v in cfg.variants},
+        skipped_peers=tuple(p.to_dict() for p in peers.skipped),
     )
+
+
+def _peer_plan(scenes: _Scenes, settings: Settings, say: Callable[[str], None]):
+    """The peers asked for, on the default variant with ocog's plain random windows (the
+    row `ocog random` reads the same sampling), each in its own process."""
+    from ocog_lib.bench.peers import PeerPlan, peer_runs
+
+    cfg = scenes.cfg
+    if not cfg.peers:
+        return PeerPlan((), ())
+    return peer_runs(
+        scenes.images("default"), scenes.masks("default"), sampler="random",
+        patch_size=cfg.patch_size, batch_size=cfg.batch_size, cache_mb=cfg.cache_mb,
+        seconds=cfg.seconds, warmup_seconds=cfg.warmup_seconds, seed=cfg.seed,
+        threads=scenes.threads, data_dir=settings.data_dir, variant="default",
+        peers=cfg.peers, say=say)  # fmt: skip
 
 
 def _patch_bytes_of(image: str, patch: int) -> int:

@@ -107,6 +107,7 @@ class Comparison:
     rows: tuple[BenchRow, ...]
     files: dict[str, list[str]] | None = None  # local: scene names per variant
     link: Link | None = None  # remote: None for a local comparison
+    skipped_peers: tuple[dict, ...] = ()  # peers asked for that could not run, and why
 
     @property
     def storage(self) -> str:
@@ -127,7 +128,10 @@ class Comparison:
                 "cache_mb": self.cache_mb,
                 "decoded_gib": self.decoded_gib,
             }
-        return {**head, "compare": asdict(self.config), "rows": [asdict(r) for r in self.rows]}
+        out = {**head, "compare": asdict(self.config), "rows": [asdict(r) for r in self.rows]}
+        if self.skipped_peers:
+            out["skipped_peers"] = list(self.skipped_peers)
+        return out
 
     def reference_default(self, cap: float | None = None) -> BenchRow | None:
         """The yardstick row (at `cap` for a remote comparison), if the run has one."""
@@ -227,9 +231,12 @@ def format_comparison(result: Comparison) -> str:
     """What `ocog bench compare` prints: a line of shared facts, then the table(s)."""
     rows = result.to_dict()["rows"]
     if result.link is None:
+        skipped = "".join(f"\npeer {p['name']} not run: {p['not_run_reason']}"
+                          for p in result.skipped_peers)  # fmt: skip
         return (
             f"dataset {result.dataset}: {result.decoded_gib:.2f} GiB decoded per variant, "
             f"cache budget {result.cache_mb:.0f} MB for every loader\n" + format_rows(rows)
+            + skipped
         )
     link = result.link
     out = [

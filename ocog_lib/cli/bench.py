@@ -147,6 +147,12 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
     )
     _common(c)
     c.add_argument("--quick", action="store_true", help="one short repeat (< 60 s)")
+    peers = ", ".join(n.replace(" ", "-") for n in T.constant("ocog_lib.bench.peers",
+                                                              "PEER_NAMES"))  # fmt: skip
+    c.add_argument("--peers", nargs="?", const="all", default=None, type=_peer_list,
+                   help=f"also measure peer loaders, each in its own process on ocog's "
+                   f"random windows: all, or comma-separated of {peers} (their venvs are "
+                   "built on first use under $OCOG_DATA_DIR/peers)")  # fmt: skip
     c.add_argument("--repeats", type=T.positive_int, default=None,
                    help=f"interleaved repeats {_both('repeats')}")
     c.add_argument("--seconds", type=T.positive_float, default=None,
@@ -297,7 +303,17 @@ def _overrides(args: argparse.Namespace) -> dict:
             out[name] = getattr(args, name)
     if args.variants:
         out["variants"] = args.variants
+    if getattr(args, "peers", None):
+        out["peers"] = args.peers
     return out
+
+
+def _peer_list(text: str) -> tuple[str, ...]:
+    from ocog_lib.bench.peers import PEER_NAMES
+
+    if text == "all":
+        return PEER_NAMES
+    return T.name_list(text)
 
 
 def _progress(args: argparse.Namespace):

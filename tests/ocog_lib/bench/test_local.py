@@ -98,3 +98,19 @@ def test_compare_rows_keep_the_contract(settings):
 def test_missing_variant_names_what_to_materialize(settings):
     with pytest.raises(InputError, match=r"cog_variants\[sample\|zstd_fast\]"):
         bench_files("sample", "zstd_fast", settings)
+
+
+def test_peers_are_rows_beside_ocog_on_the_same_windows(settings):
+    cfg = CompareConfig(repeats=1, seconds=0.3, step_ms=0, best_reuse=1, patch_size=128,
+                        batch_size=8, cache_mb=8, variants=("default",), samplers=("random",),
+                        peers=("tuned rasterio",))  # fmt: skip
+    comparison = compare(cfg, settings)
+    rows = comparison.to_dict()["rows"]
+    peer = next(r for r in rows if r["loader"] == "peer")
+    ours = next(r for r in rows if r["name"] == "ocog random")
+    assert peer["name"] == "peer tuned rasterio" and peer["samples_per_s"] > 0
+    assert (peer["variant"], peer["sampler"]) == (ours["variant"], ours["sampler"])
+    assert peer["config"]["sampler_as_run"] == "ocog's windows"
+    assert peer["ratio_vs_limit"] == pytest.approx(peer["samples_per_s"] / next(
+        r["samples_per_s"] for r in rows if r["name"] == "decode limit random"))
+    assert "skipped_peers" not in comparison.to_dict()
