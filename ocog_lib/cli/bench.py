@@ -28,9 +28,10 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
         "OCOG toolkit's loader and the decode limit in one run.",
     )
     sub = bench.add_subparsers(dest="bench_cmd", required=True,
-                               metavar="{stream,epoch,compare,tiles,similar}")
+                               metavar="{stream,epoch,files,compare,tiles,similar}")
     _register_stream(sub)
     _register_epoch(sub)
+    _register_files(sub)
     _register_compare(sub)
     _register_tiles(sub)
     register_bench_similar(sub)  # `bench similar` (cli/similar.py)
@@ -127,6 +128,38 @@ def _cmd_epoch(args: argparse.Namespace) -> int:
 
     result = bench_epochs(args.dataset, engine, cfg, settings, progress)
     _print_and_record(result, format_epochs(result), args, settings)
+    return 0
+
+
+def _register_files(sub: argparse._SubParsersAction) -> None:
+    """`bench files`: the first batch over many small COGs, cold and on a header index."""
+    f = sub.add_parser(
+        "files", help="time to the first batch over 1..1e4 small COGs, with a header index",
+        description="Per file count, the first n of generated 256-px COGs (made once under "
+        "$OCOG_DATA_DIR/bench_files) opened cold (every header parsed), building a header "
+        "index, and warm (on that index: no header read): time to the first batch, header "
+        "bytes read, index hits. Rows go to stream_benchmarks.",
+    )
+    fb = ("ocog_lib.bench.files", "FilesBenchConfig")
+    f.add_argument("--counts", type=T.list_of(T.count), default=T.default(*fb, "counts"),
+                   help="comma-separated file counts (default: 1,10,100,1000,10000)")
+    f.add_argument("--patch-size", type=T.positive_int, default=T.default(*fb, "patch_size"),
+                   help="patch edge in px")
+    f.add_argument("--batch-size", type=T.positive_int, default=T.default(*fb, "batch_size"),
+                   help="patches per batch")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    f.add_argument("--no-record", action="store_true", help="do not append to DuckDB")
+    f.set_defaults(func=_cmd_files)
+
+
+def _cmd_files(args: argparse.Namespace) -> int:
+    from ocog_lib.bench.files import FilesBenchConfig, bench_many_files, format_files
+
+    cfg = FilesBenchConfig(counts=tuple(args.counts), patch_size=args.patch_size,
+                           batch_size=args.batch_size)  # fmt: skip
+    settings = Settings.from_env()
+    result = bench_many_files(cfg, settings, _progress(args))
+    _print_and_record(result, format_files(result), args, settings)
     return 0
 
 

@@ -126,6 +126,9 @@ class StreamConfig:
     direct: bool = True  # uncompressed local files: copy patches from the page cache
     io_threads: int = -1  # requests in flight per process for remote sources; -1 = auto
     on_error: str = "raise"  # "skip": leave out a sample whose tiles cannot be read, count it
+    # a header index file (cog.header_index): parsed headers kept across runs, keyed by file
+    # and version, so a second run over many files parses (and fetches) no header
+    header_index: str | None = None
 
     def __post_init__(self) -> None:
         """Every field checked before any file opens, the error naming field and value."""
@@ -145,6 +148,8 @@ class StreamConfig:
         object.__setattr__(self, "normalize", Normalization.coerce(self.normalize))
         if self.normalize is not None:
             _check_normalize(self.normalize, self.dtype, self.bands)
+        if self.header_index is not None and not isinstance(self.header_index, str):
+            raise InputError(f"header_index {self.header_index!r}", "a file path, or None")
         if self.on_error not in ("raise", "skip"):
             raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
         if self.pin_memory not in (None, True, False):

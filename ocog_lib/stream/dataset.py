@@ -33,6 +33,7 @@ import torch
 
 from ocog_lib.cog.decode import undo_delta
 from ocog_lib.cog.grid import TileGrid
+from ocog_lib.cog.header_index import HeaderIndex
 from ocog_lib.cog.tiff_index import Georef, read_georef
 from ocog_lib.errors import InputError, OcogError
 from ocog_lib.secrets import redact_uri
@@ -41,7 +42,13 @@ from ocog_lib.stream.cache import TileCache
 from ocog_lib.stream.config import StreamConfig
 from ocog_lib.stream.fetch import TileFetcher
 from ocog_lib.stream.normalize import Normalization
-from ocog_lib.stream.rasters import DirectReader, FallbackReader, RasterSource, open_raster
+from ocog_lib.stream.rasters import (
+    DirectReader,
+    FallbackReader,
+    IndexStats,
+    RasterSource,
+    open_rasters,
+)
 from ocog_lib.stream.samplers import batch_mix
 from ocog_lib.stream.windows import (
     Batches,
@@ -162,7 +169,12 @@ class CogStream(torch.utils.data.IterableDataset):
         if self.masks is not None and len(self.masks) != len(self.images):
             raise InputError("masks", f"{len(self.masks)} masks for {len(self.images)} images")
         paths = self.images + (self.masks or [])
-        self.rasters = rasters or [open_raster(p) for p in paths]
+        self.open_stats: IndexStats | None = None  # what opening the headers cost
+        if rasters:
+            self.rasters = rasters
+        else:
+            index = HeaderIndex(config.header_index) if config.header_index else None
+            self.rasters, self.open_stats = open_rasters(paths, index)
         n = len(self.images)
         _check_fits(self.rasters[:n], config.patch_size)
         self.cfg = config.resolved(self.rasters[:n], self.rasters[n:])

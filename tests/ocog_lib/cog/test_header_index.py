@@ -289,3 +289,25 @@ def test_a_secret_query_string_is_never_stored(files, tmp_path):
         stored = repr(con.execute("SELECT * FROM headers").fetchall())
         stored += repr(con.execute("SELECT * FROM levels").fetchall())
     assert secret not in stored and "sig=***" in stored
+
+
+def test_a_stream_with_a_header_index_parses_no_header_the_second_time(tmp_path):
+    from ocog_lib.stream.config import StreamConfig
+    from ocog_lib.stream.dataset import CogStream
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"s{i}.tif"
+        write_raster(p, real_pixels(2, 256, 256, "uint16", seed=i), COMPRESS="ZSTD",
+                     BLOCKSIZE=128)  # fmt: skip
+        paths.append(str(p))
+    cfg = StreamConfig(patch_size=64, batch_size=4, length=8, threads=1,
+                       header_index=str(tmp_path / "headers.duckdb"))  # fmt: skip
+    first = CogStream(paths, None, cfg)
+    assert first.open_stats.misses == 3 and first.open_stats.header_bytes_fetched > 0
+    second = CogStream(paths, None, cfg)
+    assert second.open_stats.hits == 3 and second.open_stats.header_bytes_fetched == 0
+    a, b = next(iter(first.loader())), next(iter(second.loader()))
+    assert np.array_equal(a["image"].numpy(), b["image"].numpy())
+    first.close()
+    second.close()
