@@ -74,6 +74,10 @@ def _register_stream(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated 0-based band indices (default: all)")
     s.add_argument("--dtype", type=T.dtype_name, default=d("dtype"),
                    help=f"output dtype, one of {', '.join(T.DTYPES)} (default: the source's)")
+    s.add_argument("--mean", type=T.list_of(float), default=None,
+                   help="per-band means (comma-separated, one per selected band): output "
+                   "(x - mean) / std in the one patch copy (float32 unless --dtype); with --std")
+    s.add_argument("--std", type=T.list_of(float), default=None, help="per-band std, with --mean")
     s.add_argument("--length", type=T.non_negative_int, default=0,
                    help="windows per epoch; 0 = enough for --seconds")
     s.add_argument("--seconds", type=T.positive_float, default=_SECONDS,
@@ -83,6 +87,18 @@ def _register_stream(sub: argparse._SubParsersAction) -> None:
                    help="also measure data-wait with a consumer taking this long per batch; "
                    "0 = skip")  # fmt: skip
     s.set_defaults(func=_cmd_stream)
+
+
+def _normalization(args: argparse.Namespace):
+    """--mean and --std as the engine's Normalization (both or neither)."""
+    from ocog_lib.errors import InputError
+    from ocog_lib.stream.normalize import Normalization
+
+    if args.mean is None and args.std is None:
+        return None
+    if args.mean is None or args.std is None:
+        raise InputError("--mean/--std", "give both, one value per band each")
+    return Normalization.from_mean_std(args.mean, args.std)
 
 
 def _register_epoch(sub: argparse._SubParsersAction) -> None:
@@ -318,6 +334,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         shuffle_tiles=args.shuffle_tiles,
         dtype=args.dtype,
         bands=args.bands,
+        normalize=_normalization(args),
     )
     settings = Settings.from_env()
     result = bench_stream(

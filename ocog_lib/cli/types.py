@@ -20,8 +20,8 @@ import math
 from collections.abc import Callable
 
 # output dtypes the engine can allocate a batch tensor in (numpy names torch shares)
-DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32",
-          "float64")  # fmt: skip
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "bfloat16",
+          "float32", "float64")  # fmt: skip
 
 
 def _int(text: str) -> int:
