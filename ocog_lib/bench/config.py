@@ -33,6 +33,9 @@ class CompareConfig:
     # peer loaders (bench.peers: tuned rasterio, async-geotiff, rasteret, TorchGeo) measured
     # on the default variant with ocog's random windows, each in its own process; () = none
     peers: tuple[str, ...] = ()
+    # beside each plain ocog row, the same in these output dtypes (the toolkit's loader
+    # hands out float32: the like-for-like row); () = the source dtype only
+    out_dtypes: tuple[str, ...] = ("float32",)
 
     @classmethod
     def quick(cls, **overrides) -> CompareConfig:

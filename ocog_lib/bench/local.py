@@ -152,18 +152,22 @@ def _reference_runs(scenes: _Scenes) -> list[PlannedRun]:
 
 
 def _ocog_runs(scenes: _Scenes) -> list[PlannedRun]:
-    """Our engine per variant and sampler: plain, and reusing tiles `best_reuse` times."""
+    """Our engine per variant and sampler: plain (in the source dtype and in each of
+    `out_dtypes`: the toolkit's loader hands out float32), and reusing tiles `best_reuse`
+    times."""
     cfg = scenes.cfg
     out = []
     for v in cfg.variants:
         for s in cfg.samplers:
-            for reuse in (1, cfg.best_reuse) if cfg.best_reuse > 1 else (1,):
-                sc = scenes.stream_config(s, reuse)
+            plain = [(1, dt) for dt in (None, *cfg.out_dtypes)]
+            for reuse, dtype in plain + ([(cfg.best_reuse, None)] if cfg.best_reuse > 1 else []):
+                sc = replace(scenes.stream_config(s, reuse), dtype=dtype)
                 run = partial(
                     run_ocog, scenes.images(v), scenes.masks(v), sc, min_seconds=cfg.seconds,
                     warmup_seconds=cfg.warmup_seconds, warmup_covers_startup=True,
                 )  # fmt: skip
-                label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
+                label = (f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
+                         + (f" {dtype}" if dtype else ""))  # fmt: skip
                 out.append(PlannedRun(label, "ocog", v, s, run, scenes.patch[v], config_dict(sc)))
     return out
 

@@ -54,6 +54,9 @@ def test_compare_rows_keep_the_contract(settings):
     assert ("reference local_optimal", "optimal_local") in names
     for v in PROFILES:
         assert ("ocog random", v) in names and ("ocog block", v) in names
+        assert ("ocog random float32", v) in names  # the toolkit's output dtype, beside ours
+    f32 = next(r for r in rows if r["name"] == "ocog block float32")
+    assert f32["config"]["dtype"] == "float32" and f32["config"]["patches_per_tile"] == 1
     assert ("memory limit block", "optimal_local") in names
     assert ("decode limit random", "default") in names
     ref = next(r for r in rows if r["name"] == "reference default")
