@@ -250,12 +250,14 @@ def test_impossible_variant_for_the_dataset(tiny_sample, tmp_path):
 
 @pytest.fixture(scope="module")
 def slow_dataset(tmp_path_factory) -> Path:
-    """$OCOG_DATA_DIR with a prepared dataset `big` whose scene takes GDAL seconds to write
-    at DEFLATE level 12: noise (nothing to gain, everything to try), 4 x 2048^2 uint16."""
+    """$OCOG_DATA_DIR with a prepared dataset `big` whose scene takes GDAL tens of seconds
+    to write at DEFLATE level 12: noise (nothing to gain, everything to try), 4 x 4096^2
+    uint16. (2048^2, ~6 s, was once written whole before a starved test sent its signal.)
+    The writes are interrupted early: the size costs only the plain TIFF's 128 MB."""
     data = tmp_path_factory.mktemp("slow_data")
     prepared = data / "prepared" / "big"
     (prepared / "scenes").mkdir(parents=True)
-    pixels = np.random.default_rng(0).integers(0, 4096, (4, 2048, 2048), dtype=np.uint16)
+    pixels = np.random.default_rng(0).integers(0, 4096, (4, 4096, 4096), dtype=np.uint16)
     _plain_tiff(prepared / "scenes" / "scene.tif", pixels)
     DatasetManifest("big", {0: "any"}, [ManifestItem("scene", "scenes/scene.tif", None, "scene")]
                     ).save(prepared)  # fmt: skip
@@ -289,7 +291,7 @@ def test_interrupted_write_stops_and_leaves_nothing(sig, slow_dataset):
     try:
         helpers = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)  # a hang guard: GDAL alone needs ~6 s here
+        _, err = proc.communicate(timeout=120)  # a hang guard: GDAL alone needs ~25 s here
     finally:
         proc.kill()
     assert proc.returncode == 128 + sig, err
