@@ -268,12 +268,19 @@ def _files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_write(data: Path, variant: str) -> tuple[subprocess.Popen, Path]:
     """`ocog variants write` of the slow scene, once GDAL has begun writing its file."""
     cmd = [sys.executable, "-m", "ocog_lib.cli.main", "variants", "write", "--dataset", "big",
            "--variant", f"deflate:level=12,name={variant}", "--no-check", "--no-record"]
+    # SIGINT as a terminal gives it: a runner (xdist's workers) may ignore SIGINT, and an
+    # ignored signal stays ignored in its children, so the write would never see it
     proc = subprocess.Popen(cmd, env={**os.environ, "OCOG_DATA_DIR": str(data)}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)  # fmt: skip
     folder = data / "variants" / "big" / variant
     for _ in range(6000):  # a hang guard (polls, not a time limit)
         if folder.exists() and _files(folder):
