@@ -482,7 +482,7 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 # A read-only connection is a sandbox over the results: no files other than the results file
 # (no COPY TO, read_csv, glob, ATTACH), no extension installed or loaded, settings locked.
-_SANDBOX = {
+READ_SANDBOX = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -507,7 +507,7 @@ def connect(db_path: str | Path, *, read_only: bool = False,
             )
     else:
         db_path.parent.mkdir(parents=True, exist_ok=True)
-    config = dict(_SANDBOX) if read_only else {}
+    config = dict(READ_SANDBOX) if read_only else {}
     try:
         con = _with_lock_retry(
             lambda: duckdb.connect(str(db_path), read_only=read_only, config=config),
@@ -895,7 +895,7 @@ def _query_name(sql: str) -> str:
 
 def _check_read_only(sql: str, what: str) -> None:
     """Exactly one statement, and one that only reads, as DuckDB's own parser sees it."""
-    parser = duckdb.connect(":memory:", config=dict(_SANDBOX))
+    parser = duckdb.connect(":memory:", config=dict(READ_SANDBOX))
     try:
         statements = parser.extract_statements(sql)
     except duckdb.Error as exc:

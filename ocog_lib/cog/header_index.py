@@ -44,6 +44,7 @@ import numpy as np
 
 from ocog_lib.cog.tiff_index import Georef, Level, TiffIndex
 from ocog_lib.errors import InputError
+from ocog_lib.results import READ_SANDBOX
 from ocog_lib.secrets import redact_uri
 from ocog_lib.storage import ByteSource, LocalFile, open_source
 
@@ -65,14 +66,6 @@ _LEVEL_COLS = (
     ("offsets_dtype", "VARCHAR"), ("offsets_shape", "BIGINT[]"), ("offsets", "BLOB"),
     ("counts_dtype", "VARCHAR"), ("counts_shape", "BIGINT[]"), ("byte_counts", "BLOB"),
 )  # fmt: skip
-# a read connection sees the index file only: no other file, no extension, settings locked
-_SANDBOX = {
-    "enable_external_access": False,
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-    "allow_community_extensions": False,
-    "lock_configuration": True,
-}
 
 # one stored file: its header row and its level rows, as the columns hold them
 Row = tuple[tuple, list[tuple]]
@@ -286,7 +279,8 @@ def _read(path: Path) -> dict[str, Row]:
     import duckdb
 
     try:
-        con = duckdb.connect(str(path), read_only=True, config=dict(_SANDBOX))
+        # the sandbox of results: this file only, no extension, settings locked
+        con = duckdb.connect(str(path), read_only=True, config=dict(READ_SANDBOX))
     except duckdb.Error as exc:
         raise _unreadable(path, exc) from None
     try:
