@@ -23,11 +23,12 @@ LAYERS: dict[str, int] = {
     "cog": 3,
     "stream": 4, "remote": 4,
     "hdf5": 5, "train": 5, "cube": 5, "embed": 5,
-    "bench": 6,
-    "search": 7,
-    "serve": 8,
-    "cli": 9,
-    "ocog_assets": 10,
+    "compress": 6,
+    "bench": 7,
+    "search": 8,
+    "serve": 9,
+    "cli": 10,
+    "ocog_assets": 11,
 }  # fmt: skip
 FOUNDATION = {"errors", "settings", "atomic", "host", "memory", "secrets", "env", ""}
 
