@@ -364,6 +364,105 @@ MIGRATIONS: tuple[Migration, ...] = (
         "decodes its windows need under its cache budget (bench.cache_limit)",
         ("ALTER TABLE stream_benchmarks ADD COLUMN IF NOT EXISTS ratio_vs_cache_limit DOUBLE",),
     ),
+    Migration(
+        11,
+        "compressed_patches (each patch's bitstream and hash code) and compressed_archives "
+        "(one row per archive build: rate, distortion, bytes against the baselines)",
+        (
+            # One set per (dataset, codec_id): `idx` numbers its rows from 0 (the row of the
+            # code matrix search loads); `code` is the packed K-bit hash (K/8 bytes, first
+            # bit in the high bit), `bitstream` the patch's range-coded latents
+            # (compress.bitstream's format `format_version`). Search reads `code` and the
+            # location columns only, never `bitstream`.
+            """
+            CREATE TABLE IF NOT EXISTS compressed_patches (
+                dataset VARCHAR NOT NULL,
+                codec_id VARCHAR NOT NULL,
+                model_id VARCHAR NOT NULL,
+                idx BIGINT NOT NULL,
+                cell UBIGINT NOT NULL,
+                lon DOUBLE NOT NULL,
+                lat DOUBLE NOT NULL,
+                time TIMESTAMP,
+                source VARCHAR,
+                "row" INTEGER,
+                col INTEGER,
+                label SMALLINT,
+                code_bits SMALLINT NOT NULL,
+                code BLOB NOT NULL,
+                format_version SMALLINT NOT NULL,
+                bitstream BLOB NOT NULL,
+                written_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                PRIMARY KEY (dataset, codec_id, idx),
+                CHECK (octet_length(code) * 8 = code_bits)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS compressed_archives (
+                run_id VARCHAR NOT NULL,
+                written_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                dataset VARCHAR NOT NULL,
+                codec_id VARCHAR NOT NULL,
+                model_id VARCHAR NOT NULL,
+                patches BIGINT NOT NULL,
+                patch_size INTEGER,
+                bands INTEGER,
+                dtype VARCHAR,
+                code_bits SMALLINT,
+                bitstream_bytes BIGINT,
+                bpp DOUBLE,
+                psnr_db DOUBLE,
+                ssim DOUBLE,
+                raw_bytes BIGINT,
+                zstd_bytes BIGINT,
+                lerc_zstd_bytes BIGINT,
+                lossy_codec VARCHAR,
+                lossy_bpp DOUBLE,
+                lossy_psnr_db DOUBLE,
+                lossy_ssim DOUBLE,
+                seconds DOUBLE,
+                config JSON,
+                git_sha VARCHAR,
+                host JSON
+            )
+            """,
+        ),
+    ),
+    Migration(
+        12,
+        "retrieval_benchmarks: hash search at scale (latency, index bytes) and retrieval "
+        "quality of hash codes against float embeddings, decoded-pixel hashing, random codes",
+        (
+            # kind 'scale': one row per (method, n) with latency and index bytes, quality
+            # columns NULL; kind 'quality': one row per method on held-out patches.
+            """
+            CREATE TABLE IF NOT EXISTS retrieval_benchmarks (
+                run_id VARCHAR NOT NULL,
+                measured_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+                git_sha VARCHAR,
+                host JSON,
+                kind VARCHAR NOT NULL,
+                method VARCHAR NOT NULL,
+                dataset VARCHAR,
+                n BIGINT,
+                bits INTEGER,
+                dim INTEGER,
+                k INTEGER,
+                queries INTEGER,
+                build_s DOUBLE,
+                index_bytes BIGINT,
+                bytes_per_item DOUBLE,
+                p50_ms DOUBLE,
+                p95_ms DOUBLE,
+                recall_at_k DOUBLE,
+                precision_at_k DOUBLE,
+                map_at_k DOUBLE,
+                encode_ms_per_item DOUBLE,
+                config JSON
+            )
+            """,
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
