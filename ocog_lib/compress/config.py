@@ -16,10 +16,11 @@ Training runs in three stages over one budget (`recon_share`, `rate_share`, the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
+from ocog_lib.embed.config import FIELD_HELP as _EMBED_HELP
+from ocog_lib.embed.config import field_defaults
+from ocog_lib.embed.config import model_id as model_id  # the run's id: config + data
 from ocog_lib.errors import InputError
 
 HASH_BITS = (16, 128)  # the accepted range of code lengths, in bits (multiples of 8)
@@ -27,10 +28,11 @@ HASH_BITS = (16, 128)  # the accepted range of code lengths, in bits (multiples 
 _NOT_LEARNED = ("budget_s", "steps", "device", "resume", "checkpoint_every", "workers",
                 "max_val_patches")  # fmt: skip
 
+_SHARED_HELP = ("dataset", "variant", "role", "budget_s", "augment", "val_fraction",
+                "max_val_patches", "norm_batches", "checkpoint_every", "device", "workers",
+                "resume")  # fmt: skip
 FIELD_HELP: dict[str, str] = {
-    "dataset": "prepared dataset to learn from",
-    "variant": "COG variant whose files are streamed",
-    "role": "manifest items to use (all items when none has this role)",
+    **{k: _EMBED_HELP[k] for k in _SHARED_HELP},
     "patch_size": "patch edge in px (a multiple of 8: three stride-2 stages)",
     "channels": "channels of the analysis and synthesis transforms' hidden layers",
     "latents": "channels of the quantised latent (what is entropy-coded and hashed)",
@@ -40,7 +42,6 @@ FIELD_HELP: dict[str, str] = {
     "classes": "label classes the hash head's classifier knows (labels 0..classes-1)",
     "recon_share": "share of the budget for stage 1 (reconstruction only)",
     "rate_share": "share of the budget for stage 2 (rate + distortion)",
-    "budget_s": "seconds of training; a second call with the same config continues",
     "steps": "optimizer steps over all stages (the first budget reached ends the run)",
     "batch_size": "patches per optimizer step",
     "lr": "Adam learning rate of the codec (cosine decay within each stage)",
@@ -48,17 +49,9 @@ FIELD_HELP: dict[str, str] = {
                     "balance better; hashing steps are cheap)",
     "hash_lr": "Adam learning rate of the hash head and its loss weights",
     "clip_norm": "gradient norm the codec's steps are clipped to (GDN diverges without)",
-    "augment": "random flips and quarter turns of each patch",
-    "val_fraction": "bottom share of each raster's rows held out for quality",
-    "max_val_patches": "cap on held-out patches (evenly thinned)",
-    "norm_batches": "batches of training patches for the per-band mean/std",
     "batches_per_epoch": "training windows are redrawn (new seed) every epoch",
-    "checkpoint_every": "steps between checkpoints",
     "seed": "seed of windows, initial weights, noise and augmentations",
-    "device": "auto (cuda when present), cpu, cuda, cuda:0 ...",
     "amp": "mixed precision on CUDA for the transforms (the entropy model stays float32)",
-    "workers": "DataLoader processes (0: threads in this process)",
-    "resume": "continue a checkpoint of the same config and data",
 }
 
 
@@ -140,14 +133,6 @@ class CompressConfig:
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_LEARNED}
 
 
-def model_id(cfg: CompressConfig, data_fingerprint: str) -> str:
-    """The training run's id: a hash of what is learned and of the data it is learned from
-    (a bitstream names the codec by its weights instead: `codec.Codec.codec_id`)."""
-    text = json.dumps({"config": cfg.learning_dict(), "data": data_fingerprint},
-                      sort_keys=True)  # fmt: skip
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def defaults() -> dict:
     """Field -> default, for a CLI's flags."""
-    return {f.name: f.default for f in dataclasses.fields(CompressConfig)}
+    return field_defaults(CompressConfig)

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ocog_lib.atomic import atomic_path
 from ocog_lib.compress.codec import Codec, CodecSpec, build_codec
 from ocog_lib.compress.config import CompressConfig, model_id
 from ocog_lib.compress.entropy import CodingTables
@@ -42,11 +41,14 @@ from ocog_lib.embed.infer import patch_labels
 from ocog_lib.embed.train import (
     DatasetFiles,
     augment,
+    budget_spent,
+    budget_used,
     dataset_files,
+    initial_norm,
+    load_checkpoint,
     models_root,
-    norm_stats,
     normalised,
-    read_patches,
+    save_atomic,
 )
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
@@ -98,11 +100,6 @@ def checkpoint_path(settings: Settings, dataset: str, mid: str) -> Path:
     return settings.data_dir / "compress" / dataset / mid / "checkpoint.pt"
 
 
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def new_models(cfg: CompressConfig, bands: int) -> tuple[Codec, HashHead]:
     """The codec and head a run starts from (seeded): also what 'at initialisation' means."""
     torch.manual_seed(cfg.seed)
@@ -127,17 +124,6 @@ def load_codec(path: str | Path, device: str | torch.device = "cpu") -> LoadedCo
 
 
 # ---- budget and stages -------------------------------------------------------------------
-
-
-def budget_used(cfg: CompressConfig, c: dict) -> float:
-    used = c["seconds"] / cfg.budget_s
-    if cfg.steps is not None:
-        used = max(used, c["step"] / cfg.steps)
-    return min(used, 1.0)
-
-
-def _spent(cfg: CompressConfig, c: dict) -> bool:
-    return budget_used(cfg, c) >= 1.0
 
 
 def stage_of(cfg: CompressConfig, used: float) -> tuple[int, float]:
@@ -183,16 +169,6 @@ class _State:
     losses: list
 
 
-def _load_checkpoint(path: Path, mid: str) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except _UNREADABLE as exc:
-        raise InputError(path, f"unreadable checkpoint ({exc}); delete it to start over") from exc
-    return state if state.get("model_id") == mid else None
-
-
 def _start(cfg: CompressConfig, files: DatasetFiles, stream: CogStream, device: torch.device,
            saved: dict | None) -> _State:
     """Codec, head and optimizers: from the checkpoint, or new with fresh band statistics."""
@@ -213,14 +189,10 @@ def _start(cfg: CompressConfig, files: DatasetFiles, stream: CogStream, device: 
         scaler.load_state_dict(saved["scaler"])
         return _State(codec, head, opt, hash_opt, scaler, saved["norm"], saved["counters"],
                       saved["losses"])  # fmt: skip
-    split = SpatialSplit(cfg.val_fraction, cfg.patch_size)
-    sc = SamplerConfig("random", cfg.patch_size, cfg.norm_batches * cfg.batch_size,
-                       cfg.seed + 7919)  # fmt: skip
-    x, _ = read_patches(files.images, None, split.train_windows(stream.grids, sc),
-                        cfg.patch_size)  # fmt: skip
     counters = dict(step=0, epoch=0, in_epoch=0, patches=0, seconds=0.0, wait=0.0,
                     loss_sum=0.0, loss_n=0, stage=1, stage_steps=[0, 0, 0])  # fmt: skip
-    return _State(codec, head, opt, hash_opt, scaler, norm_stats(x), counters, [])
+    return _State(codec, head, opt, hash_opt, scaler, initial_norm(files, stream.grids, cfg),
+                  counters, [])  # fmt: skip
 
 
 def codec_loss(codec: Codec, x: torch.Tensor, stage: int, lmbda: float, noise: torch.Tensor,
@@ -258,7 +230,7 @@ class _Loop:
         self.loss_acc = torch.zeros((), device=device)  # summed on the device: no sync a step
 
     def run(self) -> None:
-        while not _spent(self.cfg, self.c):
+        while not budget_spent(self.cfg, self.c):
             if self.epoch():
                 self.c["epoch"] += 1
                 self.c["in_epoch"] = 0
@@ -272,7 +244,7 @@ class _Loop:
         it = iter(self.stream.loader(windows[c["in_epoch"] * cfg.batch_size :]))
         pending: list[dict] = []  # stage 3 steps on `hash_batches` engine batches at once
         try:
-            while not _spent(cfg, c):
+            while not budget_spent(cfg, c):
                 stage = stage_of(cfg, budget_used(cfg, c))[0]
                 if stage != c["stage"]:
                     self.checkpoint()  # between steps, so the loss means stay per stage
@@ -309,7 +281,7 @@ class _Loop:
         c["patches"] += len(x)
         c["loss_n"] += 1
         c["seconds"] = self.base + time.perf_counter() - self.t0
-        if c["step"] % cfg.checkpoint_every == 0 and not _spent(cfg, c):
+        if c["step"] % cfg.checkpoint_every == 0 and not budget_spent(cfg, c):
             self.checkpoint()
         if self.progress:
             self.progress(dict(event="step", step=c["step"], stage=stage, seconds=c["seconds"]))
@@ -352,7 +324,7 @@ class _Loop:
         if c["loss_n"]:
             s.losses.append((c["step"], c["stage"], c["loss_sum"] / c["loss_n"]))
         c["loss_sum"], c["loss_n"] = 0.0, 0
-        _save(dict(codec=s.codec.state_dict(), head=s.head.state_dict(),
+        save_atomic(dict(codec=s.codec.state_dict(), head=s.head.state_dict(),
                    optimizer=s.opt.state_dict(), hash_optimizer=s.hash_opt.state_dict(),
                    scaler=s.scaler.state_dict(), norm=s.norm, counters=dict(c),
                    losses=s.losses, model_id=self.mid, config=self.cfg.to_dict()),
@@ -386,9 +358,9 @@ def train_codec(cfg: CompressConfig, settings: Settings | None = None, *,
     stream = CogStream(files.images, masks, scfg, windows=np.empty((0, 3), dtype=np.int64))
     try:
         state = _start(cfg, files, stream, device,
-                       _load_checkpoint(ckpt, mid) if cfg.resume else None)
+                       load_checkpoint(ckpt, mid) if cfg.resume else None)
         resumed_from = state.counters["step"]
-        trained = not _spent(cfg, state.counters)
+        trained = not budget_spent(cfg, state.counters)
         if trained:
             _Loop(cfg, stream, state, device, ckpt, mid, progress).run()
         val = SpatialSplit(cfg.val_fraction, cfg.patch_size).val_windows(
@@ -407,7 +379,7 @@ def _finish(cfg: CompressConfig, files: DatasetFiles, mid: str, s: _State,
     path = model_path(settings, cfg.dataset, mid)
     tables = s.codec.coding_tables()
     if trained or not path.exists():
-        _save(dict(codec_spec=s.codec.spec.to_dict(), codec=s.codec.state_dict(),
+        save_atomic(dict(codec_spec=s.codec.spec.to_dict(), codec=s.codec.state_dict(),
                    head_spec=s.head.spec.to_dict(), head=s.head.state_dict(),
                    tables=tables.to_dict(), codec_id=tables.key, norm=s.norm, model_id=mid,
                    config=cfg.to_dict(), dataset=cfg.dataset, variant=cfg.variant,

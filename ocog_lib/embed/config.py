@@ -129,13 +129,18 @@ class EmbedConfig:
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_LEARNED}
 
 
-def model_id(cfg: EmbedConfig, data_fingerprint: str) -> str:
-    """The model's id: a hash of what is learned and of the data it is learned from."""
+def model_id(cfg, data_fingerprint: str) -> str:
+    """The model's id: a hash of what is learned (`cfg.learning_dict()`, of this or any
+    config that has one) and of the data it is learned from."""
     text = json.dumps({"config": cfg.learning_dict(), "data": data_fingerprint},
                       sort_keys=True)  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def field_defaults(cls: type) -> dict:
+    """Field -> default of a config dataclass, for a CLI's flags."""
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
 def defaults() -> dict:
-    """Field -> default, for a CLI's flags."""
-    return {f.name: f.default for f in dataclasses.fields(EmbedConfig)}
+    return field_defaults(EmbedConfig)

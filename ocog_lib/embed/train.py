@@ -131,9 +131,45 @@ def checkpoint_path(settings: Settings, dataset: str, mid: str) -> Path:
     return settings.data_dir / "embedding" / dataset / mid / "checkpoint.pt"
 
 
-def _save(obj: dict, path: Path) -> None:
+# ---- run conventions (compress.train follows them too) ----------------------------------
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save under a temporary name, renamed into place: never a half checkpoint."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def budget_used(cfg, c: dict) -> float:
+    """Share of the budget (`cfg.budget_s`, and `cfg.steps` when set) the counters spent."""
+    used = c["seconds"] / cfg.budget_s
+    if cfg.steps is not None:
+        used = max(used, c["step"] / cfg.steps)
+    return min(used, 1.0)
+
+
+def budget_spent(cfg, c: dict) -> bool:
+    return budget_used(cfg, c) >= 1.0
+
+
+def load_checkpoint(path: Path, mid: str) -> dict | None:
+    """The checkpoint of model `mid` at `path`; None when absent or of another model."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except _UNREADABLE as exc:
+        raise InputError(path, f"unreadable checkpoint ({exc}); delete it to start over") from exc
+    return state if state.get("model_id") == mid else None
+
+
+def initial_norm(files: DatasetFiles, grids: list, cfg) -> dict[str, torch.Tensor]:
+    """Per-band mean/std of `cfg.norm_batches` batches of training windows (seeded)."""
+    split = SpatialSplit(cfg.val_fraction, cfg.patch_size)
+    sc = SamplerConfig("random", cfg.patch_size, cfg.norm_batches * cfg.batch_size,
+                       cfg.seed + 7919)  # fmt: skip
+    x, _ = read_patches(files.images, None, split.train_windows(grids, sc), cfg.patch_size)
+    return norm_stats(x)
 
 
 # ---- patches in memory -------------------------------------------------------------------
@@ -224,27 +260,6 @@ class _State:
     losses: list
 
 
-def _spent(cfg: EmbedConfig, c: dict) -> bool:
-    return c["seconds"] >= cfg.budget_s or (cfg.steps is not None and c["step"] >= cfg.steps)
-
-
-def _budget_used(cfg: EmbedConfig, c: dict) -> float:
-    used = c["seconds"] / cfg.budget_s
-    if cfg.steps is not None:
-        used = max(used, c["step"] / cfg.steps)
-    return min(used, 1.0)
-
-
-def _load_checkpoint(path: Path, mid: str) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except _UNREADABLE as exc:
-        raise InputError(path, f"unreadable checkpoint ({exc}); delete it to start over") from exc
-    return state if state.get("model_id") == mid else None
-
-
 def _start(cfg: EmbedConfig, files: DatasetFiles, stream: CogStream, device: torch.device,
            saved: dict | None) -> _State:
     """The encoder and optimizer: from the checkpoint, or new with fresh band statistics."""
@@ -259,14 +274,9 @@ def _start(cfg: EmbedConfig, files: DatasetFiles, stream: CogStream, device: tor
         opt.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         return _State(model, opt, scaler, saved["norm"], saved["counters"], saved["losses"])
-    split = SpatialSplit(cfg.val_fraction, cfg.patch_size)
-    sc = SamplerConfig("random", cfg.patch_size, cfg.norm_batches * cfg.batch_size,
-                       cfg.seed + 7919)  # fmt: skip
-    x, _ = read_patches(files.images, None, split.train_windows(stream.grids, sc),
-                        cfg.patch_size)  # fmt: skip
     counters = dict(step=0, epoch=0, in_epoch=0, triplets=0, seconds=0.0, wait=0.0,
                     loss_sum=0.0, loss_n=0)  # fmt: skip
-    return _State(model, opt, scaler, norm_stats(x), counters, [])
+    return _State(model, opt, scaler, initial_norm(files, stream.grids, cfg), counters, [])
 
 
 class _Loop:
@@ -283,7 +293,7 @@ class _Loop:
 
     def run(self) -> None:
         self.s.model.train()
-        while not _spent(self.cfg, self.c):
+        while not budget_spent(self.cfg, self.c):
             if self.epoch():
                 self.c["epoch"] += 1
                 self.c["in_epoch"] = 0
@@ -297,7 +307,7 @@ class _Loop:
         windows = epoch_triplets(self.stream.grids, cfg, c["epoch"])[c["in_epoch"] * rows:]
         it = iter(self.stream.loader(windows))
         try:
-            while not _spent(cfg, c):
+            while not budget_spent(cfg, c):
                 t = time.perf_counter()
                 batch = next(it, None)
                 c["wait"] += time.perf_counter() - t
@@ -319,7 +329,7 @@ class _Loop:
             z = s.model.training_vectors(x)
         loss = objective_loss(z.float().view(3, cfg.batch_size, -1), cfg)
         # cosine decay over the budget to 5% of lr
-        frac = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * _budget_used(cfg, c)))
+        frac = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * budget_used(cfg, c)))
         for group in s.opt.param_groups:
             group["lr"] = cfg.lr * frac
         s.opt.zero_grad(set_to_none=True)
@@ -331,7 +341,7 @@ class _Loop:
         c["triplets"] += cfg.batch_size
         c["loss_n"] += 1
         c["seconds"] = self.base + time.perf_counter() - self.t0
-        if c["step"] % cfg.checkpoint_every == 0 and not _spent(cfg, c):
+        if c["step"] % cfg.checkpoint_every == 0 and not budget_spent(cfg, c):
             self.checkpoint()
         if self.progress:
             self.progress(dict(event="step", step=c["step"], seconds=c["seconds"]))
@@ -343,7 +353,7 @@ class _Loop:
         if c["loss_n"]:
             s.losses.append((c["step"], c["loss_sum"] / c["loss_n"]))
         c["loss_sum"], c["loss_n"] = 0.0, 0
-        _save(dict(model=s.model.state_dict(), optimizer=s.opt.state_dict(),
+        save_atomic(dict(model=s.model.state_dict(), optimizer=s.opt.state_dict(),
                    scaler=s.scaler.state_dict(), norm=s.norm, counters=dict(c),
                    losses=s.losses, model_id=self.mid, config=self.cfg.to_dict()),
               self.ckpt)  # fmt: skip
@@ -369,9 +379,9 @@ def train_encoder(cfg: EmbedConfig, settings: Settings | None = None, *,
     stream = CogStream(files.images, None, scfg, windows=np.empty((0, 3), dtype=np.int64))
     try:
         state = _start(cfg, files, stream, device,
-                       _load_checkpoint(ckpt, mid) if cfg.resume else None)
+                       load_checkpoint(ckpt, mid) if cfg.resume else None)
         resumed_from = state.counters["step"]
-        trained = not _spent(cfg, state.counters)
+        trained = not budget_spent(cfg, state.counters)
         if trained:
             _Loop(cfg, stream, state, device, ckpt, mid, progress).run()
         val = SpatialSplit(cfg.val_fraction, cfg.patch_size).val_windows(
@@ -389,7 +399,7 @@ def _finish(cfg: EmbedConfig, files: DatasetFiles, mid: str, s: _State, device: 
     c = s.counters
     path = models_root(settings) / cfg.dataset / f"{mid}.pt"
     if trained or not path.exists():
-        _save(dict(spec=s.model.spec.to_dict(), state_dict=s.model.state_dict(), norm=s.norm,
+        save_atomic(dict(spec=s.model.spec.to_dict(), state_dict=s.model.state_dict(), norm=s.norm,
                    model_id=mid, config=cfg.to_dict(), dataset=cfg.dataset,
                    variant=cfg.variant, role=cfg.role, patch_size=cfg.patch_size,
                    fingerprint=files.fingerprint, steps=c["step"], seconds=c["seconds"]),
