@@ -38,17 +38,7 @@ def register_embed(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dataset", nargs="?", type=T.name, default=d["dataset"],
                    help=f"{helps['dataset']} (default: {d['dataset']})")
-    for f in dataclasses.fields(config):
-        if f.name == "dataset":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                           help=helps[f.name])
-        else:
-            p.add_argument(flag, type=_type(f.name, f.type), default=f.default,
-                           choices=choices.get(f.name), help=helps[f.name] + (
-                               " (default: no limit)" if f.name == "steps" else ""))
+    T.config_flags(p, config, helps, types=_TYPES, choices=choices)
     p.add_argument("--k", type=T.positive_int, default=T.constant(_PIPELINE, "QUALITY_K"),
                    help="neighbours scored per held-out query (precision@k, mAP@k)")
     p.add_argument("--store", default=None,
@@ -58,14 +48,6 @@ def register_embed(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_embed)
 
 
-def _type(name: str, annotation: str):
-    """The field's value type, from its annotation ("int | None", "float", "str", ...)."""
-    if name in _TYPES:
-        return _TYPES[name]
-    kind = str(annotation).split("|")[0].strip()
-    return {"float": T.positive_float, "int": T.positive_int}.get(kind, T.name)
-
-
 def _cmd_embed(args: argparse.Namespace) -> int:
     from ocog_lib.embed.config import EmbedConfig
     from ocog_lib.embed.pipeline import embed_and_record
@@ -73,7 +55,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     cfg = EmbedConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EmbedConfig)})
     settings = Settings.from_env()
-    progress = _Progress(cfg, quiet=args.json)
+    progress = TrainingProgress(cfg, quiet=args.json)
     try:
         run = embed_and_record(cfg, settings, store=model_store(args.store, settings), k=args.k,
                                progress=progress)  # fmt: skip
@@ -84,7 +66,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
+class TrainingProgress:
     """Stage lines on stderr and a bar over the training budget (seconds)."""
 
     def __init__(self, cfg, *, quiet: bool) -> None:

@@ -145,6 +145,29 @@ def constant(module: str, key: str) -> object:
     return getattr(importlib.import_module(module), key)
 
 
+def config_flags(p: argparse.ArgumentParser, config: type, helps: dict[str, str], *,
+                 types: dict[str, Callable[[str], object]], choices: dict | None = None,
+                 skip: tuple[str, ...] = ("dataset",)) -> None:
+    """One flag per field of a config dataclass: its default and help from the library
+    (booleans as --x/--no-x); a field's value type from `types`, else from its annotation
+    (int, float: positive; anything else: a name)."""
+    for f in dataclasses.fields(config):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=helps[f.name])
+            continue
+        kind = str(f.type).split("|")[0].strip()
+        convert = types.get(f.name) or {"float": positive_float, "int": positive_int}.get(
+            kind, name)  # fmt: skip
+        p.add_argument(flag, type=convert, default=f.default,
+                       choices=(choices or {}).get(f.name),
+                       help=helps[f.name] + (" (default: no limit)" if f.name == "steps"
+                                             else ""))  # fmt: skip
+
+
 def stream_default(key: str) -> object:
     """StreamConfig's default for `key`: the engine flags measure the engine's defaults."""
     return default("ocog_lib.stream.config", "StreamConfig", key)

@@ -32,6 +32,30 @@ def write_training_variants(tiny_sample, root: Path, variants=("default", "optim
     return settings
 
 
+def sharing_variants(settings: Settings, folder: Path, db_name: str = "other.duckdb"
+                     ) -> Settings:  # fmt: skip
+    """Another data folder (and results file) over the same variants: a second, separate
+    run on the same data."""
+    folder.mkdir()
+    (folder / "variants").symlink_to(settings.data_dir / "variants", target_is_directory=True)
+    return Settings(data_dir=folder, results_db=folder.parent / db_name)
+
+
+def single_s2_scene(tiny_sample, root: Path, variant: str, scene_size: int = 768) -> Settings:
+    """The tiny sample's Sentinel-2 scene alone, prepared at `scene_size` px, one variant
+    written: enough patches of real surfaces for a learning test."""
+    from ocog_lib.data.sample import prepare_sample
+
+    tile = next(i.tile_id for i in tiny_sample.manifest.items
+                if i.role == "scene" and i.sensor == "sentinel-2")  # fmt: skip
+    manifest = prepare_sample({tile: tiny_sample.raw[tile]}, root / "prepared", bench_size=16,
+                              n_bench=0, scene_size=scene_size)  # fmt: skip
+    settings = Settings(data_dir=root / "data", results_db=root / "ocog.duckdb")
+    write_variant(manifest, resolve_profile(variant), settings.variant_dir("sample", variant),
+                  check=False)  # fmt: skip
+    return settings
+
+
 @pytest.fixture(scope="session")
 def train_variants(tiny_sample, tmp_path_factory) -> Settings:
     """The tiny sample's default and optimal_local variants; treat as read-only."""

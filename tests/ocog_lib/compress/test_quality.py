@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from ocog_lib.cog.profiles import resolve_profile
-from ocog_lib.cog.write import write_variant
 from ocog_lib.compress.bitstream import encode
 from ocog_lib.compress.config import CompressConfig
 from ocog_lib.compress.hamming import hamming_search, pack_codes, unpack_codes
@@ -32,13 +30,13 @@ from ocog_lib.compress.quality import (
     random_codes,
 )
 from ocog_lib.compress.train import load_codec, new_models, train_codec
-from ocog_lib.data.sample import prepare_sample
 from ocog_lib.embed.infer import patch_labels
 from ocog_lib.embed.train import dataset_files, normalised, read_patches
 from ocog_lib.settings import Settings
 from ocog_lib.stream.rasters import open_raster
 from ocog_lib.stream.samplers import SamplerConfig, sample_windows
 from ocog_lib.stream.split import SpatialSplit
+from tests.support.variants import single_s2_scene
 
 MARGIN = 0.03  # mAP@10 the hash codes must lead random codes of as many bits by
 BALANCE = (0.3, 0.7)  # each bit's share of ones (reweighted to the training class mix)
@@ -48,15 +46,7 @@ LEARN = CompressConfig(steps=2000, recon_share=0.07, rate_share=0.38, budget_s=6
 
 @pytest.fixture(scope="module")
 def s2_scene(tiny_sample, tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("s2_768_compress")
-    tile = next(i.tile_id for i in tiny_sample.manifest.items
-                if i.role == "scene" and i.sensor == "sentinel-2")  # fmt: skip
-    manifest = prepare_sample({tile: tiny_sample.raw[tile]}, root / "prepared", bench_size=16,
-                              n_bench=0, scene_size=768)  # fmt: skip
-    settings = Settings(data_dir=root / "data", results_db=root / "ocog.duckdb")
-    write_variant(manifest, resolve_profile(LEARN.variant),
-                  settings.variant_dir("sample", LEARN.variant), check=False)  # fmt: skip
-    return settings
+    return single_s2_scene(tiny_sample, tmp_path_factory.mktemp("s2_768_compress"), LEARN.variant)
 
 
 @pytest.fixture(scope="module")

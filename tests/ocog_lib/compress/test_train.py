@@ -19,6 +19,7 @@ from ocog_lib.compress.train import (
 from ocog_lib.embed.train import dataset_files
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
+from tests.support.variants import sharing_variants
 
 TINY = CompressConfig(patch_size=32, channels=8, latents=8, hash_bits=16, hash_width=8,
                       batch_size=8, batches_per_epoch=4, checkpoint_every=2, norm_batches=1,
@@ -30,10 +31,7 @@ class Crash(Exception):
 
 
 def _other(settings: Settings, tmp_path) -> Settings:
-    data = tmp_path / "other"
-    data.mkdir()
-    (data / "variants").symlink_to(settings.data_dir / "variants", target_is_directory=True)
-    return Settings(data_dir=data, results_db=tmp_path / "other.duckdb")
+    return sharing_variants(settings, tmp_path / "other")
 
 
 def test_stages_follow_the_budget():

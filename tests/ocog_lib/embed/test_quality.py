@@ -12,14 +12,12 @@ import dataclasses
 import pytest
 import torch
 
-from ocog_lib.cog.profiles import resolve_profile
-from ocog_lib.cog.write import write_variant
-from ocog_lib.data.sample import prepare_sample
 from ocog_lib.embed.config import EmbedConfig
 from ocog_lib.embed.quality import measure_quality, quality_rows
 from ocog_lib.embed.train import train_encoder
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
+from tests.support.variants import single_s2_scene
 
 MARGIN = 0.02  # mAP@10 the encoder must lead each baseline by
 LEARN = EmbedConfig(patch_size=32, neighbour_px=32, distant_px=96, batch_size=32, width=16,
@@ -28,15 +26,7 @@ LEARN = EmbedConfig(patch_size=32, neighbour_px=32, distant_px=96, batch_size=32
 
 @pytest.fixture(scope="module")
 def s2_scene(tiny_sample, tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("s2_768")
-    tile = next(i.tile_id for i in tiny_sample.manifest.items
-                if i.role == "scene" and i.sensor == "sentinel-2")  # fmt: skip
-    manifest = prepare_sample({tile: tiny_sample.raw[tile]}, root / "prepared", bench_size=16,
-                              n_bench=0, scene_size=768)  # fmt: skip
-    settings = Settings(data_dir=root / "data", results_db=root / "ocog.duckdb")
-    write_variant(manifest, resolve_profile(LEARN.variant),
-                  settings.variant_dir("sample", LEARN.variant), check=False)  # fmt: skip
-    return settings
+    return single_s2_scene(tiny_sample, tmp_path_factory.mktemp("s2_768"), LEARN.variant)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from ocog_lib.embed.config import EmbedConfig, model_id
 from ocog_lib.embed.train import dataset_files, load_encoder, train_encoder
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
+from tests.support.variants import sharing_variants
 
 TINY = EmbedConfig(patch_size=32, neighbour_px=16, distant_px=96, batch_size=8, width=8,
                    batches_per_epoch=4, checkpoint_every=2, norm_batches=1, budget_s=600.0,
@@ -21,10 +22,7 @@ class Crash(Exception):
 
 
 def _other(settings: Settings, tmp_path) -> Settings:
-    data = tmp_path / "other"
-    data.mkdir()
-    (data / "variants").symlink_to(settings.data_dir / "variants", target_is_directory=True)
-    return Settings(data_dir=data, results_db=tmp_path / "other.duckdb")
+    return sharing_variants(settings, tmp_path / "other")
 
 
 def test_resume_continues_exactly(train_settings, tmp_path):
