@@ -10,6 +10,7 @@ statement, no file access, no extensions, no settings.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import functools
@@ -829,6 +830,8 @@ def _spooled_rows(doc: dict) -> Sequence[dict[str, Any]] | Columns:
 def _spool_value(value: Any) -> Any:
     if isinstance(value, dt.date):
         return {"$ts": value.isoformat()}
+    if isinstance(value, bytes | bytearray | memoryview):  # BLOBs: bitstreams, hash codes
+        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     return str(value)
@@ -837,6 +840,8 @@ def _spool_value(value: Any) -> Any:
 def _from_spool(obj: dict[str, Any]) -> Any:
     if len(obj) == 1 and isinstance(obj.get("$ts"), str):
         return dt.datetime.fromisoformat(obj["$ts"])
+    if len(obj) == 1 and isinstance(obj.get("$b64"), str):
+        return base64.b64decode(obj["$b64"])
     return obj
 
 
