@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 
 from ocog_lib.cli import types as T
+from ocog_lib.cli.retrieval import register_bench_retrieval
 from ocog_lib.cli.similar import register_bench_similar
 from ocog_lib.cli.types import stream_default
 from ocog_lib.settings import Settings
@@ -28,13 +29,14 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
         "OCOG toolkit's loader and the decode limit in one run.",
     )
     sub = bench.add_subparsers(dest="bench_cmd", required=True,
-                               metavar="{stream,epoch,files,compare,tiles,similar}")
+                               metavar="{stream,epoch,files,compare,tiles,similar,retrieval}")
     _register_stream(sub)
     _register_epoch(sub)
     _register_files(sub)
     _register_compare(sub)
     _register_tiles(sub)
     register_bench_similar(sub)  # `bench similar` (cli/similar.py)
+    register_bench_retrieval(sub)  # `bench retrieval` (cli/retrieval.py)
 
 
 def _register_stream(sub: argparse._SubParsersAction) -> None:
