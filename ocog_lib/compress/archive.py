@@ -67,7 +67,7 @@ from ocog_lib.stream.device import pick_device
 from ocog_lib.stream.samplers import SamplerConfig, sample_windows
 
 ARCHIVE_TABLE, SUMMARY_TABLE = "compressed_patches", "compressed_archives"
-STATS_PATCHES = 1024  # default cap on the patches whose decoding and JPEG 2000 point are measured
+STATS_PATCHES = 256  # default cap on the patches whose decoding and JPEG 2000 point are measured
 LOSSY = "jpeg2000-mosaic"  # the lossy baseline, at the codec's bpp
 _META = f'idx, cell, lon, lat, time, source, "row", col, coalesce(label, {NO_LABEL}) AS label'
 

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
@@ -116,7 +117,8 @@ def _write(img: np.ndarray, driver: str, **opts) -> bytes:
 
 
 def _read(data: bytes) -> np.ndarray:
-    with _quiet(), MemoryFile(data) as mf, mf.open() as ds:
+    with _quiet(), rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), MemoryFile(data) as mf, \
+            mf.open() as ds:  # OpenJPEG decodes tiles in parallel
         return ds.read()
 
 
