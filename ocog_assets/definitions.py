@@ -10,6 +10,7 @@ import dagster as dg
 
 from ocog_assets.defs.benchmarks import definitions as benchmarks
 from ocog_assets.defs.common import definitions as common
+from ocog_assets.defs.compression import definitions as compression
 from ocog_assets.defs.cubes import definitions as cubes
 from ocog_assets.defs.data import definitions as data
 from ocog_assets.defs.embeddings import definitions as embeddings
@@ -31,5 +32,6 @@ defs = dg.Definitions.merge(
     remote.defs,
     cubes.defs,
     embeddings.defs,
+    compression.defs,
     common.defs,
 )

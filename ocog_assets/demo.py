@@ -4,7 +4,9 @@ Dagster runs one partition key per run and a job covers one partitions definitio
 sample is a plan of runs: each sample tile, then dataset=sample, then each variant (COGs,
 then benchmarks), a short search and grid on local storage, brief training under two
 loader configs, the HDF5 package, and the embeddings (a brief encoder, every patch keyed
-by H3 cell, the HNSW index, retrieval quality; then `ocog similar` answers). The runs
+by H3 cell, the HNSW index, retrieval quality; then `ocog similar` answers) and the
+compressed archive (a brief codec and hash head, every patch as a bitstream and a hash
+code, hash retrieval quality; then `ocog similar --by hash` answers). The runs
 land in the instance at $DAGSTER_HOME and show in the UI like any other.
 `remote_variants` (and the remote partitions of search and training) need the S3
 endpoint, which outlives a run: materialize them from the UI or the CLI once
@@ -20,6 +22,7 @@ import dagster as dg
 from ocog_assets.definitions import defs
 from ocog_assets.defs.benchmarks.jobs import stream_benchmarks_job
 from ocog_assets.defs.common.partitions import SENSOR_TILE, VARIANTS
+from ocog_assets.defs.compression.jobs import compression_job
 from ocog_assets.defs.data.jobs import prepared_datasets_job, raw_scenes_job
 from ocog_assets.defs.data.sensors import missing_sample_tiles
 from ocog_assets.defs.embeddings.jobs import embeddings_job
@@ -48,6 +51,7 @@ def sample_plan(tiles: list[str]) -> list[tuple[str, str | dg.MultiPartitionKey]
              for c in DEMO_LOADER_CONFIGS]
     plan.append((hdf5_packages_job.name, "sample"))
     plan.append((embeddings_job.name, "sample"))
+    plan.append((compression_job.name, "sample"))
     return plan
 
 
@@ -78,6 +82,9 @@ def _demo_op_config(job_name: str) -> dict | None:
     if job_name == embeddings_job.name:  # a brief encoder; a second demo continues it
         budget = 20.0 if seconds is None else max(3.0, 10 * seconds)
         return {"embedding_models": {"config": {"budget_s": budget}}}
+    if job_name == compression_job.name:  # a brief codec; a second demo continues it
+        budget = 30.0 if seconds is None else max(5.0, 15 * seconds)
+        return {"compression_models": {"config": {"budget_s": budget}}}
     return None
 
 

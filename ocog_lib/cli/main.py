@@ -37,6 +37,7 @@ COMMAND_GROUPS: tuple[str, ...] = (
     "ocog_lib.cli.serve:register_serve",
     "ocog_lib.cli.similar:register_similar",
     "ocog_lib.cli.embed:register_embed",
+    "ocog_lib.cli.compress:register_compress",
 )
 
 # Columns `ocog variants write` prints; the full rows go to DuckDB.

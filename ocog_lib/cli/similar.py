@@ -21,7 +21,8 @@ def register_similar(subparsers: argparse._SubParsersAction) -> None:
         "cells whose embeddings are most similar to it (cosine), with scores, labels, "
         "lon/lat and distance. Searched in the set's HNSW index (beside the results file; "
         "rebuilt or extended when the embeddings changed), or exactly in DuckDB (--exact, "
-        "and always with --within-km).",
+        "and always with --within-km). With --by hash: the k patches of the compressed "
+        "archive whose hash codes are nearest in Hamming distance (score 1 - d/K).",
     )
     p.add_argument("--lon", type=float, required=True, help="longitude, degrees")
     p.add_argument("--lat", type=float, required=True, help="latitude, degrees")
@@ -35,6 +36,10 @@ def register_similar(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None,
                    help="dataset (default: the one whose patches cover the point)")
     p.add_argument("--model", default=None, help="model_id (default: the dataset's newest)")
+    p.add_argument("--by", choices=("embedding", "hash"), default="embedding",
+                   help="embedding: cosine over the encoder's vectors (`ocog embed`); hash: "
+                   "Hamming distance over the compressed archive's hash codes (`ocog "
+                   "compress`), exact, no bitstream decoded (--model is then a codec_id)")
     p.add_argument("--exact", action="store_true", help="exact search in DuckDB")
     p.add_argument("--refuse-stale", action="store_true",
                    help="fail instead of rebuilding an index older than its embeddings")
@@ -62,7 +67,12 @@ def _cmd_similar(args: argparse.Namespace) -> int:
                          within_km=args.within_km, dataset=args.dataset, model_id=args.model,
                          exact=args.exact)  # fmt: skip
     db = args.db or settings.results_db
-    result = find_similar(db, query, on_stale="refuse" if args.refuse_stale else "rebuild")
+    if args.by == "hash":
+        from ocog_lib.compress.similar import find_similar_by_hash
+
+        result = find_similar_by_hash(db, query)
+    else:
+        result = find_similar(db, query, on_stale="refuse" if args.refuse_stale else "rebuild")
     result = name_labels(result, dataset_classes(settings.data_dir, result.dataset))
     if args.geojson:
         from ocog_lib.embed.cellshapes import similar_geojson

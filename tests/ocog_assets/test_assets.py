@@ -149,7 +149,8 @@ def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     for key in ("raw_scenes", "prepared_datasets", "cog_variants", "variant_stats",
                 "stream_benchmarks", "search_results", "grid_results", "trained_models",
                 "hdf5_packages", "embedding_models", "patch_embeddings", "embedding_index",
-                "retrieval_quality"):
+                "retrieval_quality", "compression_models", "compressed_archive",
+                "hash_retrieval_quality"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
     assert instance.get_materialized_partitions(dg.AssetKey("trained_models")) == {
         "sample|local-default", "sample|local-optimal"}
@@ -163,8 +164,10 @@ def test_demo_runs_every_sample_asset_on_the_instance(instance, capsys):
     materialized = instance.get_materialized_partitions(dg.AssetKey("variant_stats"))
     assert materialized == {f"sample|{v}" for v in VARIANTS}
     _, quality = results.query(settings.results_db, "SELECT method FROM retrieval_quality")
-    assert {q[0] for q in quality} == {"encoder", "random_projection", "band_stats"}
+    assert {q[0] for q in quality} == {"encoder", "random_projection", "band_stats", "hash",
+                                       "random_codes"}
     _similar_answers_for_a_point_of_the_sample(settings, capsys)
+    _similar_by_hash_answers(settings, capsys)
 
 
 def _similar_answers_for_a_point_of_the_sample(settings: Settings, capsys) -> None:
@@ -178,6 +181,20 @@ def _similar_answers_for_a_point_of_the_sample(settings: Settings, capsys) -> No
     doc = json.loads(capsys.readouterr().out)
     assert doc["dataset"] == "sample" and len(doc["matches"]) == 5
     assert all(-1 <= m["score"] <= 1 and m["label_name"] for m in doc["matches"])
+
+
+def _similar_by_hash_answers(settings: Settings, capsys) -> None:
+    """The compression issue's "done": `ocog similar --by hash` on an archived patch."""
+    _, rows = results.query(settings.results_db,
+                            "SELECT lon, lat, code_bits FROM compressed_patches LIMIT 1")
+    lon, lat, bits = rows[0]
+    capsys.readouterr()
+    assert main(["similar", "--by", "hash", "--lon", str(lon), "--lat", str(lat), "--k", "5",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dataset"] == "sample" and doc["method"] == "hamming"
+    assert len(doc["matches"]) == 5 and doc["dim"] == bits
+    assert all(0 <= m["score"] <= 1 and m["label_name"] for m in doc["matches"])
 
 
 def test_sensor_registers_missing_tiles_once(instance):
@@ -206,7 +223,7 @@ def test_each_domain_owns_the_jobs_schedules_and_sensors_of_its_assets():
 
     graph = definitions.defs.resolve_asset_graph()
     domains = ("data", "variants", "results", "benchmarks", "packaging", "training", "search",
-               "remote", "cubes", "embeddings")  # fmt: skip
+               "remote", "cubes", "embeddings", "compression")  # fmt: skip
     jobs, extra = set(), {"cog_variants_job": {dg.AssetKey("variant_stats")}}
     for name in domains:
         defs = importlib.import_module(f"ocog_assets.defs.{name}.definitions").defs

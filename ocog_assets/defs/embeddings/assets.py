@@ -255,7 +255,7 @@ def retrieval_quality(context: dg.AssetExecutionContext, config: RetrievalQualit
     model_id, model_path = trained_model(context, dataset)
     q = record_quality(model_path, settings, k=config.k, device=config.device)
     cols = ["method", "dim", "k", "precision_at_k", "map_at_k", "n_queries"]
-    table = _markdown(cols, [[r[c] for c in cols] for r in q.rows])
+    table = markdown_table(cols, [[r[c] for c in cols] for r in q.rows])
     _, total = results.query(settings.results_db, f"SELECT count(*) FROM {QUALITY_TABLE}")
     maps = {r["method"]: r["map_at_k"] for r in q.rows}
     check = dg.AssetCheckResult(check_name=ENCODER_LEADS, passed=q.encoder_leads,
@@ -273,7 +273,7 @@ def retrieval_quality(context: dg.AssetExecutionContext, config: RetrievalQualit
     }, check_results=[check])  # fmt: skip
 
 
-def _markdown(columns: list[str], rows: list[list]) -> str:
+def markdown_table(columns: list[str], rows: list[list]) -> str:
     def cell(v) -> str:
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
