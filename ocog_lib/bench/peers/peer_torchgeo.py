@@ -16,9 +16,11 @@ workers, GDAL_NUM_THREADS=ALL_CPUS). Random sampler only.
 
 It needs torchvision, which does not load beside the project's torch (2.13.0+cpu: PyPI's
 torchvision is built for PyPI's CUDA torch), so its venv takes a CPU torch/torchvision
-pair from PyTorch's CPU wheel index (`CPU_INDEX`) and TorchGeo from PyPI with those pinned;
-PyPI's own Linux torch wheels need cuda-toolkit and nvidia-* packages (GBs) and are never
-installed. Where that index cannot be reached, TorchGeo is a `PeerSkip` saying so.
+pair from PyTorch's CPU wheel index (`CPU_INDEX`) and TorchGeo from PyPI with those pinned.
+Where that index cannot be reached (as on ocog's CI machines), the pair comes from PyPI: a
+CUDA build (torch 2.14.1+cu130 with its nvidia-* packages, a 6 GB venv, ~5 min to install on
+2026-12-02) that runs on the CPU as the CPU build does; the row's install facts say which.
+TorchGeo 0.8.1 imports `requests` without declaring it, so it is installed beside.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 NAME = "torchgeo"
 VERSION = "0.8.1"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-PACKAGES = (f"torchgeo=={VERSION}",)
+PACKAGES = (f"torchgeo=={VERSION}", "requests")
 # installed first, from CPU_INDEX alone (no PyPI, no local wheel folders)
 CPU_PACKAGES = ("torch", "torchvision")
 PYTHON = ((3, 11), (3, 14))

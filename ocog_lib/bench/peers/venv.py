@@ -109,19 +109,22 @@ def _pip(python: Path, args: list[str], what: str, **env_kw) -> None:
          *args], what, INSTALL_TIMEOUT_S, clean_env(**env_kw))  # fmt: skip
 
 
-def _cpu_torch(spec: PeerSpec, python: Path, folder: Path) -> list[str]:
-    """PyTorch's CPU wheels from its index alone; pip args pinning them for what follows."""
+def _cpu_torch(spec: PeerSpec, python: Path, folder: Path,
+               say: Callable[[str], None]) -> list[str]:  # fmt: skip
+    """PyTorch's CPU wheels from its index alone, or, where that index cannot be reached,
+    PyPI's torch and torchvision (a CUDA build with its nvidia-* packages, ~6 GB, that runs
+    on the CPU here); pip args pinning them for what follows."""
     index = spec.cpu_index or ""
     try:
         _reachable(f"{index.rstrip('/')}/torch/")
     except PeerUnavailable as exc:
-        raise PeerUnavailable(
-            f"{exc}: its torch and torchvision come from PyTorch's CPU wheels only (PyPI's "
-            "Linux torch is a CUDA build that pulls cuda-toolkit and nvidia-* packages, GBs, "
-            "and PyPI's torchvision does not load beside a CPU torch), so it is not installed"
-        ) from None
-    _pip(python, ["--index-url", index, *spec.cpu_packages],
-         f"pip install {' '.join(spec.cpu_packages)} from {index}", isolated=True)  # fmt: skip
+        say(f"{spec.name}: {exc}; taking {' and '.join(spec.cpu_packages)} from PyPI "
+            "instead (a CUDA build, ~6 GB, run on the CPU), once")
+        _pip(python, list(spec.cpu_packages),
+             f"pip install {' '.join(spec.cpu_packages)} from PyPI (CUDA build)")
+    else:
+        _pip(python, ["--index-url", index, *spec.cpu_packages],
+             f"pip install {' '.join(spec.cpu_packages)} from {index}", isolated=True)
     frozen = run([str(python), "-m", "pip", "freeze"], "pip freeze", 120)
     names = {p.lower() for p in spec.cpu_packages}
     pins = [ln for ln in frozen.splitlines() if ln.split("==")[0].lower() in names]
@@ -148,7 +151,7 @@ def ensure_venv(spec: PeerSpec, data_dir: Path, say: Callable[[str], None] = lam
         say(f"{spec.name}: building its venv ({' '.join(spec.packages)}), once")
         run([base, "-m", "venv", str(tmp)], f"{base} -m venv", 600)
         new = tmp / "bin" / "python"
-        pins = _cpu_torch(spec, new, tmp) if spec.cpu_packages else []
+        pins = _cpu_torch(spec, new, tmp, say) if spec.cpu_packages else []
         _pip(new, [*spec.packages, *pins], f"pip install {' '.join(spec.packages)}")
         if spec.check:
             run([str(new), "-c", spec.check], f"{spec.name} import check", 600)
