@@ -119,6 +119,23 @@ class ArchiveBuild:
                       f"{self.dataset}: {self.patches} patches, codec {self.codec_id}")
 
 
+def rate_distortion_png(build: ArchiveBuild, db_path: str | Path) -> bytes:
+    """PSNR against bpp of every codec archived for the build's dataset (one point each,
+    labelled by its lmbda and code bits; the same sampled patches and peak, so they
+    compare) beside JPEG 2000's curve on this build's sample: the learned codec's
+    rate-distortion curve is its models at several lmbda."""
+    sql = (f"SELECT codec_id, bpp, psnr_db, config->>'lmbda', code_bits FROM {SUMMARY_TABLE} "
+           "WHERE dataset = ? AND patches = ? ORDER BY bpp")
+    _, rows = results.query(db_path, sql, [build.dataset, build.patches])
+    points = [(f"lmbda {float(lm):g}" + (f", {bits} b" if bits else "")
+               + (" (this)" if cid == build.codec_id else ""), float(bpp), float(psnr))
+              for cid, bpp, psnr, lm, bits in rows
+              if bpp is not None and psnr is not None and lm is not None]  # fmt: skip
+    points = points or [("learned codec", build.bpp, build.psnr_db)]
+    return rd_png(points, {LOSSY: list(build.curve)},
+                  f"{build.dataset}: {build.patches} patches, learned codecs vs {LOSSY}")
+
+
 @dataclass(frozen=True)
 class ArchiveCodes:
     """An archive's codes and locations, row i = idx i (never its bitstreams)."""

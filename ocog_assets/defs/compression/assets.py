@@ -119,7 +119,12 @@ class CompressedArchiveConfig(dg.Config):
 )
 def compressed_archive(context: dg.AssetExecutionContext, config: CompressedArchiveConfig,
                        paths: OcogPaths) -> dg.MaterializeResult:  # fmt: skip
-    from ocog_lib.compress.archive import ARCHIVE_TABLE, build_archive, check_codes
+    from ocog_lib.compress.archive import (
+        ARCHIVE_TABLE,
+        build_archive,
+        check_codes,
+        rate_distortion_png,
+    )
     from ocog_lib.search.plots import png_markdown
 
     settings = paths.settings()
@@ -139,7 +144,8 @@ def compressed_archive(context: dg.AssetExecutionContext, config: CompressedArch
         "psnr_db": dg.MetadataValue.float(round(a.psnr_db, 2)),
         "ssim": dg.MetadataValue.float(round(a.ssim, 4) if a.ssim is not None else float("nan")),
         "bytes": dg.MetadataValue.md(_bytes_table(a)),
-        "rate_distortion": dg.MetadataValue.md(png_markdown(a.rd_png, "bpp vs PSNR")),
+        "rate_distortion": dg.MetadataValue.md(png_markdown(
+            rate_distortion_png(a, settings.results_db), "bpp vs PSNR")),
         "seconds": dg.MetadataValue.float(round(a.seconds, 2)),
         "dagster/table_name": ARCHIVE_TABLE,
         "dagster/row_count": dg.MetadataValue.int(a.patches),

@@ -243,3 +243,22 @@ def test_missing_archives_and_patches_are_named(archived, tmp_path):
         pass  # migrated, no rows
     with pytest.raises(arch.NoArchive, match="'sample'"):
         arch.load_codes(empty, "sample")
+
+
+def test_the_rate_distortion_plot_has_every_codec_of_the_dataset(archived, tmp_path, monkeypatch):
+    settings = copy_db(archived, tmp_path)
+    other = dict(archived.run.archive.__dict__)
+    with duckdb.connect(str(settings.results_db)) as con:  # a second codec at another lmbda
+        con.execute(f"INSERT INTO {arch.SUMMARY_TABLE} (run_id, dataset, codec_id, model_id, "
+                    "patches, bpp, psnr_db, config) VALUES ('r2', 'sample', 'other', 'm2', ?, "
+                    "?, ?, '{\"lmbda\": 512}')", [other["patches"], 1.5, 31.0])  # fmt: skip
+    seen = {}
+    monkeypatch.setattr(arch, "rd_png", lambda points, curves, title: seen.update(
+        points=points, curves=curves) or b"\x89PNG")  # fmt: skip
+    assert arch.rate_distortion_png(archived.run.archive, settings.results_db) == b"\x89PNG"
+    points = seen["points"]
+    assert [p[1] for p in points] == sorted(p[1] for p in points)  # by rate
+    this = archived.run.archive
+    assert set(points) == {(f"lmbda {CFG.lmbda:g}, 16 b (this)", this.bpp, this.psnr_db),
+                           ("lmbda 512", 1.5, 31.0)}
+    assert seen["curves"][arch.LOSSY] == list(archived.run.archive.curve)
