@@ -55,8 +55,8 @@ from ocog_lib.compress.bitstream import VERSION, decode, decode_latents, encode
 from ocog_lib.compress.hashing import codes_from_bitstreams
 from ocog_lib.compress.metrics import WINDOW, bits_per_pixel, psnr, ssim, to_dn
 from ocog_lib.compress.train import LoadedCodec, ProgressFn, load_codec
-from ocog_lib.embed.h3cells import cells_for, resolution_for
-from ocog_lib.embed.infer import Place, patch_centres, patch_labels, raster_place
+from ocog_lib.embed.h3cells import resolution_for
+from ocog_lib.embed.infer import patch_labels, place_windows, raster_place
 from ocog_lib.embed.train import DatasetFiles, dataset_files, normalised
 from ocog_lib.embed.vectors import NO_LABEL
 from ocog_lib.errors import InputError
@@ -202,7 +202,7 @@ def build_archive(model_path: str | Path, settings: Settings | None = None, *,
     res = resolution_for(min(p.pixel_size_m for p in places), patch)
     acc, dtype = _stream(loaded, files, batch_size, stats_patches, progress)
     wins = np.concatenate(acc.windows)
-    cells, lon, lat, times = _locations(wins, places, patch, res)
+    cells, lon, lat, times = place_windows(wins, places, patch, res)
     where = {"dataset": meta["dataset"], "codec_id": str(meta["codec_id"])}
     results.write_rows(settings.results_db, ARCHIVE_TABLE,
                        _patch_columns(meta, acc, wins, files.relpaths, cells, lon, lat, times),
@@ -266,20 +266,6 @@ def _add_batch(acc: _Acc, loaded: LoadedCodec, batch: dict, dtype: np.dtype) -> 
     if len(pick):
         acc.sample.append(dn[pick])
     acc.streams += streams
-
-
-def _locations(windows: np.ndarray, places: list[Place], patch: int, res: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """cells, lon, lat, time of the windows, each raster's centres reprojected at once
-    (as embed.infer places them)."""
-    n = len(windows)
-    lon, lat = np.empty(n), np.empty(n)
-    times = np.empty(n, dtype="datetime64[us]")
-    for f, place in enumerate(places):
-        sel = windows[:, 0] == f
-        lon[sel], lat[sel] = patch_centres(place, windows[sel, 1], windows[sel, 2], patch)
-        times[sel] = place.time
-    return cells_for(lon, lat, res), lon, lat, times
 
 
 def _objects(values: list) -> np.ndarray:

@@ -25,7 +25,7 @@ from ocog_lib.compress.bitstream import encode
 from ocog_lib.compress.config import CompressConfig
 from ocog_lib.compress.quality import HASH, RANDOM, HashQuality, hash_quality, held_out_patches
 from ocog_lib.compress.train import CompressResult, ProgressFn, load_codec, train_codec
-from ocog_lib.embed.pipeline import QUALITY_K, QUALITY_TABLE, ensure_sample
+from ocog_lib.embed.pipeline import QUALITY_K, QUALITY_TABLE, ensure_sample, say_stage
 from ocog_lib.embed.quality import QualityResult, quality_rows
 from ocog_lib.embed.train import normalised
 from ocog_lib.settings import Settings
@@ -55,11 +55,6 @@ class CompressRun:
     archive: ArchiveBuild
     quality: HashQualityRun
     prepared: tuple[str, ...] = ()  # what ensure_sample built first
-
-
-def _say(progress: ProgressFn | None, stage: str, message: str) -> None:
-    if progress is not None:
-        progress({"event": "stage", "stage": stage, "message": message})
 
 
 def hash_rows(measured: list[HashQuality], meta: dict) -> list[dict]:
@@ -116,11 +111,11 @@ def compress_and_record(cfg: CompressConfig, settings: Settings | None = None, *
         if prepare else ()  # fmt: skip
     budget = f"{cfg.budget_s:g} s" + (f" or {cfg.steps} steps, whichever ends first"
                                       if cfg.steps else "")  # fmt: skip
-    _say(progress, "train", f"training the codec ({budget})")
+    say_stage(progress, "train", f"training the codec ({budget})")
     trained = train_codec(cfg, settings, progress=progress)
-    _say(progress, "archive", f"archiving {cfg.dataset} with codec {trained.codec_id}")
+    say_stage(progress, "archive", f"archiving {cfg.dataset} with codec {trained.codec_id}")
     built = build_archive(trained.model_path, settings, device=cfg.device,
                           stats_patches=stats_patches, progress=progress)  # fmt: skip
-    _say(progress, "quality", f"measuring hash retrieval quality (k={k})")
+    say_stage(progress, "quality", f"measuring hash retrieval quality (k={k})")
     quality = record_hash_quality(trained.model_path, settings, k=k, device=cfg.device)
     return CompressRun(trained, built, quality, prepared)

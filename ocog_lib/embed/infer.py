@@ -152,9 +152,10 @@ def embed_dataset(model_path: str | Path, dataset: str | None = None,
                      places, files.relpaths, patch, int(res))
 
 
-def _assemble(vectors: np.ndarray, labels: np.ndarray, windows: np.ndarray, places: list[Place],
-              sources: list[str], patch: int, res: int) -> EmbeddingSet:
-    """The set's columns, each raster's centres reprojected in one call."""
+def place_windows(windows: np.ndarray, places: list[Place], patch: int, res: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """cells, lon, lat, time of (file, row, col) windows, each raster's centres reprojected
+    in one call (the embeddings and the compressed archive place patches alike)."""
     n = len(windows)
     lon, lat = np.empty(n), np.empty(n)
     times = np.empty(n, dtype="datetime64[us]")
@@ -162,8 +163,15 @@ def _assemble(vectors: np.ndarray, labels: np.ndarray, windows: np.ndarray, plac
         sel = windows[:, 0] == f
         lon[sel], lat[sel] = patch_centres(place, windows[sel, 1], windows[sel, 2], patch)
         times[sel] = place.time
+    return cells_for(lon, lat, res), lon, lat, times
+
+
+def _assemble(vectors: np.ndarray, labels: np.ndarray, windows: np.ndarray, places: list[Place],
+              sources: list[str], patch: int, res: int) -> EmbeddingSet:
+    """The set's columns."""
+    cells, lon, lat, times = place_windows(windows, places, patch, res)
     return EmbeddingSet(
-        vectors=vectors.astype(np.float32, copy=False), cells=cells_for(lon, lat, res),
+        vectors=vectors.astype(np.float32, copy=False), cells=cells,
         lon=lon, lat=lat, time=times,
         source=np.array([sources[f] for f in windows[:, 0]], dtype=object),
         row=windows[:, 1].astype(np.int32), col=windows[:, 2].astype(np.int32),

@@ -92,7 +92,7 @@ class EmbedRun:
     prepared: tuple[str, ...] = ()  # what ensure_sample built first
 
 
-def _say(progress: ProgressFn | None, stage: str, message: str) -> None:
+def say_stage(progress: ProgressFn | None, stage: str, message: str) -> None:
     if progress is not None:
         progress({"event": "stage", "stage": stage, "message": message})
 
@@ -114,12 +114,12 @@ def ensure_sample(dataset: str, variant: str, settings: Settings, *,
     profile = resolve_profile(variant)  # a typo fails before anything is written
     prepared, done = settings.prepared_dir(dataset), []
     if not (prepared / MANIFEST_NAME).exists():
-        _say(progress, "prepare", f"preparing the sample in {prepared}")
+        say_stage(progress, "prepare", f"preparing the sample in {prepared}")
         raws = {t: build_raw_scene(t, settings.raw_scene_path(t)) for t in sample_tiles()}
         prepare_sample(raws, prepared, bench_size=bench_size_from_env())
         done.append(f"prepared {prepared}")
     out = settings.variant_dir(dataset, profile.name)
-    _say(progress, "prepare", f"writing variant {profile.name} to {out}")
+    say_stage(progress, "prepare", f"writing variant {profile.name} to {out}")
     write_variant(DatasetManifest.load(prepared), profile, out, check=False)
     done.append(f"variant {out}")
     return tuple(done)
@@ -209,13 +209,13 @@ def embed_and_record(cfg: EmbedConfig, settings: Settings | None = None, *,
         if prepare else ()  # fmt: skip
     budget = f"{cfg.budget_s:g} s" + (f" or {cfg.steps} steps, whichever ends first"
                                       if cfg.steps else "")  # fmt: skip
-    _say(progress, "train", f"training the encoder ({budget})")
+    say_stage(progress, "train", f"training the encoder ({budget})")
     enc = train_encoder(cfg, settings, store=store, progress=progress)
-    _say(progress, "embed", f"embedding {cfg.dataset} with model {enc.model_id}")
+    say_stage(progress, "embed", f"embedding {cfg.dataset} with model {enc.model_id}")
     stored = embed_and_store(enc.model_path, settings, device=cfg.device,
                              h3_resolution=cfg.h3_resolution)  # fmt: skip
-    _say(progress, "index", f"indexing {stored.rows} vectors")
+    say_stage(progress, "index", f"indexing {stored.rows} vectors")
     index = refresh_index(settings, stored.dataset, stored.model_id)
-    _say(progress, "quality", f"measuring retrieval quality (k={k})")
+    say_stage(progress, "quality", f"measuring retrieval quality (k={k})")
     quality = record_quality(enc.model_path, settings, k=k, device=cfg.device)
     return EmbedRun(enc, stored, index, quality, prepared)

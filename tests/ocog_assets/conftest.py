@@ -29,3 +29,15 @@ def instance(dagster_home, tmp_path, monkeypatch):
     monkeypatch.delenv("OCOG_OPTUNA_STORAGE", raising=False)
     with dg.DagsterInstance.get() as inst:
         yield inst
+
+
+@pytest.fixture
+def sample_paths(train_settings, tiny_sample):
+    """OcogPaths over the tiny sample's variants, its prepared manifest (class names) and a
+    fresh results file: what the embeddings and compression assets read."""
+    from ocog_assets.defs.common.resources import OcogPaths
+
+    (train_settings.data_dir / "prepared").mkdir()
+    (train_settings.data_dir / "prepared" / "sample").symlink_to(tiny_sample.prepared)
+    return OcogPaths(data_dir=str(train_settings.data_dir),
+                     results_db=str(train_settings.results_db))  # fmt: skip

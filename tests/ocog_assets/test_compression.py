@@ -29,12 +29,8 @@ TINY = CompressionModelConfig(patch_size=32, channels=8, latents=8, hash_bits=16
 
 
 @pytest.fixture
-def paths(train_settings, tiny_sample) -> OcogPaths:
-    """The tiny sample's variants, its prepared manifest (class names), a fresh results file."""
-    (train_settings.data_dir / "prepared").mkdir()
-    (train_settings.data_dir / "prepared" / "sample").symlink_to(tiny_sample.prepared)
-    return OcogPaths(data_dir=str(train_settings.data_dir),
-                     results_db=str(train_settings.results_db))  # fmt: skip
+def paths(sample_paths) -> OcogPaths:
+    return sample_paths
 
 
 def _materialize(selection, instance, paths) -> dg.ExecuteInProcessResult:
