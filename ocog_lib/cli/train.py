@@ -40,6 +40,9 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=T.non_negative_int, default=d["workers"],
                    help="DataLoader processes (default: the loader config's)")
     p.add_argument("--seed", type=T.non_negative_int, default=d["seed"], help="seed")
+    p.add_argument("--nproc", type=T.positive_int, default=d["nproc"],
+                   help="training processes (torch DDP: gloo on CPU, one per GPU with "
+                   "NCCL); --batch-size stays the global batch")  # fmt: skip
     p.add_argument("--no-resume", action="store_true", help="start over, ignore a checkpoint")
     p.add_argument("--store", default=None,
                    help="model store: folder or s3://bucket/prefix (default: "
@@ -59,7 +62,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         iterations=args.iterations, device=args.device, patch_size=args.patch_size,
         batch_size=args.batch_size, width=args.width, lr=args.lr,
         eval_every=args.eval_every, workers=args.workers, seed=args.seed,
-        resume=not args.no_resume,
+        resume=not args.no_resume, nproc=args.nproc,
     )
     settings = Settings.from_env()
     total = args.iterations if args.iterations else None

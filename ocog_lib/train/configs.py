@@ -33,7 +33,8 @@ STORAGE_NAMES = {"local": ("local",), "remote": ("remote", "s3")}
 _TRAINING_OWNED = {"patch_size", "batch_size", "length", "seed", "sampler_seed", "dtype",
                    "pin_memory", "drop_last", "bands"}
 # fields that do not change what is learned: a run may continue under other values
-_BUDGET_FIELDS = ("max_time", "iterations", "resume", "device", "eval_every")
+# (nproc: the same global batches and BatchNorm statistics whatever the process count)
+_BUDGET_FIELDS = ("max_time", "iterations", "resume", "device", "eval_every", "nproc")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA only
     resume: bool = True
     workers: int | None = None  # override the loader config's DataLoader processes
+    # training processes (torch DDP: gloo on CPU, NCCL one per GPU); batch_size stays the
+    # global batch, each process takes batch_size / nproc of it
+    nproc: int = 1
 
     def __post_init__(self) -> None:
         if self.max_time is None and self.iterations is None:
@@ -73,9 +77,12 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise InputError(f"val_fraction {self.val_fraction}", "must be between 0 and 1")
         for name in ("batch_size", "eval_every", "norm_batches", "batches_per_epoch",
-                     "max_val_patches", "width"):
+                     "max_val_patches", "width", "nproc"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} {getattr(self, name)}", "must be at least 1")
+        if self.batch_size % self.nproc:
+            raise InputError(f"batch_size {self.batch_size}", f"is the global batch: it must "
+                             f"divide among the {self.nproc} processes (nproc)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

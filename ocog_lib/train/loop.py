@@ -8,6 +8,8 @@ scores come from pixels the model never saw, on every dataset, however many file
 One loop serves the asset, the CLI and the tests; `train_and_record` adds the model store
 and the DuckDB rows. A checkpoint is written (atomically) at every evaluation; a run with
 the same settings and an unspent budget continues from it, on the same data order.
+`nproc` > 1 runs `_train` in that many DDP ranks (`distributed.py`): each reads its share
+of every global batch, evaluates a share of the held-out patches; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ocog_lib.train.configs import (
     loader_files,
     resolve_loader_config,
 )
+from ocog_lib.train.distributed import SOLO, Ranks, check_nproc, launch
 from ocog_lib.train.metrics import ConfusionMatrix, per_class_iou
 from ocog_lib.train.model import UNet, UNetSpec, build_unet
 from ocog_lib.train.store import ModelStore, model_store
@@ -143,8 +146,13 @@ def train(cfg: TrainConfig, settings: Settings | None = None, *,
     """Train until a budget is spent; evaluate and checkpoint every `eval_every` steps."""
     settings = settings or Settings.from_env()
     loader = resolve_loader_config(cfg.loader_config, cfg.dataset, settings)
+    backend = check_nproc(cfg.nproc, pick_device(cfg.device))
     with loader_files(loader, cfg.dataset, settings, cfg.role) as (images, masks):
-        return _train(cfg, settings, loader, images, masks, progress)
+        if cfg.nproc == 1:
+            return _train(cfg, settings, loader, images, masks, progress=progress)
+        # the ranks inherit the files' environment (remote: the session's endpoint)
+        return launch(_train, (cfg, settings, loader, images, masks), cfg.nproc, backend,
+                      progress=progress)
 
 
 @dataclass
@@ -194,10 +202,13 @@ class _Run:
 
 
 def _prepare(cfg: TrainConfig, loader: LoaderConfig, manifest: DatasetManifest,
-             images: list[str], masks: list[str], device: torch.device) -> _Data:
-    """The training stream over the files, and the held-out patches read into memory."""
+             images: list[str], masks: list[str], device: torch.device,
+             ranks: Ranks = SOLO) -> _Data:
+    """The training stream over the files (this rank's batches), and the held-out patches
+    read into memory."""
     extra = {} if cfg.workers is None else {"workers": cfg.workers}
-    scfg = loader.stream_config(patch_size=cfg.patch_size, batch_size=cfg.batch_size,
+    scfg = loader.stream_config(patch_size=cfg.patch_size,
+                                batch_size=ranks.per_rank(cfg.batch_size),
                                 length=cfg.batches_per_epoch * cfg.batch_size, seed=cfg.seed,
                                 dtype="float32", drop_last=True,
                                 pin_memory=device.type == "cuda", **extra)
@@ -208,12 +219,15 @@ def _prepare(cfg: TrainConfig, loader: LoaderConfig, manifest: DatasetManifest,
     return _Data(stream, split, manifest.classes, manifest.ignore_index, val_x, val_y)
 
 
-def _start(cfg: TrainConfig, data: _Data, device: torch.device, ckpt: Path) -> _Run:
-    """The model and optimizer, from the checkpoint to continue from or new."""
+def _start(cfg: TrainConfig, data: _Data, device: torch.device, ckpt: Path,
+           ranks: Ranks = SOLO) -> _Run:
+    """The model and optimizer, from the checkpoint to continue from or new (the same on
+    every rank: same seed, same file)."""
     state = _load_checkpoint(ckpt, cfg) if cfg.resume else None
     torch.manual_seed(cfg.seed)
     bands = len(data.stream.bands)
     model = UNet(UNetSpec(bands, data.num_classes, cfg.width, cfg.depth)).to(device)
+    model = ranks.sync_bn(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_scaler = (device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported())
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -238,11 +252,15 @@ class _Loop:
     `eval_every` steps and at the end, until the first budget is spent."""
 
     def __init__(self, cfg: TrainConfig, data: _Data, run: _Run, device: torch.device,
-                 ckpt: Path, record: dict, progress: ProgressFn | None):
+                 ckpt: Path, record: dict, progress: ProgressFn | None,
+                 ranks: Ranks = SOLO):
         self.cfg, self.data, self.run, self.device = cfg, data, run, device
-        self.ckpt, self.record, self.progress = ckpt, record, progress
+        self.ckpt, self.record, self.progress, self.ranks = ckpt, record, progress, ranks
         self.c = run.counters
-        self.crit = torch.nn.CrossEntropyLoss(ignore_index=data.ignore)
+        self.net = ranks.wrap(run.model)  # what training calls: DDP averages gradients
+        # summed, then divided by the labelled pixels of the global batch: the mean of
+        # one process over the same batch, whatever each rank's share of ignored pixels
+        self.crit = torch.nn.CrossEntropyLoss(ignore_index=data.ignore, reduction="sum")
         self.mean = run.norm["mean"].to(device)[None, :, None, None]
         self.std = run.norm["std"].to(device)[None, :, None, None]
         self.loss_acc = torch.zeros((), device=device)
@@ -278,7 +296,7 @@ class _Loop:
         """The rest of the current epoch's batches; True when they ran out."""
         cfg, c = self.cfg, self.c
         windows = self.data.epoch_windows(cfg.seed, c["epoch"])[c["in_epoch"] * cfg.batch_size:]
-        it = iter(self.data.stream.loader(windows))
+        it = iter(self.data.stream.loader(self.ranks.share(windows, cfg.batch_size)))
         first = c["startup"] is None
         try:
             while not self.spent():
@@ -306,12 +324,13 @@ class _Loop:
         """One optimizer step on `batch`; False (no step) when no pixel is labelled: a
         cross-entropy of nothing is NaN."""
         y = batch["mask"].to(self.device, non_blocking=True).long()
-        if not bool((y != self.data.ignore).any()):
+        labelled = self.ranks.all_sum((y != self.data.ignore).sum().float())
+        if not bool(labelled > 0):
             return False
         x = (batch["image"].to(self.device, non_blocking=True) - self.mean) / self.std
         run = self.run
         with autocast(self.device, self.cfg.amp):
-            loss = self.crit(run.model(x), y)
+            loss = self.crit(self.net(x), y) * (self.ranks.world / labelled)
         # cosine decay over the budget to 5% of lr: the last evaluations settle
         frac = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * self.budget_used()))
         for group in run.opt.param_groups:
@@ -328,23 +347,30 @@ class _Loop:
         """Count a step; evaluate when one is due; report progress."""
         c = self.c
         c["step"] += 1
-        c["samples"] += samples
-        c["seconds"] = self.seconds_at_seg + time.perf_counter() - self.t_seg
+        c["samples"] += samples * self.ranks.world
+        c["seconds"] = self.clock()
         if c["step"] % self.cfg.eval_every == 0 or self.spent():
-            c["loss_sum"] += float(self.loss_acc)
+            c["loss_sum"] += float(self.ranks.all_sum(self.loss_acc)) / self.ranks.world
             c["loss_n"] += self.n_acc
             self.loss_acc.zero_()
             self.n_acc = 0
             self.evaluate()
-            c["seconds"] = self.seconds_at_seg + time.perf_counter() - self.t_seg
+            c["seconds"] = self.clock()
         if self.progress:
             self.progress(dict(event="step", step=c["step"], seconds=c["seconds"]))
 
+    def clock(self) -> float:
+        """Training seconds so far, the same on every rank (the slowest's)."""
+        return self.ranks.agree(self.seconds_at_seg + time.perf_counter() - self.t_seg)
+
     def evaluate(self) -> None:
-        """Score the held-out patches, append the row, write the checkpoint."""
-        cfg, data, run, c = self.cfg, self.data, self.run, self.c
-        cm = evaluate(run.model, data.val_x, data.val_y, run.norm, data.num_classes,
-                      data.ignore, self.device, batch_size=cfg.batch_size, amp=cfg.amp)
+        """Score the held-out patches (each rank a share, the counts summed), append the
+        row, write the checkpoint (rank 0)."""
+        cfg, data, run, c, r = self.cfg, self.data, self.run, self.c, self.ranks
+        cm = evaluate(run.model, data.val_x[r.rank :: r.world], data.val_y[r.rank :: r.world],
+                      run.norm, data.num_classes, data.ignore, self.device,
+                      batch_size=cfg.batch_size, amp=cfg.amp)
+        cm.counts = r.sum_counts(cm.counts)
         loss = c["loss_sum"] / c["loss_n"] if c["loss_n"] else None
         run.rows.append(dict(
             run=run.run, dataset=cfg.dataset, loader_config=cfg.loader_config, step=c["step"],
@@ -355,22 +381,26 @@ class _Loop:
             device=str(self.device), config=self.record,
         ))
         c["loss_sum"], c["loss_n"] = 0.0, 0
-        _save(dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(),
-                   scaler=run.scaler.state_dict(), norm=run.norm, majority=run.majority,
-                   counters=dict(c), rows=run.rows, run=run.run, key=cfg.learning_key()),
-              self.ckpt)
+        if r.main:
+            _save(dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(),
+                       scaler=run.scaler.state_dict(), norm=run.norm, majority=run.majority,
+                       counters=dict(c), rows=run.rows, run=run.run, key=cfg.learning_key()),
+                  self.ckpt)
         if self.progress:
             last = run.rows[-1]
             self.progress(dict(event="eval", **{k: last[k] for k in ("step", "miou", "loss")}))
 
 
 def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: list[str],
-           masks: list[str], progress: ProgressFn | None) -> TrainResult:
+           masks: list[str], ranks: Ranks = SOLO,
+           progress: ProgressFn | None = None) -> TrainResult:
+    """One process's run; under `launch`, one rank's (`ranks`), in step with the others."""
     manifest = DatasetManifest.load(settings.variant_dir(cfg.dataset, loader.variant))
-    device = pick_device(cfg.device)
-    data = _prepare(cfg, loader, manifest, images, masks, device)
+    device = ranks.device(pick_device(cfg.device))
+    data = _prepare(cfg, loader, manifest, images, masks, device, ranks)
     ckpt = checkpoint_path(settings, cfg.dataset, cfg.loader_config)
-    run = _start(cfg, data, device, ckpt)
+    run = _start(cfg, data, device, ckpt, ranks)
+    ranks.barrier()  # all have read the checkpoint before rank 0 writes the next one
     resumed_from = run.counters["step"]
     norm = {"mean": run.norm["mean"].tolist(), "std": run.norm["std"].tolist()}
     record = dict(cfg.to_dict(), loader=loader.to_dict(), norm=norm,
@@ -378,22 +408,25 @@ def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: l
     monitor = NvmlMonitor.start_if_available() if device.type == "cuda" else None
     run.model.train()
     try:
-        _Loop(cfg, data, run, device, ckpt, record, progress).run_epochs()
+        _Loop(cfg, data, run, device, ckpt, record, progress, ranks).run_epochs()
     finally:
         data.stream.close()
         util = monitor.stop() if monitor is not None else ()
-    return _finish(cfg, data, run, device, ckpt.with_name("model.pt"), resumed_from, util,
-                   loader)
+    return _finish(cfg, data, run, device, ckpt.with_name("model.pt") if ranks.main else None,
+                   resumed_from, util, loader)
 
 
-def _finish(cfg: TrainConfig, data: _Data, run: _Run, device: torch.device, model_path: Path,
-            resumed_from: int, util: tuple[int, ...], loader: LoaderConfig) -> TrainResult:
-    """Save the model beside its checkpoint; the result, scored against the majority class."""
+def _finish(cfg: TrainConfig, data: _Data, run: _Run, device: torch.device,
+            model_path: Path | None, resumed_from: int, util: tuple[int, ...],
+            loader: LoaderConfig) -> TrainResult:
+    """Save the model beside its checkpoint (rank 0: `model_path`); the result, scored
+    against the majority class."""
     c, last = run.counters, run.rows[-1]
-    _save(dict(spec=run.model.spec.to_dict(), state_dict=run.model.state_dict(), norm=run.norm,
-               classes=data.classes, ignore_index=data.ignore, dataset=cfg.dataset,
-               loader_config=cfg.loader_config, run=run.run, step=c["step"],
-               miou=last["miou"], majority_class=run.majority), model_path)
+    if model_path is not None:
+        _save(dict(spec=run.model.spec.to_dict(), state_dict=run.model.state_dict(),
+                   norm=run.norm, classes=data.classes, ignore_index=data.ignore,
+                   dataset=cfg.dataset, loader_config=cfg.loader_config, run=run.run,
+                   step=c["step"], miou=last["miou"], majority_class=run.majority), model_path)
     baseline = ConfusionMatrix(data.num_classes, data.ignore)
     baseline.update(torch.full_like(data.val_y, run.majority), data.val_y)
     return TrainResult(

@@ -28,6 +28,7 @@ class TrainingConfig(dg.Config):
     eval_every: int = 100
     seed: int = 0
     resume: bool = True
+    nproc: int = 1  # training processes (DDP: gloo on CPU, one per GPU); batch stays global
     model_store: str | None = None  # folder or s3://bucket/prefix; default $OCOG_MODEL_STORE
 
 
@@ -57,6 +58,7 @@ def trained_models(context: dg.AssetExecutionContext, config: TrainingConfig,
         max_time=config.max_time, iterations=config.iterations, device=config.device,
         patch_size=config.patch_size, batch_size=config.batch_size, width=config.width,
         lr=config.lr, eval_every=config.eval_every, seed=config.seed, resume=config.resume,
+        nproc=config.nproc,
     )
 
     def progress(ev: dict) -> None:
