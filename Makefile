@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: venv browser demo test dev lint clean
+.PHONY: venv browser postgres demo test dev dev-pg lint clean
 
 $(BIN)/ocog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,32 @@ browser:
 	else echo "make browser: no chromium/chromedriver and not root with apt-get:" \
 		"the map page's browser test will be skipped"; fi
 
-test: venv browser
+# PostgreSQL for the Postgres-backed Dagster instance and shared optuna studies
+# (ocog_lib/remote/postgres.py, `make dev-pg`, tests/**/test_*postgres*, test_shared_study):
+# Debian's postgresql, installed when its server programs are missing and we are root with
+# apt-get; otherwise those tests are skipped (and fail under CI, where they must run).
+postgres:
+	@if command -v initdb >/dev/null && command -v postgres >/dev/null || \
+		ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends postgresql; \
+	else echo "make postgres: no PostgreSQL server and not root with apt-get:" \
+		"the Postgres tests will be skipped"; fi
+
+test: venv browser postgres
 	$(BIN)/ruff check ocog_lib ocog_assets tests
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 dev: venv
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# `make dev` with the Dagster instance (runs, events, pool slots) and optuna studies on a
+# local PostgreSQL: cluster under data/postgres/, 127.0.0.1 on a free port, stopped by PID
+# when the UI exits; DAGSTER_HOME=data/dagster_home_pg. `make demo`/`make dev` keep sqlite.
+dev-pg: venv postgres
+	$(BIN)/python -m ocog_lib.remote.postgres run --data-dir data -- \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: venv
 	$(BIN)/ruff check ocog_lib ocog_assets tests
