@@ -49,8 +49,17 @@ def hamming_distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     if q.shape[1] != db.shape[1]:
         raise InputError(f"queries of {8 * q.shape[1]} bits",
                          f"the database holds {8 * db.shape[1]}-bit codes")  # fmt: skip
-    x = np.bitwise_xor(q[:, None, :], db[None, :, :])
+    qw, dw = word_view(q), word_view(db)  # 8x fewer XORs and popcounts at K = 64
+    x = np.bitwise_xor(qw[:, None, :], dw[None, :, :])
     return np.bitwise_count(x).sum(axis=2, dtype=np.int32)
+
+
+def word_view(codes: np.ndarray) -> np.ndarray:
+    """The packed codes as the widest unsigned words that divide a code (the same bits:
+    a popcount does not care about their order)."""
+    nbytes = codes.shape[1]
+    size = next(w for w in (8, 4, 2, 1) if nbytes % w == 0)
+    return np.ascontiguousarray(codes).view(f"<u{size}")
 
 
 def hamming_search(queries: np.ndarray, database: np.ndarray, k: int, *,

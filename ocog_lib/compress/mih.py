@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ocog_lib.compress.hamming import HammingHits
+from ocog_lib.compress.hamming import HammingHits, word_view
 from ocog_lib.errors import InputError
 
 _CHUNK = 1 << 18  # rows whose substrings are extracted at once
@@ -106,13 +106,6 @@ def _masks(width: int, radius: int) -> np.ndarray:
                        count=math.comb(width, radius))  # fmt: skip
 
 
-def _word_view(codes: np.ndarray) -> np.ndarray:
-    """The codes as the widest unsigned words that divide a code (same bits)."""
-    nbytes = codes.shape[1]
-    size = next(w for w in (8, 4, 2, 1) if nbytes % w == 0)
-    return np.ascontiguousarray(codes).view(f"<u{size}")
-
-
 def _gather(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """rows[starts[i]:ends[i]] for every i, concatenated (int64)."""
     lens = ends - starts
@@ -131,7 +124,7 @@ class MultiIndex:
         self.codes = codes
         self.bounds = bounds
         self.tables = tables
-        self._words = _word_view(codes)
+        self._words = word_view(codes)
 
     @classmethod
     def build(cls, codes: np.ndarray, m: int | None = None) -> MultiIndex:
@@ -180,7 +173,7 @@ class MultiIndex:
             raise InputError(f"k {k}", "must be at least 1")
         k = min(k, len(self.codes))
         keys = np.stack([substring_keys(q, lo, hi) for lo, hi in self.bounds], axis=1)
-        qwords = _word_view(q)
+        qwords = word_view(q)
         seen = np.zeros(len(self.codes), dtype=bool)  # scratch, reset after each query
         idx = np.empty((len(q), k), dtype=np.int64)
         dist = np.empty((len(q), k), dtype=np.int32)

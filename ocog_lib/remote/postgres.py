@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--data-dir", default=os.environ.get("OCOG_DATA_DIR", "data"))
     r.add_argument("--port", type=int, default=0, help="0 = a free port")
     r.add_argument("--dagster-home", default=None, help="default: <data dir>/dagster_home_pg")
-    r.add_argument("--template", default=str(here / "dagster_home" / "dagster-pg.yaml.template"))
+    r.add_argument("--template", default=str(here / "dagster_home/dagster-pg.yaml.template"))
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command (none: just check)")
     args = p.parse_args(argv)
     args.cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

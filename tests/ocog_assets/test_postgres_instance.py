@@ -23,7 +23,7 @@ from ocog_lib.settings import Settings
 from tests.support.postgres import postgres_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "dagster_home" / "dagster-pg.yaml.template"
+TEMPLATE = REPO / "dagster_home/dagster-pg.yaml.template"
 RUNS = [  # (asset, dataset|variant): the benchmark reads a variant nobody rewrites meanwhile
     ("cog_variants", "vaihingen|default"),
     ("cog_variants", "vaihingen|optimal_local"),
