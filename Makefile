@@ -51,7 +51,7 @@ postgres:
 
 test: venv browser postgres
 	$(BIN)/ruff check ocog_lib ocog_assets tests
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=40
 
 dev: venv
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

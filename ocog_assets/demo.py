@@ -83,7 +83,7 @@ def _demo_op_config(job_name: str) -> dict | None:
         budget = 20.0 if seconds is None else max(3.0, 10 * seconds)
         return {"embedding_models": {"config": {"budget_s": budget}}}
     if job_name == compression_job.name:  # a brief codec; a second demo continues it
-        budget = 30.0 if seconds is None else max(5.0, 15 * seconds)
+        budget = 15.0 if seconds is None else max(5.0, 10 * seconds)
         return {"compression_models": {"config": {"budget_s": budget}}}
     return None
 
