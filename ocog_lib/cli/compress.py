@@ -11,7 +11,7 @@ import dataclasses
 import json
 
 from ocog_lib.cli import types as T
-from ocog_lib.cli.embed import TrainingProgress
+from ocog_lib.cli.embed import TrainingProgress, example_point
 from ocog_lib.settings import Settings
 
 _CONFIG = "ocog_lib.compress.config"
@@ -86,18 +86,10 @@ def run_summary(run, settings: Settings) -> dict:
 
 
 def _example_point(settings: Settings, dataset: str, codec_id: str) -> dict | None:
-    """A labelled patch's centre near the middle of the archive: a point `ocog similar
-    --by hash` answers."""
-    import numpy as np
-
+    """A point `ocog similar --by hash` answers: a labelled archived patch's centre."""
     from ocog_lib.compress.archive import load_codes
 
-    codes = load_codes(settings.results_db, dataset, codec_id)
-    labelled = np.flatnonzero(np.asarray(codes.labels) >= 0)
-    if not len(labelled):
-        return None
-    i = int(labelled[len(labelled) // 2])
-    return {"lon": round(float(codes.lon[i]), 5), "lat": round(float(codes.lat[i]), 5)}
+    return example_point(load_codes(settings.results_db, dataset, codec_id))
 
 
 def format_run(s: dict) -> str:

@@ -101,7 +101,7 @@ class TrainingProgress:
 def run_summary(run, settings: Settings) -> dict:
     """The run as one JSON-able object: encoder, set, index, quality rows, a point to ask."""
     enc, es, ix = run.encoder, run.embeddings, run.index
-    point = _example_point(es.embeddings)
+    point = example_point(es.embeddings)
     return {
         "dataset": es.dataset, "model_id": es.model_id, "model": enc.model_uri,
         "device": enc.device, "steps": enc.steps, "train_s": round(enc.seconds, 2),
@@ -118,8 +118,9 @@ def run_summary(run, settings: Settings) -> dict:
     }  # fmt: skip
 
 
-def _example_point(es) -> dict | None:
-    """A labelled patch's centre near the middle of the set: a point `ocog similar` answers."""
+def example_point(es) -> dict | None:
+    """A labelled patch's centre near the middle of the set (anything with labels, lon and
+    lat: embeddings, an archive's codes): a point `ocog similar` answers."""
     import numpy as np
 
     labelled = np.flatnonzero(np.asarray(es.labels) >= 0)
