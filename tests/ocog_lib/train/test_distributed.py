@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -179,9 +178,9 @@ def test_two_process_run_matches_one_and_is_recorded_once(train_settings, monkey
 @pytest.mark.parametrize("mode, cause", [("raise", "ValueError: boom on purpose"),
                                          ("exit", "exited with code 3")])
 def test_a_failing_rank_fails_the_run_fast_and_leaves_no_process(tmp_path, mode, cause):
-    t0 = time.monotonic()
     with pytest.raises(RankFailed, match="rank 1 of 2") as err:
         launch(_fail, (tmp_path, mode), 2, "gloo", timeout=120, threads=1)
-    assert cause in str(err.value) and time.monotonic() - t0 < 60
+    # failed by the rank's own error, not by the launcher giving up on a hung peer
+    assert cause in str(err.value) and "timed out" not in str(err.value).lower()
     pids = [int(p.read_text()) for p in sorted(tmp_path.glob("*.pid"))]
     assert len(pids) == 2 and not any(alive(p) for p in pids)
