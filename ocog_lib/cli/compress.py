@@ -11,7 +11,13 @@ import dataclasses
 import json
 
 from ocog_lib.cli import types as T
-from ocog_lib.cli.embed import TrainingProgress, example_point
+from ocog_lib.cli.embed import (
+    QUALITY_COLUMNS,
+    TrainingProgress,
+    example_point,
+    quality_table,
+    rounded,
+)
 from ocog_lib.settings import Settings
 
 _CONFIG = "ocog_lib.compress.config"
@@ -72,13 +78,12 @@ def run_summary(run, settings: Settings) -> dict:
         "model": str(t.model_path), "device": t.device, "steps": t.steps,
         "stage_steps": list(t.stage_steps), "train_s": round(t.seconds, 2),
         "trained": t.trained, "patches": a.patches, "code_bits": a.code_bits,
-        "bpp": round(a.bpp, 4), "psnr_db": round(a.psnr_db, 2), "ssim": _num(a.ssim),
+        "bpp": round(a.bpp, 4), "psnr_db": round(a.psnr_db, 2), "ssim": rounded(a.ssim),
         "bytes": {"raw": a.raw_bytes, "zstd": a.zstd_bytes, "lerc_zstd": a.lerc_zstd_bytes,
                   "bitstreams": a.bitstream_bytes},
         "lossy": dataclasses.asdict(a.lossy) if a.lossy else None,
         "archive_s": round(a.seconds, 2),
-        "quality": [{k: r[k] for k in ("method", "dim", "k", "precision_at_k", "map_at_k",
-                                       "n_queries")} for r in q.rows],
+        "quality": [{k: r[k] for k in QUALITY_COLUMNS} for r in q.rows],
         "hash_leads": q.hash_leads, "prepared": list(run.prepared),
         "db": str(settings.results_db),
         "example_point": _example_point(settings, a.dataset, a.codec_id),
@@ -93,7 +98,6 @@ def _example_point(settings: Settings, dataset: str, codec_id: str) -> dict | No
 
 
 def format_run(s: dict) -> str:
-    from ocog_lib import results
 
     b, lossy = s["bytes"], s["lossy"]
     lines = [
@@ -109,8 +113,7 @@ def format_run(s: dict) -> str:
                                   "JPEG 2000 cannot reach the codec's rate"),
         f"retrieval_quality (held-out patches, Hamming, k={s['quality'][0]['k']}):",
     ]
-    cols = ["method", "dim", "k", "precision_at_k", "map_at_k", "n_queries"]
-    table = results.format_table(cols, [[_num(q[c]) for c in cols] for q in s["quality"]])
+    table = quality_table(s["quality"])
     verdict = "hash codes beat random codes" if s["hash_leads"] else (
         "hash codes do NOT beat random codes: train longer (--budget-s)")
     point = s["example_point"]
@@ -118,6 +121,3 @@ def format_run(s: dict) -> str:
            f"--lat {point['lat']}" if point else "")  # fmt: skip
     return "\n".join(lines) + "\n" + table + f"\n{verdict}{ask}"
 
-
-def _num(value):
-    return round(value, 4) if isinstance(value, float) else value

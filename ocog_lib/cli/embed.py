@@ -111,8 +111,7 @@ def run_summary(run, settings: Settings) -> dict:
         "labelled": es.labelled, "embed_s": round(es.seconds, 2),
         "index": {"path": str(ix.path), "rows": ix.rows, "bytes": ix.bytes,
                   "seconds": round(ix.seconds, 3), "action": ix.action},
-        "quality": [{k: r[k] for k in ("method", "dim", "k", "precision_at_k", "map_at_k",
-                                       "n_queries")} for r in run.quality.rows],
+        "quality": [{k: r[k] for k in QUALITY_COLUMNS} for r in run.quality.rows],
         "encoder_leads": run.quality.encoder_leads, "prepared": list(run.prepared),
         "db": str(settings.results_db), "example_point": point,
     }  # fmt: skip
@@ -131,13 +130,12 @@ def example_point(es) -> dict | None:
 
 
 def format_run(run, summary: dict) -> str:
-    from ocog_lib import results
 
     s, ix = summary, summary["index"]
     lines = [
         f"model {s['model_id']} ({s['dataset']}, {s['device']}): {s['steps']} steps in "
         f"{s['train_s']:.0f} s ({'trained' if s['trained'] else 'budget spent, reused'}), "
-        f"{s['triplets_per_s']:.0f} triplets/s, loss {_num(s['loss'])} -> {s['model']}",
+        f"{s['triplets_per_s']:.0f} triplets/s, loss {rounded(s['loss'])} -> {s['model']}",
         f"embeddings: {s['embeddings']} patches ({s['labelled']} labelled), {s['dim']}-d, "
         f"H3 resolution {s['h3_resolution']}, {s['embed_s']:.1f} s -> {s['db']} "
         "(table patch_embeddings)",
@@ -145,8 +143,7 @@ def format_run(run, summary: dict) -> str:
         f" -> {ix['path']}",
         f"retrieval_quality (held-out patches, k={run.quality.k}):",
     ]
-    cols = ["method", "dim", "k", "precision_at_k", "map_at_k", "n_queries"]
-    table = results.format_table(cols, [[_num(q[c]) for c in cols] for q in s["quality"]])
+    table = quality_table(s["quality"])
     verdict = "the encoder leads both baselines" if s["encoder_leads"] else (
         "the encoder does NOT lead every baseline: train longer (--budget-s)")
     point = s["example_point"]
@@ -155,5 +152,17 @@ def format_run(run, summary: dict) -> str:
     return "\n".join(lines) + "\n" + table + f"\n{verdict}{ask}"
 
 
-def _num(value):
+QUALITY_COLUMNS = ("method", "dim", "k", "precision_at_k", "map_at_k", "n_queries")
+
+
+def quality_table(rows: list[dict]) -> str:
+    """retrieval_quality rows as the terminal shows them (floats to 4 places)."""
+    from ocog_lib import results
+
+    return results.format_table(QUALITY_COLUMNS, [[rounded(q[c]) for c in QUALITY_COLUMNS]
+                                                  for q in rows])  # fmt: skip
+
+
+def rounded(value):
+    """Floats to 4 places for the terminal; other values as they are."""
     return round(value, 4) if isinstance(value, float) else value

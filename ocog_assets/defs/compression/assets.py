@@ -14,7 +14,7 @@ from pydantic import Field
 from ocog_assets.defs.common.partitions import datasets
 from ocog_assets.defs.common.pools import DUCKDB_WRITER_POOL, GPU_POOL
 from ocog_assets.defs.common.resources import OcogPaths
-from ocog_assets.defs.embeddings.assets import markdown_table
+from ocog_assets.defs.embeddings.assets import markdown_table, quality_result
 from ocog_assets.defs.training.assets import K8S_GPU_TAGS
 from ocog_assets.defs.variants.assets import cog_variants
 from ocog_lib.compress.config import FIELD_HELP, CompressConfig
@@ -196,27 +196,9 @@ class HashRetrievalQualityConfig(dg.Config):
 def hash_retrieval_quality(context: dg.AssetExecutionContext,
                            config: HashRetrievalQualityConfig,
                            paths: OcogPaths) -> dg.MaterializeResult:  # fmt: skip
-    from ocog_lib import results
     from ocog_lib.compress.pipeline import record_hash_quality
-    from ocog_lib.embed.pipeline import QUALITY_TABLE
 
     settings = paths.settings()
     model_id, model_path = trained_codec(context, context.partition_key)
     q = record_hash_quality(model_path, settings, k=config.k, device=config.device)
-    cols = ["method", "dim", "k", "precision_at_k", "map_at_k", "n_queries"]
-    maps = {r["method"]: r["map_at_k"] for r in q.rows}
-    check = dg.AssetCheckResult(check_name=HASH_LEADS, passed=q.hash_leads,
-                                severity=dg.AssetCheckSeverity.WARN,
-                                metadata={"map_at_k": dg.MetadataValue.json(maps)})
-    _, total = results.query(settings.results_db, f"SELECT count(*) FROM {QUALITY_TABLE}")
-    return dg.MaterializeResult(metadata={
-        "run_id": q.run_id,
-        "model_id": model_id,
-        "k": dg.MetadataValue.int(q.k),
-        "quality": dg.MetadataValue.md(markdown_table(cols, [[r[c] for c in cols]
-                                                             for r in q.rows])),
-        "hash_map_at_k": dg.MetadataValue.float(maps.get("hash", float("nan"))),
-        "dagster/table_name": QUALITY_TABLE,
-        "dagster/row_count": dg.MetadataValue.int(total[0][0]),
-        "db_path": dg.MetadataValue.path(str(settings.results_db)),
-    }, check_results=[check])  # fmt: skip
+    return quality_result(q, settings, model_id, HASH_LEADS, q.hash_leads, "hash")

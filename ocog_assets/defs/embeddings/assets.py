@@ -248,25 +248,34 @@ class RetrievalQualityConfig(dg.Config):
 )
 def retrieval_quality(context: dg.AssetExecutionContext, config: RetrievalQualityConfig,
                       paths: OcogPaths) -> dg.MaterializeResult:  # fmt: skip
-    from ocog_lib import results
-    from ocog_lib.embed.pipeline import QUALITY_TABLE, record_quality
+    from ocog_lib.embed.pipeline import record_quality
 
     dataset, settings = context.partition_key, paths.settings()
     model_id, model_path = trained_model(context, dataset)
     q = record_quality(model_path, settings, k=config.k, device=config.device)
+    return quality_result(q, settings, model_id, ENCODER_LEADS, q.encoder_leads, "encoder")
+
+
+def quality_result(q, settings, model_id: str, check_name: str, passed: bool,
+                   lead: str) -> dg.MaterializeResult:  # fmt: skip
+    """A retrieval_quality measurement (embeddings' or hash codes') as the asset shows it:
+    the rows as a table, the `lead` method's mAP@k, the warning check, the table's size."""
+    from ocog_lib import results
+    from ocog_lib.embed.pipeline import QUALITY_TABLE
+
     cols = ["method", "dim", "k", "precision_at_k", "map_at_k", "n_queries"]
-    table = markdown_table(cols, [[r[c] for c in cols] for r in q.rows])
     _, total = results.query(settings.results_db, f"SELECT count(*) FROM {QUALITY_TABLE}")
     maps = {r["method"]: r["map_at_k"] for r in q.rows}
-    check = dg.AssetCheckResult(check_name=ENCODER_LEADS, passed=q.encoder_leads,
+    check = dg.AssetCheckResult(check_name=check_name, passed=passed,
                                 severity=dg.AssetCheckSeverity.WARN,
                                 metadata={"map_at_k": dg.MetadataValue.json(maps)})
     return dg.MaterializeResult(metadata={
         "run_id": q.run_id,
         "model_id": model_id,
         "k": dg.MetadataValue.int(q.k),
-        "quality": dg.MetadataValue.md(table),
-        "encoder_map_at_k": dg.MetadataValue.float(maps.get("encoder", float("nan"))),
+        "quality": dg.MetadataValue.md(markdown_table(cols, [[r[c] for c in cols]
+                                                             for r in q.rows])),
+        f"{lead}_map_at_k": dg.MetadataValue.float(maps.get(lead, float("nan"))),
         "dagster/table_name": QUALITY_TABLE,
         "dagster/row_count": dg.MetadataValue.int(total[0][0]),
         "db_path": dg.MetadataValue.path(str(settings.results_db)),
