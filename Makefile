@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: venv browser postgres demo test dev dev-pg lint clean
+.PHONY: venv browser postgres redis demo test test-fast dev dev-pg workers lint clean
 
 $(BIN)/ocog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +49,26 @@ postgres:
 	else echo "make postgres: no PostgreSQL server and not root with apt-get:" \
 		"the Postgres tests will be skipped"; fi
 
-test: venv browser postgres
+# Redis, the broker of the Celery workers (ocog_lib/remote/redis.py, `make workers`,
+# tests/**/test_redis.py, test_celery_workers.py): Debian's redis-server, installed when
+# missing and we are root with apt-get; otherwise those tests are skipped (and fail under CI).
+redis:
+	@if command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends redis-server; \
+	else echo "make redis: no redis-server and not root with apt-get:" \
+		"the Redis and Celery tests will be skipped"; fi
+
+test: venv browser postgres redis
 	$(BIN)/ruff check ocog_lib ocog_assets tests
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=40
+
+# The fast tier, for a developer between edits: no `slow` test (learning, end-to-end) and no
+# `server` one (PostgreSQL, Redis, Chromium); tests/conftest.py sets the tiers. CI runs `make test`.
+test-fast: venv
+	$(BIN)/ruff check ocog_lib ocog_assets tests
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not server"
 
 dev: venv
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
@@ -62,6 +79,14 @@ dev: venv
 dev-pg: venv postgres
 	$(BIN)/python -m ocog_lib.remote.postgres run --data-dir data -- \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# `make dev-pg` with every run's steps on Celery: Redis (data/redis/) and two workers
+# (ocog-w1, ocog-w2; logs in data/celery/) started by PID, the UI started with
+# OCOG_EXECUTOR=celery and the broker URL, all stopped when the UI exits.
+workers: venv postgres redis
+	$(BIN)/python -m ocog_lib.remote.postgres run --data-dir data -- \
+		$(BIN)/python -m ocog_lib.remote.celery_workers run --data-dir data --workers 2 -- \
+		env --default-signal=INT,TERM $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 lint: venv
 	$(BIN)/ruff check ocog_lib ocog_assets tests

@@ -1,4 +1,4 @@
-"""`ocog demo`: the embedded sample's asset graph, run in-process on the real instance.
+"""`ocog demo`: the embedded sample's asset graph, run by Dagster like runs from the UI.
 
 Dagster runs one partition key per run and a job covers one partitions definition, so the
 sample is a plan of runs: each sample tile, then dataset=sample, then each variant (COGs,
@@ -6,8 +6,13 @@ then benchmarks), a short search and grid on local storage, brief training under
 loader configs, the HDF5 package, and the embeddings (a brief encoder, every patch keyed
 by H3 cell, the HNSW index, retrieval quality; then `ocog similar` answers) and the
 compressed archive (a brief codec and hash head, every patch as a bitstream and a hash
-code, hash retrieval quality; then `ocog similar --by hash` answers). The runs
-land in the instance at $DAGSTER_HOME and show in the UI like any other.
+code, hash retrieval quality; then `ocog similar --by hash` answers).
+
+The demo starts `dagster dev` on the instance at $DAGSTER_HOME (127.0.0.1, a free port,
+stopped by PID when the demo ends), submits each wave of the plan over GraphQL into the
+run queue, and waits for it: the daemon launches the runs (4 at once at most, the pools
+keep DuckDB writes and measurements serial), so they carry the code location's origin
+and the UI lists them on each job's Runs tab, the timeline and the asset pages.
 `remote_variants` (and the remote partitions of search and training) need the S3
 endpoint, which outlives a run: materialize them from the UI or the CLI once
 `ocog s3 serve` (or a configured endpoint) is up.
@@ -19,8 +24,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ocog_assets.definitions import defs
 from ocog_assets.defs.benchmarks.jobs import stream_benchmarks_job
+from ocog_assets.defs.common.executors import MULTIPROCESS, executor_kind
 from ocog_assets.defs.common.partitions import SENSOR_TILE, VARIANTS
 from ocog_assets.defs.compression.jobs import compression_job
 from ocog_assets.defs.data.jobs import prepared_datasets_job, raw_scenes_job
@@ -30,29 +35,41 @@ from ocog_assets.defs.packaging.jobs import hdf5_packages_job
 from ocog_assets.defs.search.jobs import grid_results_job, search_results_job
 from ocog_assets.defs.training.jobs import trained_models_job
 from ocog_assets.defs.variants.jobs import cog_variants_job
+from ocog_assets.queued_runs import LOCATION, PlannedRun, RunQueue
 from ocog_lib.errors import InputError
+from ocog_lib.remote.dagster_services import DagsterService, ServiceSpec
 
-# The step-by-step event log stays in the instance (and the UI); the terminal gets warnings.
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+# The step-by-step event log stays in the instance (and the UI); the run's stdout gets
+# warnings.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+Key = str | dg.MultiPartitionKey
 
 
-def sample_plan(tiles: list[str]) -> list[tuple[str, str | dg.MultiPartitionKey]]:
-    """(job name, partition key) for every run the sample needs, in dependency order."""
-    plan: list[tuple[str, str | dg.MultiPartitionKey]] = [(raw_scenes_job.name, t) for t in tiles]
-    plan.append((prepared_datasets_job.name, "sample"))
-    plan += [(cog_variants_job.name, dg.MultiPartitionKey({"dataset": "sample", "variant": v}))
-             for v in VARIANTS]
-    plan += [(stream_benchmarks_job.name,
-              dg.MultiPartitionKey({"dataset": "sample", "variant": v})) for v in VARIANTS]
-    local = dg.MultiPartitionKey({"dataset": "sample", "storage": "local"})
-    plan += [(search_results_job.name, local), (grid_results_job.name, local)]
-    plan += [(trained_models_job.name,
-              dg.MultiPartitionKey({"dataset": "sample", "loader_config": c}))
-             for c in DEMO_LOADER_CONFIGS]
-    plan.append((hdf5_packages_job.name, "sample"))
-    plan.append((embeddings_job.name, "sample"))
-    plan.append((compression_job.name, "sample"))
-    return plan
+def sample_waves(tiles: list[str]) -> list[list[tuple[str, Key]]]:
+    """(job name, partition key) for every run the sample needs, in waves: a wave needs
+    only the waves before it, and its runs may run at once. The measurements (benchmarks,
+    search, grid) share one wave with nothing else: their pool runs them one at a time."""
+    def sample_by(dim: str, value: str) -> dg.MultiPartitionKey:
+        return dg.MultiPartitionKey({"dataset": "sample", dim: value})
+
+    return [
+        [(raw_scenes_job.name, t) for t in tiles],
+        [(prepared_datasets_job.name, "sample")],
+        [(cog_variants_job.name, sample_by("variant", v)) for v in VARIANTS],
+        [(stream_benchmarks_job.name, sample_by("variant", v)) for v in VARIANTS]
+        + [(search_results_job.name, sample_by("storage", "local")),
+           (grid_results_job.name, sample_by("storage", "local"))],
+        # after the search: local-optimal trains with its winner (best_configs)
+        [(trained_models_job.name, sample_by("loader_config", c)) for c in DEMO_LOADER_CONFIGS]
+        + [(hdf5_packages_job.name, "sample"), (embeddings_job.name, "sample"),
+           (compression_job.name, "sample")],
+    ]
+
+
+def sample_plan(tiles: list[str]) -> list[tuple[str, Key]]:
+    """Every run of `sample_waves`, in an order that respects its dependencies."""
+    return [run for wave in sample_waves(tiles) for run in wave]
 
 
 # training compares loader configs; the remote two need the S3 endpoint (see the module doc)
@@ -64,13 +81,20 @@ def _seconds() -> float | None:
     return float(raw) if raw else None
 
 
+def smoke() -> bool:
+    """$OCOG_DEMO_SMOKE=1: the demo as a smoke run (the test suite's): every run, but the
+    benchmarks skip their data-wait measurement and the search its DataLoader processes."""
+    return os.environ.get("OCOG_DEMO_SMOKE", "") not in ("", "0")
+
+
 def _demo_op_config(job_name: str) -> dict | None:
     """Short versions of the search, grid and training: the demo shows them, it does not
     tune anything (run the assets with their defaults for that)."""
     seconds = _seconds()
     if job_name == search_results_job.name:
-        return {"search_results": {"config": {"trials": 3, "seconds": seconds or 1.5,
-                                               "warmup_seconds": 0.3}}}
+        search = {"trials": 3, "seconds": seconds or 1.5, "warmup_seconds": 0.3}
+        return {"search_results": {"config": {**search, **({"max_workers": 0} if smoke()
+                                                            else {})}}}  # fmt: skip
     if job_name == grid_results_job.name:
         # the named variants (already written) x the two samplers: no new COGs to write
         return {"grid_results": {"config": {"var1": "variant", "var2": "sampler", "repeats": 1,
@@ -88,14 +112,28 @@ def _demo_op_config(job_name: str) -> dict | None:
     return None
 
 
+def _execution() -> dict:
+    """On the default executor, one process per run (its steps in it, not a spawned
+    process each, every one importing the code location); $OCOG_EXECUTOR's others as set."""
+    if executor_kind() != MULTIPROCESS:
+        return {}
+    return {"execution": {"config": {"in_process": {}}}}
+
+
 def _run_config(job_name: str) -> dict:
-    """Quiet console; benchmarks in their quick profile, or $OCOG_BENCH_SECONDS per run."""
+    """What a demo run launches with: its ops' config and the executor's."""
+    return {**_op_run_config(job_name), **_execution()}
+
+
+def _op_run_config(job_name: str) -> dict:
+    """Quiet console; benchmarks in their quick profile, or $OCOG_BENCH_SECONDS per
+    measurement."""
     ops = _demo_op_config(job_name)
     if ops is not None:
         return {**_QUIET, "ops": ops}
     if job_name != stream_benchmarks_job.name:
         return _QUIET
-    bench: dict = {"quick": True}
+    bench: dict = {"quick": True, **({"step_ms": 0.0} if smoke() else {})}
     if os.environ.get("OCOG_BENCH_SECONDS"):
         bench["seconds"] = float(os.environ["OCOG_BENCH_SECONDS"])
     return {**_QUIET, "ops": {"stream_benchmarks": {"config": bench}}}
@@ -124,18 +162,32 @@ def instance_from_env() -> dg.DagsterInstance:
 
 def materialize_sample(instance: dg.DagsterInstance | None = None,
                        progress: Callable[[str], None] = print) -> list[str]:
-    """Run the sample plan; returns run ids. Stops at the first failed run (raises)."""
+    """Run the sample plan, wave by wave, through `dagster dev`; returns the run ids.
+    Stops at the first failed run (RunFailed names it) and stops the servers either way."""
     own = instance is None
     instance = instance or instance_from_env()
     try:
-        run_ids = []
-        for job_name, key in sample_plan(register_sample_tiles(instance)):
-            progress(f"{job_name} [{key}] ...")
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, partition_key=str(key), run_config=_run_config(job_name))
-            progress(f"{job_name} [{key}] done, run {result.run_id}")
-            run_ids.append(result.run_id)
-        return run_ids
+        waves = sample_waves(register_sample_tiles(instance))
+        with _services(instance, progress) as service:
+            queue = RunQueue(instance, service.spec.host, service.port, alive=service.exited)
+            run_ids = []
+            for wave in waves:
+                planned = [PlannedRun(job, key, _run_config(job)) for job, key in wave]
+                run_ids += queue.run_wave(planned, progress)
+            return run_ids
     finally:
         if own:
             instance.dispose()
+
+
+def _services(instance: dg.DagsterInstance, progress: Callable[[str], None]) -> DagsterService:
+    """`dagster dev` on this instance, started and loaded (its log: $DAGSTER_HOME/ocog_demo)."""
+    home = Path(instance.root_directory)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # not $DAGSTER_HOME/logs: Dagster's telemetry moves what it finds there
+    service = DagsterService(ServiceSpec(WORKSPACE), home / "ocog_demo" / "dagster_dev.log",
+                             env=env)
+    progress(f"starting dagster dev on {instance.root_directory} ...")
+    service.start(LOCATION)
+    progress(f"dagster dev up at {service.url} (pid {service.pid}); submitting the runs")
+    return service

@@ -464,6 +464,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        13,
+        "lineage: content_hash (ocog_lib.data.lineage) of the variant, package or archive "
+        "each measurement row measured",
+        # variant_stats: the variant's hash, to go from a row's hash to its variant
+        (
+            "ALTER TABLE variant_stats ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE stream_benchmarks ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE search_trials ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE grid_cells ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE training_runs ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE tile_benchmarks ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE area_benchmarks ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE retrieval_quality ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE retrieval_benchmarks ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+            "ALTER TABLE compressed_archives ADD COLUMN IF NOT EXISTS content_hash VARCHAR",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

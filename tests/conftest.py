@@ -11,6 +11,22 @@ from ocog_lib.data.manifest import DatasetManifest
 
 TINY_SAMPLE = dict(bench_size=512, n_bench=2, scene_size=512)
 
+# Fixtures that start a server program outside Python (PostgreSQL, Redis, Chromium): a
+# test using one is in the `server` tier (`make test-fast` leaves it out; `make test` runs
+# every tier).
+SERVER_FIXTURES = frozenset({"postgres_server", "redis_server", "chromium"})
+
+
+def tier_marks(fixturenames: list[str] | tuple[str, ...]) -> set[str]:
+    """The tiers a test joins by the fixtures it uses (besides its own `slow` mark)."""
+    return {"server"} if SERVER_FIXTURES.intersection(fixturenames) else set()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for mark in tier_marks(getattr(item, "fixturenames", ())):
+            item.add_marker(mark)
+
 
 @dataclass(frozen=True)
 class TinySample:

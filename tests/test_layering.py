@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: dict[str, int] = {
     "foundation": 0,
     "storage": 1, "results": 1,
-    "data": 2,
+    "data": 2, "result_columns": 2,
     "cog": 3,
     "stream": 4, "remote": 4,
     "hdf5": 5, "train": 5, "cube": 5, "embed": 5,

@@ -74,3 +74,18 @@ def test_close_and_join_ends_a_pool_whose_workers_ignore_sigterm():
                           timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(sum(abs(i) for i in range(-50, 50)))
+
+
+def test_server_tests_join_the_server_tier_by_their_fixtures():
+    """`make test-fast` leaves out `-m server`: a test is there by the fixtures it uses."""
+    from tests.conftest import SERVER_FIXTURES, tier_marks
+
+    assert {"postgres_server", "redis_server", "chromium"} <= SERVER_FIXTURES
+    assert tier_marks(["tmp_path", "postgres_server"]) == {"server"}
+    assert tier_marks(("chromium",)) == {"server"}
+    assert tier_marks(["tmp_path", "tiny_sample"]) == set()
+    makefile = (ROOT / "Makefile").read_text()
+    fast = makefile.split("\ntest-fast:", 1)[1].split("\n\n", 1)[0]
+    assert '-m "not slow and not server"' in fast
+    full = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert " -m " not in full  # CI's `make test` runs every tier

@@ -242,6 +242,6 @@ def area_rows_for_db(result, host: dict, git_sha: str | None) -> list[dict]:
         row = asdict(a)
         note = row.pop("note")
         out.append({**row, "run_id": result.run_id, "measured_at": now, "git_sha": git_sha,
-                    "host": host,
+                    "host": host, "content_hash": result.content_hash,
                     "config": {**config, **({"note": note} if note else {})}})  # fmt: skip
     return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ocog_lib.errors import InputError
+
 # The same memory for everyone: GDAL's block cache (reference) = the engine's tile cache.
 DEFAULT_CACHE_MB = 128
 BEST_REUSE = 8  # windows per decoded tile for the "best" rows
@@ -36,6 +38,28 @@ class CompareConfig:
     # beside each plain ocog row, the same in these output dtypes (the toolkit's loader
     # hands out float32: the like-for-like row); () = the source dtype only
     out_dtypes: tuple[str, ...] = ("float32",)
+    # scaling with cores: one more plain ocog row per sampler and setting (decode threads
+    # per process x DataLoader processes, see `scaling_settings`); () and () = no sweep
+    sweep_threads: tuple[int, ...] = ()
+    sweep_workers: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(t, int) or t < 1 for t in self.sweep_threads):
+            raise InputError(f"sweep_threads {self.sweep_threads}", "threads are counts >= 1")
+        if any(not isinstance(w, int) or w < 0 for w in self.sweep_workers):
+            raise InputError(f"sweep_workers {self.sweep_workers}",
+                             "workers are counts >= 0 (0: threads in this process)")  # fmt: skip
+
+    def scaling_settings(self) -> tuple[tuple[int, int], ...]:
+        """(threads, workers) of the sweep: every pair of the two lists (threads 1 when
+        only workers are swept, workers 0 when only threads are), the 1-core baseline
+        (1 thread, the fewest workers) first; () without a sweep."""
+        if not self.sweep_threads and not self.sweep_workers:
+            return ()
+        workers = tuple(dict.fromkeys(self.sweep_workers or (0,)))
+        pairs = [(t, w) for w in workers for t in dict.fromkeys(self.sweep_threads or (1,))]
+        baseline = (1, min(workers))
+        return (baseline, *(p for p in pairs if p != baseline))
 
     @classmethod
     def quick(cls, **overrides) -> CompareConfig:

@@ -16,7 +16,7 @@ import psutil
 
 from ocog_lib.bench.measure import config_dict, patch_bytes, run_ocog
 from ocog_lib.bench.rows import StreamRow, format_rows
-from ocog_lib.data.locate import bench_files
+from ocog_lib.data.locate import bench_files, variant_content_hash
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 from ocog_lib.stream.config import StreamConfig
@@ -55,6 +55,7 @@ def bench_epochs(dataset: str, engine: StreamConfig, cfg: EpochBenchConfig,
     """One row per epoch length, shortest first, in this process."""
     settings = settings or Settings.from_env()
     images, masks = bench_files(dataset, cfg.variant, settings)
+    content = variant_content_hash(dataset, cfg.variant, settings)
     r = open_raster(images[0])
     pb = patch_bytes(len(engine.bands) if engine.bands else r.bands, engine.patch_size,
                      r.dtype.itemsize)  # fmt: skip
@@ -74,7 +75,7 @@ def bench_epochs(dataset: str, engine: StreamConfig, cfg: EpochBenchConfig,
             mb_per_s=m.samples_per_s * pb / 1e6, startup_s=first,
             cache_hit_rate=m.cache_hit_rate, batch_mix=m.batch_mix, peak_rss_mb=m.peak_rss_mb,
             samples=m.samples, seconds=m.seconds, config=config, variant=cfg.variant,
-            sampler=sc.sampler, loader="ocog"))  # fmt: skip
+            sampler=sc.sampler, loader="ocog", content_hash=content))  # fmt: skip
     return EpochRun(uuid.uuid4().hex[:12], dataset, cfg, tuple(rows))
 
 

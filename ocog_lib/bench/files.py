@@ -8,6 +8,7 @@ first n of a folder of generated COGs (256 x 256 x 4 uint16, ZSTD + predictor 2,
 ways, each in this process: `cold` (no index: every header parsed), `build` (an empty
 index, written at the end) and `warm` (that index: no header read). A row: time to the
 first batch (headers, windows, plan and the first batch), header bytes read, index hits.
+The same files from S3 through the WAN shaper: `files_remote` (`--remote`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,12 +38,25 @@ class FilesBenchConfig:
     counts: tuple[int, ...] = COUNTS  # files per row
     patch_size: int = 64
     batch_size: int = 32
+    # from S3 through the WAN shaper (files_remote), the same link as `bench compare --remote`
+    remote: bool = False
+    rtt_ms: float = 30.0
+    cap_mb_s: float = 100.0
+    bucket: str | None = None  # None: $OCOG_S3_BUCKET (default "ocog"), see remote.session
+    upload_threads: int = 16  # PUTs in flight when the bucket lacks some of the files
 
     def __post_init__(self) -> None:
         if not self.counts or any(not isinstance(n, int) or n < 1 for n in self.counts):
             raise InputError(f"counts {self.counts}", "give one or more file counts >= 1")
         if not 1 <= self.patch_size <= FILE_PX:
             raise InputError(f"patch_size {self.patch_size}", f"must be 1..{FILE_PX} px")
+        if self.rtt_ms < 0 or not self.cap_mb_s > 0 or self.upload_threads < 1:
+            raise InputError(f"rtt_ms {self.rtt_ms}, cap_mb_s {self.cap_mb_s}, upload_threads "
+                             f"{self.upload_threads}", "need rtt >= 0, cap > 0, threads >= 1")
+
+    @property
+    def storage(self) -> str:
+        return "remote" if self.remote else "local"
 
 
 @dataclass(frozen=True)
@@ -49,10 +64,14 @@ class FilesRun:
     run_id: str
     config: FilesBenchConfig
     rows: tuple[StreamRow, ...]
+    upload: dict | None = None  # remote: objects, how many were put this run, seconds
 
     def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "dataset": "bench_files", "storage": "local",
-                "files": asdict(self.config), "rows": [asdict(r) for r in self.rows]}  # fmt: skip
+        out = {"run_id": self.run_id, "dataset": "bench_files", "storage": self.config.storage,
+               "files": asdict(self.config), "rows": [asdict(r) for r in self.rows]}  # fmt: skip
+        if self.upload is not None:
+            out["upload"] = self.upload
+        return out
 
 
 def bench_files_folder(settings: Settings, count: int, progress=None) -> list[str]:
@@ -85,7 +104,10 @@ def _write_small_cog(path: Path, pixels: np.ndarray) -> None:
 
 def bench_many_files(cfg: FilesBenchConfig, settings: Settings | None = None,
                      progress=None) -> FilesRun:  # fmt: skip
-    """Per count, the cold, build and warm rows (see the module)."""
+    """Per count, the cold, build and warm rows (see the module); from S3:
+    `files_remote.bench_remote_files`."""
+    if cfg.remote:
+        raise InputError("FilesBenchConfig(remote=True)", "run it with bench_remote_files")
     settings = settings or Settings.from_env()
     rows = []
     for n in sorted(cfg.counts):
@@ -95,29 +117,41 @@ def bench_many_files(cfg: FilesBenchConfig, settings: Settings | None = None,
             for mode in MODES:
                 if progress:
                     progress(f"{n} files, {mode}")
-                rows.append(_first_batch(paths, cfg, mode, None if mode == "cold" else index))
+                rows.append(first_batch_row(paths, cfg, mode, None if mode == "cold" else index))
     return FilesRun(uuid.uuid4().hex[:12], cfg, tuple(rows))
 
 
-def _first_batch(paths: list[str], cfg: FilesBenchConfig, mode: str,
-                 index: Path | None) -> StreamRow:  # fmt: skip
+def first_batch_row(paths: list[str], cfg: FilesBenchConfig, mode: str, index: Path | None,
+                    wire: Callable | None = None) -> StreamRow:  # fmt: skip
+    """One row: open `paths` (URIs too) on `index` and take the first batch. `wire`: the
+    shaper's counters (remote), read before, after the open and after the first batch."""
     from ocog_lib.stream.dataset import CogStream
 
     sc = StreamConfig(patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                       length=cfg.batch_size * 4,
                       header_index=None if index is None else str(index))  # fmt: skip
+    marks = [wire()] if wire else []
     t0 = time.perf_counter()
     stream = CogStream(paths, None, sc)
     try:
         opened = time.perf_counter() - t0
+        marks += [wire()] if wire else []
         batch = next(iter(stream.loader()))
         first = time.perf_counter() - t0
+        marks += [wire()] if wire else []
     finally:
         stream.close()
     st = stream.open_stats
     config = {"files": len(paths), "mode": mode, "open_s": opened, "first_batch_s": first,
               "header_bytes": st.header_bytes_fetched, "index_hits": st.hits,
+              "index_stale": st.stale, "probe_requests": st.probe_requests,
               "patch_size": cfg.patch_size, "batch_size": cfg.batch_size}  # fmt: skip
+    if marks:  # what crossed the link: the open (headers or version checks), to the batch
+        opening, total = marks[1] - marks[0], marks[2] - marks[0]
+        config |= {"wire_bytes_open": opening.bytes_down, "requests_open": opening.requests,
+                   "wire_bytes_first_batch": total.bytes_down,
+                   "requests_first_batch": total.requests, "rtt_ms": cfg.rtt_ms,
+                   "cap_mb_s": cfg.cap_mb_s}  # fmt: skip
     n = int(batch["image"].shape[0])
     return StreamRow(name=f"ocog files {len(paths)} {mode}", samples_per_s=0.0, mb_per_s=0.0,
                      startup_s=first, cache_hit_rate=None, batch_mix=None, peak_rss_mb=0.0,
@@ -126,5 +160,15 @@ def _first_batch(paths: list[str], cfg: FilesBenchConfig, mode: str,
 
 
 def format_files(run: FilesRun) -> str:
-    """The rows: first batch (start s), header bytes, index hits."""
-    return format_rows(run.to_dict()["rows"], extra=("files", "header_bytes", "index_hits"))
+    """The rows: first batch (start s), header bytes, index hits (remote: a line naming the
+    link, and the bytes and requests the open sent over it)."""
+    rows = run.to_dict()["rows"]
+    if not run.config.remote:
+        return format_rows(rows, extra=("files", "header_bytes", "index_hits"))
+    c = run.config
+    extra = ("files", "header_bytes", "index_hits", "index_stale", "wire_bytes_open",
+             "requests_open")  # fmt: skip
+    up = run.upload or {}
+    return (f"storage remote: S3 through the shaper, RTT {c.rtt_ms:g} ms, cap "
+            f"{c.cap_mb_s:g} MB/s; {up.get('put', 0)} of {up.get('objects', 0)} objects put "
+            f"({up.get('seconds', 0.0):.1f} s)\n" + format_rows(rows, extra=extra))

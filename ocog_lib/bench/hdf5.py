@@ -220,7 +220,7 @@ def _local_run(
     }
     name = f"hdf5 {comp} {sampler}"
     return PlannedRun(name, "hdf5", f"hdf5_{comp}", sampler, run, pkg.image_bytes_per_sample,
-                      config, title=name)  # fmt: skip
+                      config, title=name, content_hash=pkg.content_hash)  # fmt: skip
 
 
 def _package_batches(path: Path, batch_size: int, workers: int, hcfg: Hdf5BenchConfig):

@@ -29,8 +29,15 @@ from ocog_lib.bench.measure import (
     run_reference,
 )
 from ocog_lib.bench.plan import PlannedRun, run_interleaved
-from ocog_lib.bench.rows import LIMIT_LOADERS, BenchRow, Comparison, StreamRow, StreamRun
-from ocog_lib.data.locate import bench_files
+from ocog_lib.bench.rows import (
+    LIMIT_LOADERS,
+    BenchRow,
+    Comparison,
+    StreamRow,
+    StreamRun,
+    set_content_hashes,
+)
+from ocog_lib.data.locate import bench_files, variant_content_hash
 from ocog_lib.env import gdal_cache_of_config
 from ocog_lib.settings import Settings
 from ocog_lib.stream.config import StreamConfig
@@ -83,10 +90,11 @@ def compare(
     say = progress or (lambda _msg: None)
     # the reference default config always runs on the default variant: the yardstick
     files = {v: bench_files(cfg.dataset, v, settings) for v in {"default", *cfg.variants}}
+    hashes = {v: variant_content_hash(cfg.dataset, v, settings) for v in files}
     patch = {v: _patch_bytes_of(images[0], cfg.patch_size) for v, (images, _) in files.items()}
     scenes = _Scenes(cfg, files, cfg.threads or (os.cpu_count() or 1), patch)
     peers = _peer_plan(scenes, settings, say)
-    plan = [*_reference_runs(scenes), *_ocog_runs(scenes), *peers.runs]
+    plan = [*_reference_runs(scenes), *_ocog_runs(scenes), *_scaling_runs(scenes), *peers.runs]
     results = run_interleaved(plan, cfg.repeats, say)
     limits = _limit_rows(scenes, say)
     rows = [run.row(ms) for run, ms in zip(plan, results, strict=True)]
@@ -94,6 +102,8 @@ def compare(
         _attach_data_wait(rows, scenes, say)
     rows.extend(limits.values())
     _set_ratios(rows, limits)
+    _set_scaling(rows)
+    set_content_hashes(rows, hashes)
     return Comparison(
         run_id=uuid.uuid4().hex[:12],
         dataset=cfg.dataset,
@@ -172,6 +182,66 @@ def _ocog_runs(scenes: _Scenes) -> list[PlannedRun]:
     return out
 
 
+def _scaling_runs(scenes: _Scenes) -> list[PlannedRun]:
+    """The cores sweep (`CompareConfig.scaling_settings`): per variant, sampler and setting
+    a plain ocog row in the source dtype, named by its threads (and workers), recording the
+    cores it may use: threads x processes, capped at the machine's."""
+    cfg = scenes.cfg
+    cores = os.cpu_count() or 1
+    out = []
+    for v in cfg.variants:
+        for s in cfg.samplers:
+            for threads, workers in cfg.scaling_settings():
+                sc = replace(scenes.stream_config(s, 1), threads=threads, workers=workers)
+                run = partial(
+                    run_ocog, scenes.images(v), scenes.masks(v), sc, min_seconds=cfg.seconds,
+                    warmup_seconds=cfg.warmup_seconds, warmup_covers_startup=True,
+                )  # fmt: skip
+                label = f"ocog {s} threads {threads}" + (f" workers {workers}" if workers else "")
+                config = {**config_dict(sc), "scaling": True, "machine_cores": cores,
+                          "cores_used": min(cores, threads * max(1, workers))}  # fmt: skip
+                out.append(PlannedRun(label, "ocog", v, s, run, scenes.patch[v], config))
+    return out
+
+
+def _set_scaling(rows: list[BenchRow]) -> None:
+    """Sweep rows: samples/s per core, and the scaling efficiency against the 1-core row of
+    the same variant and sampler (samples/s / (cores used x the 1-core row's samples/s))."""
+    sweep = [r for r in rows if r.config.get("scaling")]
+    base: dict[tuple[str, str], float] = {}
+    for r in sweep:  # the first 1-core row: the baseline setting comes first
+        if r.config["cores_used"] == 1:
+            base.setdefault((r.variant, r.sampler), r.samples_per_s)
+    for row in sweep:
+        cores, one = row.config["cores_used"], base.get((row.variant, row.sampler))
+        row.config = {
+            **row.config,
+            "samples_per_s_per_core": row.samples_per_s / cores,
+            "scaling_efficiency": row.samples_per_s / (cores * one) if one else None,
+        }
+
+
+def format_scaling(result: Comparison) -> str:
+    """The sweep's rows as a table of their own ("" without a sweep): cores used,
+    samples/s, per core, and the efficiency against the 1-core row."""
+    sweep = [r for r in result.rows if r.config.get("scaling")]
+    if not sweep:
+        return ""
+    head = ("name", "variant", "cores", "samples/s", "per core", "efficiency")
+    table = [head] + [
+        (r.name, r.variant, str(r.config["cores_used"]), f"{r.samples_per_s:.0f}",
+         f"{r.config['samples_per_s_per_core']:.0f}",
+         "-" if r.config["scaling_efficiency"] is None else f"{r.config['scaling_efficiency']:.2f}")
+        for r in sweep
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in table]  # fmt: skip
+    machine = sweep[0].config["machine_cores"]
+    return f"scaling with cores (this machine: {machine}):\n" + "\n".join(lines)
+
+
 def _limit_rows(scenes: _Scenes, say: Callable[[str], None]) -> dict[tuple[str, str], BenchRow]:
     """Limits for the same windows each sampler draws (decode; memory for uncompressed)."""
     cfg = scenes.cfg
@@ -231,7 +301,7 @@ def _memory_limit(scenes: _Scenes, variant: str, r0) -> Callable:
 def _attach_data_wait(rows: list[BenchRow], scenes: _Scenes, say: Callable[[str], None]) -> None:
     """Data-wait for the reference configs and our fastest row, at the same step time."""
     cfg = scenes.cfg
-    ours = [i for i, r in enumerate(rows) if r.loader == "ocog"]
+    ours = [i for i, r in enumerate(rows) if r.loader == "ocog" and not r.config.get("scaling")]
     picks = [i for i, r in enumerate(rows) if r.loader == "reference"]
     if ours:
         picks.append(max(ours, key=lambda i: rows[i].samples_per_s))
@@ -307,6 +377,7 @@ def bench_stream(
     """
     settings = settings or Settings.from_env()
     images, masks = bench_files(dataset, variant, settings)
+    content = variant_content_hash(dataset, variant, settings)
     b = engine.batch_size
     sc = replace(engine, length=length or int(max(2000, 4000 * (seconds + 3)) // b * b))
     m = run_ocog(images, masks, sc, min_seconds=seconds)
@@ -332,6 +403,7 @@ def bench_stream(
         sampler=sc.sampler,
         loader="ocog",
         data_wait_fraction=wait,
+        content_hash=content,
     )
     return StreamRun(uuid.uuid4().hex[:12], dataset, row, step_ms)
 

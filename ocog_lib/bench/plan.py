@@ -28,6 +28,7 @@ class PlannedRun:
     patch_bytes: int  # decoded bytes of one sample (for MB/s)
     config: dict = field(default_factory=dict)
     title: str = ""  # progress text; default "<name> on <variant>"
+    content_hash: str | None = None  # of what it reads when not its variant (a package)
 
     @property
     def progress(self) -> str:
@@ -37,7 +38,7 @@ class PlannedRun:
         """The row of this run's repeats (`config`: the row's, default the plan's)."""
         return BenchRow.from_repeats(
             self.name, self.loader, self.variant, self.sampler, ms, self.patch_bytes,
-            self.config if config is None else config,
+            self.config if config is None else config, self.content_hash,
         )  # fmt: skip
 
 

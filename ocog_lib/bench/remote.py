@@ -35,8 +35,8 @@ from ocog_lib.bench.measure import (
     run_reference,
 )
 from ocog_lib.bench.plan import PlannedRun, run_interleaved
-from ocog_lib.bench.rows import BenchRow, Comparison, Link
-from ocog_lib.data.locate import bench_files
+from ocog_lib.bench.rows import BenchRow, Comparison, Link, set_content_hashes
+from ocog_lib.data.locate import bench_files, variant_content_hash
 from ocog_lib.env import gdal_cache_of_config, scoped_env
 from ocog_lib.remote.session import RemoteSession, remote_session, shaped_link
 from ocog_lib.settings import Settings
@@ -117,6 +117,7 @@ def compare_remote(
     cfg = _with_patch_sized_variant(cfg, settings, say)
     names = _variants_of(cfg)
     local = {v: bench_files(cfg.dataset, v, settings)[0] for v in names}
+    hashes = {v: variant_content_hash(cfg.dataset, v, settings) for v in names}
     parsed = {v: [open_raster(path) for path in local[v]] for v in names}
     patch = {
         v: patch_bytes(rs[0].bands, cfg.patch_size, rs[0].dtype.itemsize)
@@ -142,6 +143,7 @@ def compare_remote(
     decode = _decode_limits(variants, say)
     limit_rows = _link_limit_rows(cfg, (*names, *hdf5_ratio), ratios, patch)
     _set_ratios(cfg, rows, ratios, patch, decode)
+    set_content_hashes([*rows, *limit_rows], hashes)
     return Comparison(
         run_id=uuid.uuid4().hex[:12],
         dataset=cfg.dataset,
@@ -365,7 +367,8 @@ def _hdf5_runs(
         }
         name = f"hdf5 {pkg.compression} {s}"
         out.append(PlannedRun(name, "hdf5", f"hdf5_{pkg.compression}", s, run,
-                              pkg.image_bytes_per_sample, config, title=name))  # fmt: skip
+                              pkg.image_bytes_per_sample, config, title=name,
+                              content_hash=pkg.content_hash))  # fmt: skip
     return out
 
 

@@ -61,6 +61,7 @@ import numpy as np
 
 from ocog_lib.compress.hamming import hamming_search
 from ocog_lib.compress.mih import MultiIndex
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 
@@ -144,6 +145,7 @@ class RetrievalRow:
     encode_ms_per_item: float | None = None
     dataset: str | None = None
     extra: dict = field(default_factory=dict)  # into the row's config JSON
+    content_hash: str | None = None  # quality: the codec model file's (data.lineage)
 
 
 @dataclass(frozen=True)
@@ -412,7 +414,8 @@ def bench_retrieval_quality(codec_model_paths: Sequence[str | Path], embed_model
         _check_pair(loaded.meta, data.raw.shape, encoder, emeta, embed_model_path)
         key = f"{loaded.meta['dataset']}/{loaded.meta['variant']}".encode() + data.windows.tobytes()
         fresh = key not in floats
-        new = _quality_rows(loaded, data, encoder, emeta, k, dev, fresh)
+        new = [replace(r, content_hash=model_hash(path))
+               for r in _quality_rows(loaded, data, encoder, emeta, k, dev, fresh)]
         if fresh:
             floats[key] = next(r for r in new if r.method == "float_embedding")
         rows += [with_goal(r, floats[key]) for r in new]
@@ -563,7 +566,7 @@ def retrieval_rows_for_db(result: RetrievalBench, host: dict, git_sha: str | Non
                           ) -> list[dict]:  # fmt: skip
     columns = ("kind", "method", "dataset", "n", "bits", "dim", "k", "queries", "build_s",
                "index_bytes", "bytes_per_item", "p50_ms", "p95_ms", "recall_at_k",
-               "precision_at_k", "map_at_k", "encode_ms_per_item")  # fmt: skip
+               "precision_at_k", "map_at_k", "encode_ms_per_item", "content_hash")  # fmt: skip
     return [{"run_id": result.run_id, "git_sha": git_sha, "host": host,
              **{c: getattr(r, c) for c in columns}, "config": {**result.config, **r.extra}}
             for r in result.rows]  # fmt: skip

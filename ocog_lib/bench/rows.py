@@ -41,11 +41,12 @@ class BenchRow:
     data_wait_fraction: float | None = None
     repeats: list[float] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    content_hash: str | None = None  # of the bytes read: the variant's, or the package's
 
     @classmethod
     def from_repeats(
         cls, name: str, loader: str, variant: str, sampler: str,
-        ms: list[Measurement], patch_bytes: int, config: dict,
+        ms: list[Measurement], patch_bytes: int, config: dict, content_hash: str | None = None,
     ) -> BenchRow:  # fmt: skip
         """One row from a loader's interleaved repeats: medians of rates, peaks of memory."""
         sps = statistics.median(m.samples_per_s for m in ms)
@@ -63,7 +64,15 @@ class BenchRow:
             peak_pss_mb=_max_or_none([m.peak_pss_mb for m in ms]),
             repeats=[m.samples_per_s for m in ms],
             config={**config, **_decode_facts(ms)},
+            content_hash=content_hash,
         )
+
+
+def set_content_hashes(rows: list[BenchRow], hashes: dict[str, str]) -> None:
+    """Each row without a content hash of its own (an HDF5 package's) gets its variant's."""
+    for row in rows:
+        if row.content_hash is None:
+            row.content_hash = hashes.get(row.variant)
 
 
 def _decode_facts(ms: list[Measurement]) -> dict:
@@ -170,6 +179,7 @@ class StreamRow:
     sampler: str
     loader: str
     data_wait_fraction: float | None = None  # only with a consumer step time
+    content_hash: str | None = None  # of the variant read (data.lineage)
 
 
 @dataclass(frozen=True)
@@ -294,6 +304,7 @@ def result_rows_for_db(
             "config": json.dumps(r.get("config", {}), sort_keys=True, default=str),
             "host": json.dumps(host, sort_keys=True, default=str),
             "git_sha": git_sha,
+            "content_hash": r.get("content_hash"),
         }
         for r in d["rows"]
     ]

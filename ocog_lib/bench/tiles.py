@@ -48,6 +48,7 @@ from ocog_lib.bench.tile_sites import Site, check_locations, site
 from ocog_lib.cube.expression import Expression
 from ocog_lib.cube.plan import check_resampling
 from ocog_lib.cube.stack import SceneStack
+from ocog_lib.data.lineage import folder_hash
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 
@@ -119,6 +120,7 @@ class TileComparison:
     rows: tuple[TileRow, ...]
     notes: tuple[str, ...] = field(default=())
     areas: tuple = ()  # bench.area.AreaRow, when `area` > 0
+    content_hash: str | None = None  # of a local stack folder (data.lineage); None: remote
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "dataset": self.dataset, "stack": self.stack,
@@ -217,6 +219,7 @@ def compare_tiles(cfg: TileBenchConfig, settings: Settings, progress=None) -> Ti
     _check(cfg)
     say = progress or (lambda _m: None)
     stack = resolve_stack(cfg, settings)
+    content = folder_hash(stack.root) if Path(stack.root).is_dir() else None
     expr = Expression.parse(cfg.expression, stack.bands, stack.aliases)
     zooms = tuple(cfg.zooms) if cfg.zooms else default_zooms(stack, cfg.tms)
     plan = {z: tiles_inside(stack, cfg.tms, z, cfg.tiles) for z in zooms}
@@ -244,7 +247,7 @@ def compare_tiles(cfg: TileBenchConfig, settings: Settings, progress=None) -> Ti
     config = {**asdict(cfg), "zooms": list(zooms), "stack": str(stack.root),
               "sites": tally.sites}  # fmt: skip
     return TileComparison(uuid.uuid4().hex[:12], stack.name, str(stack.root), config, rows,
-                          tuple(notes), areas)  # fmt: skip
+                          tuple(notes), areas, content)  # fmt: skip
 
 
 def _link_facts(where: Site) -> dict:
@@ -505,7 +508,8 @@ def tile_rows_for_db(result: TileComparison, host: dict, git_sha: str | None) ->
                         "max_abs_diff": r.max_abs_diff, "link": sites.get(r.location)},
              "ratio_vs_rio_tiler": r.ratio_vs_rio_tiler, "location": r.location,
              "resampling": r.resampling, "wire_bytes_per_tile": r.wire_bytes_per_tile,
-             "limit_ms": r.limit_ms, "ratio_vs_limit": r.ratio_vs_limit}
+             "limit_ms": r.limit_ms, "ratio_vs_limit": r.ratio_vs_limit,
+             "content_hash": result.content_hash}
             for r in result.rows]  # fmt: skip
 
 

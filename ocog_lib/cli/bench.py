@@ -165,6 +165,17 @@ def _register_files(sub: argparse._SubParsersAction) -> None:
                    help="patch edge in px")
     f.add_argument("--batch-size", type=T.positive_int, default=T.default(*fb, "batch_size"),
                    help="patches per batch")
+    f.add_argument("--remote", action="store_true",
+                   help="read the same files from S3 through the WAN shaper (rows with "
+                   "storage=remote; a fourth row per count, changed: one object rewritten, its "
+                   "index entry re-read): the configured endpoint, else the embedded one "
+                   "(`ocog s3 serve`, or a private one for this run); objects under "
+                   "files/bench_files-<id>/, put once (parallel PUTs, kept while their "
+                   "bytes match)")  # fmt: skip
+    f.add_argument("--rtt-ms", type=T.non_negative_float, default=T.default(*fb, "rtt_ms"),
+                   help=f"remote: delay per request, ms (default: {T.default(*fb, 'rtt_ms'):g})")
+    f.add_argument("--cap-mb-s", type=T.positive_float, default=T.default(*fb, "cap_mb_s"),
+                   help=f"remote: bandwidth cap, MB/s (default: {T.default(*fb, 'cap_mb_s'):g})")
     f.add_argument("--json", action="store_true", help="print one JSON object")
     f.add_argument("--no-record", action="store_true", help="do not append to DuckDB")
     f.set_defaults(func=_cmd_files)
@@ -172,11 +183,14 @@ def _register_files(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_files(args: argparse.Namespace) -> int:
     from ocog_lib.bench.files import FilesBenchConfig, bench_many_files, format_files
+    from ocog_lib.bench.files_remote import bench_remote_files
 
     cfg = FilesBenchConfig(counts=tuple(args.counts), patch_size=args.patch_size,
-                           batch_size=args.batch_size)  # fmt: skip
+                           batch_size=args.batch_size, remote=args.remote,
+                           rtt_ms=args.rtt_ms, cap_mb_s=args.cap_mb_s)  # fmt: skip
     settings = Settings.from_env()
-    result = bench_many_files(cfg, settings, _progress(args))
+    result = (bench_remote_files if args.remote else bench_many_files)(cfg, settings,
+                                                                     _progress(args))
     _print_and_record(result, format_files(result), args, settings)
     return 0
 
@@ -233,12 +247,26 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
         f"{T.constant(_ENDPOINT, 'DEFAULT_BUCKET')}), the variants' objects under "
         "variants/<dataset>/<variant>/",
     )
+    _register_compare_sweep(c)
     c.add_argument("--rtt-ms", type=T.non_negative_float, default=T.default(*_REMOTE, "rtt_ms"),
                    help="remote: delay per request, ms")
     c.add_argument("--caps", type=T.list_of(T.positive_float), default=None,
                    help="remote: comma-separated bandwidth caps in MB/s (default: "
                    f"{','.join(f'{c:g}' for c in T.default(*_REMOTE, 'caps_mb_s'))})")
     c.set_defaults(func=_cmd_compare)
+
+
+def _register_compare_sweep(c: argparse.ArgumentParser) -> None:
+    """`bench compare --threads/--workers`: the cores sweep (CompareConfig.scaling_settings)."""
+    c.add_argument("--threads", type=T.list_of(T.positive_int), default=None,
+                   help="scaling with cores: comma-separated decode threads per process, e.g. "
+                   "1,2,4,8,16: one more plain ocog row per sampler and setting, with cores "
+                   "used, samples/s per core and the efficiency against the 1-core row (a "
+                   "1-thread setting is always added); local only")  # fmt: skip
+    c.add_argument("--workers", type=T.list_of(T.non_negative_int), default=None,
+                   help="scaling with cores: comma-separated DataLoader processes (0 = threads "
+                   "in this process), each setting with every --threads value (1 thread "
+                   "without --threads); local only")  # fmt: skip
 
 
 def _register_tiles(sub: argparse._SubParsersAction) -> None:
@@ -377,18 +405,26 @@ def _progress(args: argparse.Namespace):
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    sweep = {"sweep_threads": tuple(args.threads or ()), "sweep_workers": tuple(args.workers or ())}
     if args.remote:
+        if any(sweep.values()):
+            from ocog_lib.errors import InputError
+
+            raise InputError("--threads/--workers", "the cores sweep runs on local files only")
         return _cmd_compare_remote(args)
     from ocog_lib.bench.config import CompareConfig
     from ocog_lib.bench.hdf5 import compare_with_hdf5
-    from ocog_lib.bench.local import compare
+    from ocog_lib.bench.local import compare, format_scaling
     from ocog_lib.bench.rows import format_comparison
 
-    cfg = replace(CompareConfig.quick() if args.quick else CompareConfig(), **_overrides(args))
+    base = CompareConfig.quick() if args.quick else CompareConfig()
+    cfg = replace(base, **_overrides(args), **sweep)
     settings = Settings.from_env()
     run = compare_with_hdf5 if args.hdf5 else compare
     result = run(cfg, settings, progress=_progress(args))
-    _print_and_record(result, format_comparison(result), args, settings)
+    scaling = format_scaling(result)
+    text = format_comparison(result) + (f"\n\n{scaling}" if scaling else "")
+    _print_and_record(result, text, args, settings)
     return 0
 
 

@@ -188,7 +188,7 @@ def register_variants(subparsers: argparse._SubParsersAction) -> None:
         description="Write COG variants (compression, blocks, predictor, interleave); "
         "list the named profiles and the custom spec syntax.",
     )
-    sub = p.add_subparsers(dest="variants_cmd", required=True, metavar="{write,list}")
+    sub = p.add_subparsers(dest="variants_cmd", required=True, metavar="{write,list,verify}")
     w = sub.add_parser(
         "write", help="write one variant and record its stats",
         description="Write every image and mask of a prepared dataset as COGs under one "
@@ -209,6 +209,24 @@ def register_variants(subparsers: argparse._SubParsersAction) -> None:
     )
     ls.add_argument("--json", action="store_true", help="print one JSON object")
     ls.set_defaults(func=_cmd_variants_list)
+    v = sub.add_parser(
+        "verify", help="re-hash a written variant against its content manifest",
+        description="Re-read every file of a written variant and compare it with the content "
+        "manifest (content.json) written with it; print its content hash, the one every "
+        "measurement row of it names (content_hash), or name each file that changed.",
+    )
+    v.add_argument("--dataset", default="sample", help="prepared dataset")
+    v.add_argument("--variant", required=True, help="a written variant's name")
+    v.set_defaults(func=_cmd_variants_verify)
+
+
+def _cmd_variants_verify(args: argparse.Namespace) -> int:
+    from ocog_lib.data.lineage import verify_folder
+    from ocog_lib.data.locate import variant_folder
+
+    folder = variant_folder(args.dataset, args.variant, Settings.from_env())
+    print(f"{args.dataset}|{args.variant}: content_hash {verify_folder(folder)} ({folder})")
+    return 0
 
 
 def _cmd_variants_list(args: argparse.Namespace) -> int:
@@ -267,10 +285,12 @@ def _cmd_variants_write(args: argparse.Namespace) -> int:
 def register_demo(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="materialize every asset of the sample through Dagster",
-        description="Run the sample's assets in-process against the Dagster instance at "
-        "$DAGSTER_HOME (the runs show in `make dev`'s UI): tiles, dataset, COG variants, "
-        "benchmarks, a short search and grid, brief training under two loader configs, the "
-        "HDF5 package; then print the results tables. "
+        description="Run the sample's assets as real Dagster runs on the instance at "
+        "$DAGSTER_HOME: starts `dagster dev` (127.0.0.1, a free port, stopped when done), "
+        "submits the runs wave by wave to its run queue, so `make dev`'s UI lists them on "
+        "each job's Runs tab: tiles, dataset, COG variants, benchmarks, a short search and "
+        "grid, brief training under two loader configs, the HDF5 package, embeddings and the "
+        "compressed archive; then print the results tables. "
         "$OCOG_BENCH_SIZE sets the benchmark scene size, $OCOG_BENCH_SECONDS the seconds per "
         "benchmark measurement (default: the quick profile).",
     )

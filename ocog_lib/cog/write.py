@@ -40,8 +40,9 @@ from ocog_lib.cog.profiles import (
     validate_profile,
 )
 from ocog_lib.cog.validate import GDAL_ERRORS, check_lossless, first_mismatch, validate_cog
+from ocog_lib.data.lineage import CONTENT_NAME, write_folder_manifest
 from ocog_lib.data.locate import variant_written
-from ocog_lib.data.manifest import DatasetManifest
+from ocog_lib.data.manifest import MANIFEST_NAME, DatasetManifest
 from ocog_lib.env import exact_env
 from ocog_lib.errors import InputError, OcogError
 from ocog_lib.settings import Settings
@@ -366,7 +367,8 @@ def _write_checked(src: Path, dst: Path, prof: CogProfile, check: bool) -> dict:
 def write_variant(
     manifest: DatasetManifest, profile: CogProfile, out_dir: Path, *, check: bool = True
 ) -> tuple[DatasetManifest, list[dict]]:
-    """Every image and mask of a prepared dataset as COGs under `out_dir`, plus its manifest.
+    """Every image and mask of a prepared dataset as COGs under `out_dir`, plus its
+    manifest.json and, last, its content manifest (data.lineage).
 
     With check, each COG must pass validate_cog, for lossless profiles (masks always) match
     its source pixel for pixel, and be decoded by ocog's engine exactly as GDAL reads it;
@@ -376,6 +378,8 @@ def write_variant(
     if manifest.root is not None and out_dir.resolve() == Path(manifest.root).resolve():
         raise InputError(out_dir, "variant folder is the prepared dataset's own folder")
     remove_stale_temps(out_dir)
+    for marker in (MANIFEST_NAME, CONTENT_NAME):  # a rewrite is unwritten until it ends
+        (out_dir / marker).unlink(missing_ok=True)
     masks = mask_profile(profile)
     rows: list[dict] = []
     with cog_writer():  # one writer process for every file
@@ -395,7 +399,8 @@ def write_variant(
         notes=(manifest.notes + f" COG variant '{profile.name}': {profile}").strip(),
     )
     variant.save(out_dir)
-    return variant, rows
+    content = write_folder_manifest(out_dir)  # the hash every measurement of it names
+    return variant, [{**r, "content_hash": content.content_hash} for r in rows]
 
 
 def ensure_variant(dataset: str, spec: str, settings: Settings, *, write: bool = True) -> str:

@@ -55,6 +55,7 @@ from ocog_lib.compress.bitstream import VERSION, decode, decode_latents, encode
 from ocog_lib.compress.hashing import codes_from_bitstreams
 from ocog_lib.compress.metrics import WINDOW, bits_per_pixel, psnr, ssim, to_dn
 from ocog_lib.compress.train import LoadedCodec, ProgressFn, load_codec
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.embed.h3cells import resolution_for
 from ocog_lib.embed.infer import patch_labels, place_windows, raster_place
 from ocog_lib.embed.train import DatasetFiles, dataset_files, normalised
@@ -353,7 +354,8 @@ def _summary_row(b: ArchiveBuild, meta: dict, model_path: str | Path) -> dict:
                 code_bits=b.code_bits, bitstream_bytes=b.bitstream_bytes, bpp=b.bpp,
                 psnr_db=b.psnr_db, ssim=b.ssim, raw_bytes=b.raw_bytes, zstd_bytes=b.zstd_bytes,
                 lerc_zstd_bytes=b.lerc_zstd_bytes, seconds=b.seconds, config=config,
-                git_sha=git_sha(), host=host_facts(), **point)  # fmt: skip
+                git_sha=git_sha(), host=host_facts(), content_hash=model_hash(model_path),
+                **point)  # fmt: skip
 
 
 # --- reading ------------------------------------------------------------------------------

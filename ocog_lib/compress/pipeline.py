@@ -25,6 +25,7 @@ from ocog_lib.compress.bitstream import encode
 from ocog_lib.compress.config import CompressConfig
 from ocog_lib.compress.quality import HASH, RANDOM, HashQuality, hash_quality, held_out_patches
 from ocog_lib.compress.train import CompressResult, ProgressFn, load_codec, train_codec
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.embed.pipeline import QUALITY_K, QUALITY_TABLE, ensure_sample, say_stage
 from ocog_lib.embed.quality import QualityResult, quality_rows
 from ocog_lib.embed.train import normalised
@@ -75,8 +76,9 @@ def decorated(rows: list[dict], meta: dict, model_path: str | Path) -> tuple[dic
                   train_s=meta.get("seconds"), fingerprint=meta.get("fingerprint"),
                   model_path=str(model_path), codec_id=meta.get("codec_id"))  # fmt: skip
     host, sha = host_facts(), git_sha()
-    return tuple(dict(r, run_id=run_id, measured_at=now, config=config, git_sha=sha, host=host)
-                 for r in rows)  # fmt: skip
+    content = model_hash(model_path)
+    return tuple(dict(r, run_id=run_id, measured_at=now, config=config, git_sha=sha, host=host,
+                      content_hash=content) for r in rows)  # fmt: skip
 
 
 def record_hash_quality(model_path: str | Path, settings: Settings | None = None, *,

@@ -2,7 +2,10 @@
 
 A variant lives in `Settings.variant_dir(dataset, variant)` and counts as written once its
 manifest.json is there: write_variant saves the manifest after every file, so a folder
-without one is an interrupted or running write, never a variant to read.
+without one is an interrupted or running write, never a variant to read. Every lookup
+checks the folder against its content manifest (data.lineage): a changed, missing or extra
+file is an InputError naming it, and `variant_content_hash` is what a measurement row of
+the variant records.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from ocog_lib.data.lineage import folder_hash
 from ocog_lib.data.manifest import MANIFEST_NAME, DatasetManifest
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
@@ -45,7 +49,13 @@ def variant_folder(dataset: str, variant: str, settings: Settings) -> Path:
             f"variant '{variant}' of '{dataset}' is not written yet: materialize "
             f"cog_variants[{dataset}|{variant}] (or `ocog variants write`) first",
         )
+    folder_hash(folder)  # the bytes are still the ones written (cheap: sizes and mtimes)
     return folder
+
+
+def variant_content_hash(dataset: str, variant: str, settings: Settings) -> str:
+    """The content hash of a written variant's bytes, checked (see data.lineage)."""
+    return folder_hash(variant_folder(dataset, variant, settings))
 
 
 def _role_paths(manifest: DatasetManifest, role: str) -> VariantPaths:

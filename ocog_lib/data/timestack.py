@@ -59,6 +59,7 @@ import numpy as np
 
 from ocog_lib.atomic import atomic_path, atomic_write_text
 from ocog_lib.data import sample
+from ocog_lib.data.lineage import write_folder_manifest
 from ocog_lib.errors import InputError
 
 FORMAT_VERSION = 1  # bump when the derivation changes: old folders then rebuild
@@ -329,6 +330,7 @@ def _build(out_dir: Path, kind: str, arguments: dict, sources: list[Path],
         built = {"fingerprint": fingerprint, "built_by": __name__, "kind": kind,
                  "format": FORMAT_VERSION, "arguments": arguments}
         atomic_write_text(tmp / "build.json", json.dumps(built, indent=1) + "\n")
+        write_folder_manifest(tmp)  # its content hash, for the rows that measure it
     return out_dir / "stack.json"
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.embed.config import EmbedConfig
 from ocog_lib.embed.vectors import NO_LABEL, EmbeddingSet
 from ocog_lib.settings import Settings
@@ -187,8 +188,9 @@ def record_quality(model_path: str | Path, settings: Settings | None = None, *,
                   train_s=meta.get("seconds"), fingerprint=meta.get("fingerprint"),
                   model_path=str(model_path))  # fmt: skip
     host, sha = host_facts(), git_sha()
-    rows = tuple(dict(r, run_id=run_id, measured_at=now, config=config, git_sha=sha, host=host)
-                 for r in quality_rows(measured))  # fmt: skip
+    content = model_hash(model_path)
+    rows = tuple(dict(r, run_id=run_id, measured_at=now, config=config, git_sha=sha, host=host,
+                      content_hash=content) for r in quality_rows(measured))  # fmt: skip
     results.write_rows(settings.results_db, QUALITY_TABLE, list(rows),
                        replace_where={"dataset": meta["dataset"], "model_id": meta["model_id"],
                                       "k": k})  # fmt: skip

@@ -12,7 +12,9 @@ windows of different splits overlap.
 Writes are atomic: the .h5 and the sidecars go to temporary names; at the end the old .h5
 (the package's commit marker) is removed, the sidecars renamed, then the .h5 renamed. A
 crash leaves the old package, or none, never a new .h5 with half its sidecars; the .h5
-records each sidecar's sha256, so mismatched files are caught on open.
+records each sidecar's sha256, so mismatched files are caught on open. Last comes the
+package's content manifest (`<name>.h5.content.json`, data.lineage): the content hash
+every measurement of the package names (the old one goes before the write starts).
 
 Idempotence: an export whose fingerprint (config, windows, source paths with size and
 mtime) matches the one recorded in an existing, complete package is skipped; a forced
@@ -36,6 +38,7 @@ import numpy as np
 
 from ocog_lib import __version__
 from ocog_lib.atomic import atomic_path
+from ocog_lib.data.lineage import package_hash, package_manifest_path, write_package_manifest
 from ocog_lib.data.locate import variant_folder
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.errors import InputError
@@ -114,6 +117,7 @@ class ExportResult:
     compression: str = "gzip"
     image_bytes_per_sample: int = 0  # one sample of the image modality, decoded
     extra: dict = field(default_factory=dict)
+    content_hash: str | None = None  # of the .h5 and its sidecars (data.lineage)
 
     @property
     def bytes(self) -> int:
@@ -145,6 +149,7 @@ class ExportResult:
             "seconds": self.seconds,
             "skipped": self.skipped,
             "fingerprint": self.fingerprint,
+            "content_hash": self.content_hash,
         }
 
 
@@ -457,6 +462,10 @@ def existing_result(path: Path, fp: str) -> ExportResult | None:
     if not _sidecar_ok(path, recorded):
         return None
     sidecars = {k: Path(L.sidecar_uri(str(path), k)) for k in L.SIDECARS}
+    try:
+        content = package_hash(path, list(sidecars.values()))
+    except InputError:  # its bytes are not the ones written: export it again
+        return None
     return ExportResult(
         path=path,
         sidecars=sidecars,
@@ -473,6 +482,7 @@ def existing_result(path: Path, fp: str) -> ExportResult | None:
         fingerprint=fp,
         compression=stats["compression"],
         image_bytes_per_sample=stats["image_bytes_per_sample"],
+        content_hash=content,
     )
 
 
@@ -567,6 +577,7 @@ def export_hdf5(
         fingerprint=fp,
         compression=cfg.compression,
         image_bytes_per_sample=plan.image_bytes_per_sample,
+        content_hash=package_hash(output, list(sidecars.values())),  # written just now
     )
 
 
@@ -704,6 +715,7 @@ def _write_package(
     import h5py
 
     finals = {k: Path(L.sidecar_uri(str(output), k)) for k in L.SIDECARS}
+    package_manifest_path(output).unlink(missing_ok=True)  # the hash of the old bytes
     with contextlib.ExitStack() as commit:
         tmp_h5 = commit.enter_context(atomic_path(output))
         tmps = {k: commit.enter_context(atomic_path(v)) for k, v in finals.items()}
@@ -725,6 +737,7 @@ def _write_package(
             tmps[kind].write_text(text)
         # commit: drop the old marker now; the exits then rename sidecars, the .h5 last
         output.unlink(missing_ok=True)
+    write_package_manifest(output, list(finals.values()))  # its content hash (data.lineage)
     return finals
 
 

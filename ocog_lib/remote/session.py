@@ -6,6 +6,7 @@ same objects:
 
     s3://<bucket>/variants/<dataset>/<variant>/<path inside the variant folder>
     s3://<bucket>/stacks/<stack>-<folder id>/<path inside the stack folder>   (time stacks)
+    s3://<bucket>/files/<folder name>-<folder id>/<file name>   (`bench files`' small COGs)
 
 (bucket: $OCOG_S3_BUCKET, default "ocog"). A reader uploads what is missing first; an
 object whose size and sha256 match is skipped, so after `remote_variants` ran that costs
@@ -38,6 +39,7 @@ from ocog_lib.settings import Settings
 
 VARIANTS_PREFIX = "variants"
 STACKS_PREFIX = "stacks"
+FILES_PREFIX = "files"
 
 
 def variant_key(dataset: str, variant: str, relpath: str = "") -> str:
@@ -54,6 +56,14 @@ def stack_key(stack: str, folder: str | Path, relpath: str = "") -> str:
     folders holding stacks of one name, e.g. built at two sizes, never share objects)."""
     folder_id = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:8]
     return f"{STACKS_PREFIX}/{stack}-{folder_id}/{relpath.lstrip('/')}"
+
+
+def files_key(folder: str | Path, name: str = "") -> str:
+    """The key of a file of a flat local folder (`bench files`' generated COGs), by the
+    folder's name and an id of its path, as a stack's."""
+    folder = Path(folder).resolve()
+    folder_id = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    return f"{FILES_PREFIX}/{folder.name}-{folder_id}/{name.lstrip('/')}"
 
 
 @dataclass(frozen=True)

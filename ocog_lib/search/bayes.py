@@ -238,6 +238,7 @@ class _Objective:
         except (InputError, OcogError) as exc:
             why = f"variant {cfg.variant_name()} unavailable: {exc}"
             raise _pruned(trial, why) from exc
+        trial.set_user_attr("content_hash", self.files.content_hash(cfg))
         prune = not trial.user_attrs.get("baseline_variant")  # baselines run to the end
 
         def report(step: int, value: float) -> None:

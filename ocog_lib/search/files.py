@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ocog_lib.data.locate import bench_files
+from ocog_lib.data.locate import bench_files, variant_content_hash
 from ocog_lib.errors import InputError
 from ocog_lib.search.space import STORAGES, TrialConfig
 from ocog_lib.settings import Settings
@@ -33,6 +33,7 @@ class VariantFiles:
         self.settings = settings
         self.write_missing = write_missing
         self._files: dict[str, tuple[list[str], list[str]]] = {}
+        self._hashes: dict[str, str] = {}
 
     def files(self, cfg: TrialConfig) -> tuple[list[str], list[str]]:
         from ocog_lib.cog.write import ensure_variant  # GDAL: not at `ocog --help`
@@ -43,7 +44,12 @@ class VariantFiles:
                 ensure_variant(self.dataset, cfg.profile_spec(), self.settings,
                                write=self.write_missing)  # fmt: skip
             self._files[name] = bench_files(self.dataset, name, self.settings)
+            self._hashes[name] = variant_content_hash(self.dataset, name, self.settings)
         return self._files[name]
+
+    def content_hash(self, cfg: TrialConfig) -> str | None:
+        """The content hash of the variant `files(cfg)` returned (None before that)."""
+        return self._hashes.get(cfg.variant_name())
 
 
 class RemoteFiles(VariantFiles):

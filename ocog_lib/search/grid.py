@@ -68,6 +68,7 @@ class GridCell:
     samples_per_s: list[float] = field(default_factory=list)
     mb_per_s: list[float] = field(default_factory=list)
     reason: str | None = None  # why the cell has no measurement
+    content_hash: str | None = None  # of the variant it streamed (data.lineage)
 
     @property
     def mean(self) -> float | None:
@@ -185,6 +186,7 @@ def _measure_cells(result: GridResult, files: VariantFiles, seconds: float,
                                    seed=seed)  # fmt: skip
                 cell.samples_per_s.append(m.samples_per_s)
                 cell.mb_per_s.append(m.mb_per_s)
+                cell.content_hash = files.content_hash(cfg)
             except (InputError, OcogError) as exc:
                 cell.reason = str(exc)
             done += 1
@@ -202,7 +204,7 @@ def _write_cells(result: GridResult, settings: Settings, seconds: float,
             "grid_id": result.grid_id, "dataset": result.dataset, "storage": result.storage,
             "var1": result.var1, "value1": c.value1, "var2": result.var2, "value2": c.value2,
             "repeats": len(c.samples_per_s), "mean_samples_per_s": c.mean,
-            "std_samples_per_s": c.std,
+            "std_samples_per_s": c.std, "content_hash": c.content_hash,
             "mean_mb_per_s": statistics.fmean(c.mb_per_s) if c.mb_per_s else None,
             "config": {**c.config, "samples_per_s": c.samples_per_s, "reason": c.reason,
                        "seconds": seconds, "warmup_seconds": warmup_seconds},

@@ -137,6 +137,7 @@ class TrialRecord:
     warmup_s: float | None = None
     seconds: float | None = None
     worker: str | None = None  # host:pid that ran it
+    content_hash: str | None = None  # of the variant it streamed (data.lineage)
 
 
 def trial_record(ft) -> TrialRecord:
@@ -155,6 +156,7 @@ def trial_record(ft) -> TrialRecord:
         warmup_s=ua.get("warmup_s"),
         seconds=ua.get("seconds"),
         worker=ua.get("worker"),
+        content_hash=ua.get("content_hash"),
     )
 
 
@@ -182,4 +184,5 @@ def trial_row(study: str, dataset: str, storage: str, ft, rec: TrialRecord, host
         "finished_at": utc(ft.datetime_complete),
         "host": host,
         "git_sha": sha,
+        "content_hash": rec.content_hash,
     }

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ocog_lib.atomic import atomic_path
+from ocog_lib.data.locate import variant_content_hash
 from ocog_lib.data.manifest import DatasetManifest
 from ocog_lib.errors import InputError
 from ocog_lib.host import NvmlMonitor
@@ -68,6 +69,7 @@ class TrainResult:
     resumed_from: int = 0
     gpu_util: float | None = None
     loader: dict = field(default_factory=dict)
+    content_hash: str | None = None  # of the variant trained on (data.lineage)
 
 
 # ---- the split ---------------------------------------------------------------------------
@@ -396,6 +398,7 @@ def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: l
            progress: ProgressFn | None = None) -> TrainResult:
     """One process's run; under `launch`, one rank's (`ranks`), in step with the others."""
     manifest = DatasetManifest.load(settings.variant_dir(cfg.dataset, loader.variant))
+    content = variant_content_hash(cfg.dataset, loader.variant, settings)
     device = ranks.device(pick_device(cfg.device))
     data = _prepare(cfg, loader, manifest, images, masks, device, ranks)
     ckpt = checkpoint_path(settings, cfg.dataset, cfg.loader_config)
@@ -412,8 +415,10 @@ def _train(cfg: TrainConfig, settings: Settings, loader: LoaderConfig, images: l
     finally:
         data.stream.close()
         util = monitor.stop() if monitor is not None else ()
-    return _finish(cfg, data, run, device, ckpt.with_name("model.pt") if ranks.main else None,
-                   resumed_from, util, loader)
+    result = _finish(cfg, data, run, device, ckpt.with_name("model.pt") if ranks.main else None,
+                     resumed_from, util, loader)
+    result.content_hash = content
+    return result
 
 
 def _finish(cfg: TrainConfig, data: _Data, run: _Run, device: torch.device,
@@ -454,6 +459,7 @@ def train_and_record(cfg: TrainConfig, settings: Settings | None = None, *,
     result.model_uri = store.save(result.model_path, key)
     for row in result.rows:
         row["config"] = dict(row["config"], model_uri=result.model_uri)
+        row["content_hash"] = result.content_hash
     results.write_rows(settings.results_db, "training_runs", result.rows,
                        replace_where={"run": result.run})
     return result

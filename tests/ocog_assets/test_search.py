@@ -50,7 +50,8 @@ def test_search_results_asset(instance, settings):
     )
     best = dict(zip(cols, rows[0], strict=True))
     assert best["study"] == study and best["storage"] == "local"
-    assert best["samples_per_s"] == pytest.approx(meta["best_samples_per_s"].value)
+    # the metadata is rounded to 0.1 samples/s (ocog_assets/defs/common/metadata.py)
+    assert best["samples_per_s"] == pytest.approx(meta["best_samples_per_s"].value, abs=0.05)
 
 
 def test_grid_results_asset(instance, settings):

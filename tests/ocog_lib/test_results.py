@@ -59,6 +59,29 @@ def test_migrate_applies_only_missing_versions(tmp_path):
     assert kept == 1
 
 
+def test_lineage_migration_upgrades_a_version_12_file(tmp_path, monkeypatch):
+    db = tmp_path / "r.duckdb"
+    monkeypatch.setattr(results, "MIGRATIONS", results.MIGRATIONS[:12])
+    con = duckdb.connect(str(db))
+    try:
+        assert results.migrate(con) == 12
+        con.execute("INSERT INTO stream_benchmarks (run_id, name) VALUES ('old', 'ocog')")
+    finally:
+        con.close()
+    monkeypatch.undo()
+    with results.connect(db) as con:  # an ocog of version 13 opens the older file
+        assert results.schema_version(con) == 13
+        lacking = [t for t in ("variant_stats", "stream_benchmarks", "search_trials",
+                               "grid_cells", "training_runs", "tile_benchmarks",
+                               "area_benchmarks", "retrieval_quality", "retrieval_benchmarks",
+                               "compressed_archives")
+                   if results.table_columns(con, t).get("content_hash") != "VARCHAR"]
+    assert lacking == []
+    results.write_rows(db, "stream_benchmarks", [{"run_id": "new", "content_hash": "ab" * 32}])
+    _, rows = results.query(db, "SELECT run_id, content_hash FROM stream_benchmarks ORDER BY 1")
+    assert rows == [("new", "ab" * 32), ("old", None)]
+
+
 def test_write_replace_query_round_trip(tmp_path):
     db = tmp_path / "r.duckdb"
     results.write_rows(db, "variant_stats", [_stat("a"), _stat("b")],

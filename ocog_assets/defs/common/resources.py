@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from ocog_assets.defs.common.io_managers import OcogValueIOManager
 from ocog_lib import results
 from ocog_lib.errors import InputError
 from ocog_lib.remote.endpoint import (
@@ -157,8 +158,9 @@ def object_store_from_env(paths: OcogPaths) -> ObjectStore:
     return ObjectStore(paths=paths, s3=s3, bucket=_first_set((BUCKET_VAR,)))
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
+def default_resources() -> dict[str, dg.ConfigurableResource | dg.ConfigurableIOManagerFactory]:
     paths = OcogPaths(data_dir=_first_set(("OCOG_DATA_DIR",)),
                       results_db=_first_set(("OCOG_DUCKDB",)))
+    # "io_manager" replaces Dagster's default, which set `path` to its pickle (io_managers.py)
     return {"paths": paths, "results": ResultsStore(paths=paths),
-            "object_store": object_store_from_env(paths)}
+            "object_store": object_store_from_env(paths), "io_manager": OcogValueIOManager()}

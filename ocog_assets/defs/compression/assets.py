@@ -11,6 +11,15 @@ import typing
 import dagster as dg
 from pydantic import Field
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.checks import partition_check
+from ocog_assets.defs.common.metadata import (
+    column_schema,
+    data_path,
+    number,
+    table_definition,
+    table_written,
+)
 from ocog_assets.defs.common.partitions import datasets
 from ocog_assets.defs.common.pools import DUCKDB_WRITER_POOL, GPU_POOL
 from ocog_assets.defs.common.resources import OcogPaths
@@ -45,6 +54,7 @@ CompressionModelConfig = _config_class()
     pool=GPU_POOL,
     op_tags=K8S_GPU_TAGS,
     group_name="compression",
+    owners=owners.ML,
     kinds={"pytorch"},
     description="A learned codec (analysis/synthesis transforms, factorised entropy model) "
     "and a hash head on its quantised latents, trained in three stages (reconstruction, "
@@ -66,16 +76,17 @@ def compression_models(context: dg.AssetExecutionContext, config: CompressionMod
     return dg.MaterializeResult(metadata={
         "model_id": r.model_id,
         "codec_id": r.codec_id,
+        **data_path(r.model_path),
         "model_path": dg.MetadataValue.path(str(r.model_path)),
         "device": r.device,
         "steps": dg.MetadataValue.int(r.steps),
         "stage_steps": dg.MetadataValue.json(dict(zip(STAGES.values(), r.stage_steps,
                                                       strict=True))),
-        "train_seconds": dg.MetadataValue.float(round(r.seconds, 2)),
+        "train_seconds": number(r.seconds, "s"),
         "trained": dg.MetadataValue.bool(r.trained),
         "resumed_from": dg.MetadataValue.int(r.resumed_from),
-        "patches_per_s": dg.MetadataValue.float(round(r.patches_per_s, 1)),
-        "data_wait_fraction": dg.MetadataValue.float(round(r.data_wait, 3)),
+        "patches_per_s": number(r.patches_per_s, "patches/s"),
+        "data_wait_fraction": number(r.data_wait, "fraction"),
         "val_patches": dg.MetadataValue.int(r.val_patches),
         "config": dg.MetadataValue.json(cfg.to_dict()),
     })  # fmt: skip
@@ -104,12 +115,15 @@ class CompressedArchiveConfig(dg.Config):
     deps=[compression_models],
     pool=DUCKDB_WRITER_POOL,
     check_specs=[
-        dg.AssetCheckSpec(CODES_MATCH_STREAMS, asset="compressed_archive", blocking=True,
-                          description="Stored hash codes equal the codes recomputed from the "
-                          "stored bitstreams by entropy decoding (a sample of rows): what "
-                          "search reads is what the archive holds."),
+        partition_check(CODES_MATCH_STREAMS, "compressed_archive", datasets, blocking=True,
+                        description="Stored hash codes equal the codes recomputed from the "
+                        "stored bitstreams by entropy decoding (a sample of rows): what "
+                        "search reads is what the archive holds."),
     ],
     group_name="compression",
+    owners=owners.ML,
+    metadata={**table_definition("compressed_patches"),
+              "column_schema/compressed_archives": column_schema("compressed_archives")},
     kinds={"pytorch", "duckdb"},
     description="Every grid patch of the dataset as a real bitstream and a K-bit hash code "
     "(DuckDB table compressed_patches, one set per (dataset, codec_id); a rebuild replaces "
@@ -125,6 +139,7 @@ def compressed_archive(context: dg.AssetExecutionContext, config: CompressedArch
         check_codes,
         rate_distortion_png,
     )
+    from ocog_lib.data.lineage import model_hash
     from ocog_lib.search.plots import png_markdown
 
     settings = paths.settings()
@@ -138,18 +153,18 @@ def compressed_archive(context: dg.AssetExecutionContext, config: CompressedArch
     return dg.MaterializeResult(metadata={
         "model_id": model_id,
         "codec_id": a.codec_id,
+        "content_hash": model_hash(model_path) or "",
         "patches": dg.MetadataValue.int(a.patches),
         "code_bits": dg.MetadataValue.int(a.code_bits),
-        "bits_per_pixel": dg.MetadataValue.float(round(a.bpp, 4)),
-        "psnr_db": dg.MetadataValue.float(round(a.psnr_db, 2)),
-        "ssim": dg.MetadataValue.float(round(a.ssim, 4) if a.ssim is not None else float("nan")),
+        "bits_per_pixel": number(a.bpp, "bpp"),
+        "psnr_db": number(a.psnr_db, "dB"),
+        "ssim": number(a.ssim, "score"),
         "bytes": dg.MetadataValue.md(_bytes_table(a)),
         "rate_distortion": dg.MetadataValue.md(png_markdown(
             rate_distortion_png(a, settings.results_db), "bpp vs PSNR")),
-        "seconds": dg.MetadataValue.float(round(a.seconds, 2)),
-        "dagster/table_name": ARCHIVE_TABLE,
-        "dagster/row_count": dg.MetadataValue.int(a.patches),
-        "db_path": dg.MetadataValue.path(str(settings.results_db)),
+        "seconds": number(a.seconds, "s"),
+        **table_written(ARCHIVE_TABLE, settings.results_db, row_count=a.patches),
+        "column_schema/compressed_archives": column_schema("compressed_archives"),
     }, check_results=[check])  # fmt: skip
 
 
@@ -182,11 +197,13 @@ class HashRetrievalQualityConfig(dg.Config):
     deps=[compressed_archive],
     pool=DUCKDB_WRITER_POOL,
     check_specs=[
-        dg.AssetCheckSpec(HASH_LEADS, asset="hash_retrieval_quality",
-                          description="The hash codes' mAP@k is above random codes' of as "
-                          "many bits (a warning: a short budget may not get there)."),
+        partition_check(HASH_LEADS, "hash_retrieval_quality", datasets,
+                        description="The hash codes' mAP@k is above random codes' of as "
+                        "many bits (a warning: a short budget may not get there)."),
     ],
     group_name="compression",
+    owners=owners.ML,
+    metadata=table_definition("retrieval_quality"),
     kinds={"duckdb"},
     description="precision@k and mAP@k of the codec's hash codes (computed from bitstreams, "
     "searched by Hamming distance) and of random codes on held-out patches, as rows of the "

@@ -10,6 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.metadata import (
+    data_path,
+    nbytes,
+    number,
+    table_definition,
+    table_written,
+)
 from ocog_assets.defs.common.pools import BENCHMARK_POOL
 from ocog_assets.defs.common.resources import OcogPaths, ResultsStore
 from ocog_assets.defs.cubes.partitions import S2_AREA, area_and_period, area_period, period_bounds
@@ -52,6 +60,7 @@ def cube_path(settings: Settings, area: str, period: str) -> Path:
 @dg.asset(
     partitions_def=area_period,
     group_name="cubes",
+    owners=owners.DATA,
     kinds={"geotiff", "numpy"},
     description="One period's composite of an area's time stack: the expression per scene, "
     "cloud-masked, reduced over the period, as a float32 COG (NaN nodata) under "
@@ -85,6 +94,7 @@ def _cube_metadata(out, spec) -> dict:
     preview = (f"{png_markdown(out.preview_png, caption)}\n\n"
                f"{spec.colormap}: {lo:.4g} (low) .. {hi:.4g} (high); transparent: no value")
     return {
+        **data_path(out.path),
         "cog_path": dg.MetadataValue.path(str(out.path)),
         "preview": dg.MetadataValue.md(preview),
         "expression": spec.expression,
@@ -95,9 +105,9 @@ def _cube_metadata(out, spec) -> dict:
         "scene_count": dg.MetadataValue.int(len(out.scenes)),
         "valid_fraction": dg.MetadataValue.float(out.valid_fraction),
         "shape": dg.MetadataValue.json(list(out.shape)),
-        "bytes": dg.MetadataValue.int(out.bytes),
-        "compute_ms": dg.MetadataValue.float(out.compute_ms),
-        "write_ms": dg.MetadataValue.float(out.write_ms),
+        **nbytes("bytes", out.bytes),
+        "compute_ms": number(out.compute_ms, "ms"),
+        "write_ms": number(out.write_ms, "ms"),
         "crs": out.crs,
         "bbox": dg.MetadataValue.json(list(out.bbox)),
         "resolution": dg.MetadataValue.float(out.resolution),
@@ -120,6 +130,8 @@ class TileBenchmarksConfig(dg.Config):
 @dg.asset(
     pool=BENCHMARK_POOL,
     group_name="cubes",
+    owners=owners.BENCHMARKS,
+    metadata=table_definition("tile_benchmarks"),
     kinds={"duckdb"},
     description="XYZ tiles of the sample time stack: ocog's cube against rio-tiler, the same "
     "tiles, expression, mask and reducer, cold and warm; rows appended to the DuckDB table "
@@ -139,14 +151,13 @@ def tile_benchmarks(context: dg.AssetExecutionContext, config: TileBenchmarksCon
     columns = list(rows[0]) if rows else []
     return dg.MaterializeResult(metadata={
         "run_id": result.run_id,
+        "content_hash": result.content_hash or "",
         "side_by_side": dg.MetadataValue.md(f"```\n{format_tiles(result)}\n```"),
         "rows": dg.MetadataValue.table(
             records=[dg.TableRecord({k: _cell(v) for k, v in r.items()}) for r in rows],
             schema=dg.TableSchema(columns=[dg.TableColumn(c, _kind(rows, c)) for c in columns])),
         "rows_written": dg.MetadataValue.int(written),
-        "dagster/table_name": "tile_benchmarks",
-        "dagster/row_count": dg.MetadataValue.int(total[0][0]),
-        "db_path": dg.MetadataValue.path(str(results.db_path)),
+        **table_written("tile_benchmarks", results.db_path, row_count=total[0][0]),
     })  # fmt: skip
 
 

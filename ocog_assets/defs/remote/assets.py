@@ -5,6 +5,8 @@ import time
 
 import dagster as dg
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.metadata import nbytes, number
 from ocog_assets.defs.common.partitions import dataset_and_variant, dataset_variant
 from ocog_assets.defs.common.resources import ObjectStore, OcogPaths
 from ocog_assets.defs.variants.assets import cog_variants
@@ -17,6 +19,7 @@ ENDPOINT_TAG = "ocog/endpoint"  # "embedded" or "configured", on each materializ
     partitions_def=dataset_variant,
     deps=[cog_variants],
     group_name="remote",
+    owners=owners.PLATFORM,
     kinds={"s3"},
     description="A COG variant's folder uploaded to s3://<bucket>/variants/<dataset>/<variant>/ "
     "on the configured S3 endpoint, or on ocog's embedded one when none is configured. "
@@ -48,6 +51,8 @@ def remote_variants(
         f"{endpoint.display_url} ({sent / 1e6:.1f} MB in {seconds:.1f} s)"
     )
     metadata = {
+        # where the data lives: the variant's folder in the bucket
+        "path": dg.MetadataValue.url(prefix),
         "endpoint": dg.MetadataValue.text(endpoint.display_url),
         "embedded": dg.MetadataValue.bool(endpoint.embedded),
         "bucket": dg.MetadataValue.text(endpoint.bucket),
@@ -55,11 +60,11 @@ def remote_variants(
         "files": dg.MetadataValue.int(len(results)),
         "files_uploaded": dg.MetadataValue.int(len(uploaded)),
         "files_skipped": dg.MetadataValue.int(len(results) - len(uploaded)),
-        "bytes": dg.MetadataValue.int(sum(r.size for r in results)),
-        "bytes_uploaded": dg.MetadataValue.int(sent),
+        **nbytes("bytes", sum(r.size for r in results)),
+        **nbytes("bytes_uploaded", sent),
         "parts": dg.MetadataValue.int(sum(r.parts for r in results)),
-        "seconds": dg.MetadataValue.float(seconds),
-        "upload_mb_per_s": dg.MetadataValue.float(sent / seconds / 1e6 if seconds else 0.0),
+        "seconds": number(seconds, "s"),
+        "upload_mb_per_s": number(sent / seconds / 1e6 if seconds else 0.0, "MB/s"),
     }
     if endpoint.embedded:  # its objects are as old as its process
         metadata["embedded_pid"] = dg.MetadataValue.int(endpoint.pid or 0)

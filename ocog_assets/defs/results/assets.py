@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.metadata import table_definition, table_written
 from ocog_assets.defs.common.partitions import dataset_and_variant, dataset_variant
 from ocog_assets.defs.common.pools import DUCKDB_WRITER_POOL
 from ocog_assets.defs.common.resources import ResultsStore
@@ -14,6 +16,8 @@ _PREVIEW_COLUMNS = ("item", "kind", "bytes", "compression_ratio", "write_seconds
     partitions_def=dataset_variant,
     pool=DUCKDB_WRITER_POOL,
     group_name="results",
+    owners=owners.DATA,
+    metadata=table_definition("variant_stats"),
     kinds={"duckdb"},
     description="Rows of the DuckDB table variant_stats for one dataset|variant (replaced on "
                 "re-materialization).",
@@ -36,9 +40,7 @@ def variant_stats(context: dg.AssetExecutionContext, cog_variants: list[dict],
             for c in columns]),
     )
     return dg.MaterializeResult(metadata={
-        "dagster/table_name": "variant_stats",
-        "dagster/row_count": dg.MetadataValue.int(len(rows)),
+        **table_written("variant_stats", results.db_path, row_count=len(rows)),
         "rows_written": dg.MetadataValue.int(written),
-        "db_path": dg.MetadataValue.path(str(results.db_path)),
         "preview": preview,
     })

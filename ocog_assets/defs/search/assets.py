@@ -9,6 +9,8 @@ assets attach the best configuration and the plots (saved under data/search/...)
 import dagster as dg
 from pydantic import Field
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.metadata import number, table_definition, table_written, trend
 from ocog_assets.defs.common.pools import BENCHMARK_POOL
 from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.data.assets import prepared_datasets
@@ -64,6 +66,8 @@ def _plot_md(path: str, title: str) -> dg.MetadataValue:
     deps=[prepared_datasets],
     pool=BENCHMARK_POOL,
     group_name="search",
+    owners=owners.BENCHMARKS,
+    metadata=table_definition("search_trials"),
     kinds={"optuna", "duckdb"},
     description="A TPE search over COG profiles and engine knobs for one dataset|storage: "
     "trials in the DuckDB table search_trials (view best_configs), the trial plot beside "
@@ -94,23 +98,27 @@ def search_results(
     plots = save_study_plots(result, settings)
     summary = result.summary()
     best, base = result.best, result.best_baseline
+    done = [t.value for t in result.trials if t.state == "COMPLETE" and t.value is not None]
     meta: dict[str, object] = {
         "study": result.study,
         "optuna_storage": result.optuna_storage,
         "trials": dg.MetadataValue.int(summary["trials"]),
         "states": dg.MetadataValue.json(summary["states"]),
+        "trials_trend": trend(done, "samples/s per completed trial"),
         "trials_plot": _plot_md(plots["trials"], "samples/s per trial"),
         "trials_plot_path": dg.MetadataValue.path(plots["trials"]),
+        **table_written("search_trials", settings.results_db),
     }
     if best is not None:
-        meta["best_samples_per_s"] = dg.MetadataValue.float(best.value)
-        meta["best_mb_per_s"] = dg.MetadataValue.float(best.mb_per_s or 0.0)
+        meta["best_samples_per_s"] = number(best.value, "samples/s")
+        meta["best_mb_per_s"] = number(best.mb_per_s or 0.0, "MB/s")
         meta["best_config"] = dg.MetadataValue.json(best.config)
+        meta["content_hash"] = dg.MetadataValue.text(best.content_hash or "")
     if base is not None:
         meta["best_named_profile"] = f"{base.baseline} ({base.value:.0f} samples/s)"
-        meta["best_named_samples_per_s"] = dg.MetadataValue.float(base.value)
+        meta["best_named_samples_per_s"] = number(base.value, "samples/s")
     if summary["speedup_vs_baseline"]:
-        meta["speedup_vs_named"] = dg.MetadataValue.float(summary["speedup_vs_baseline"])
+        meta["speedup_vs_named"] = number(summary["speedup_vs_baseline"], "ratio")
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -119,6 +127,8 @@ def search_results(
     deps=[prepared_datasets],
     pool=BENCHMARK_POOL,
     group_name="search",
+    owners=owners.BENCHMARKS,
+    metadata=table_definition("grid_cells"),
     kinds={"duckdb"},
     description="A two-variable grid (like the OCOG toolkit's grid_search) for one "
     "dataset|storage: mean and std of samples/s per cell in the DuckDB table grid_cells, "
@@ -160,10 +170,12 @@ def grid_results(
         "cells": cells,
         "heatmap": _plot_md(plots["heatmap"], f"{config.var1} x {config.var2}"),
         "heatmap_path": dg.MetadataValue.path(plots["heatmap"]),
+        **table_written("grid_cells", settings.results_db),
     }
     best = result.best
     if best is not None:
         meta["best"] = f"{config.var1}={best.value1} {config.var2}={best.value2}"
-        meta["best_samples_per_s"] = dg.MetadataValue.float(best.mean)
+        meta["best_samples_per_s"] = number(best.mean, "samples/s")
         meta["best_config"] = dg.MetadataValue.json(best.config)
+        meta["content_hash"] = dg.MetadataValue.text(best.content_hash or "")
     return dg.MaterializeResult(metadata=meta)

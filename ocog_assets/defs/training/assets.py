@@ -3,6 +3,14 @@
 
 import dagster as dg
 
+from ocog_assets.defs.common import owners
+from ocog_assets.defs.common.metadata import (
+    data_path,
+    number,
+    table_definition,
+    table_written,
+    trend,
+)
 from ocog_assets.defs.common.pools import GPU_POOL
 from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.training.partitions import dataset_loader
@@ -38,6 +46,8 @@ class TrainingConfig(dg.Config):
     pool=GPU_POOL,
     op_tags=K8S_GPU_TAGS,
     group_name="training",
+    owners=owners.ML,
+    metadata=table_definition("training_runs"),
     kinds={"pytorch", "duckdb"},
     description="A compact U-Net trained on one dataset streamed under one loader config; "
     "model file in the model store, one training_runs row per evaluation (see the "
@@ -69,19 +79,24 @@ def trained_models(context: dg.AssetExecutionContext, config: TrainingConfig,
                          progress=progress)
     png = miou_curve_png([x["step"] for x in r.rows], [x["miou"] for x in r.rows],
                          baseline=r.baseline_miou, title=f"{r.dataset} | {r.loader_config}")
+    mious = [x["miou"] for x in r.rows if x["miou"] is not None]
     metadata = {
+        "miou_trend": trend(mious, "mIoU per evaluation", digits=3),  # full curve: miou_curve
         "run": r.run,
+        **table_written("training_runs", settings.results_db),
+        **data_path(r.model_uri),  # the model file; its scores are rows of training_runs
         "model": dg.MetadataValue.path(r.model_uri),
         "device": r.device,
         "steps": dg.MetadataValue.int(r.steps),
-        "final_miou": dg.MetadataValue.float(r.miou),
-        "baseline_miou": dg.MetadataValue.float(r.baseline_miou),
+        "final_miou": number(r.miou, "score"),
+        "baseline_miou": number(r.baseline_miou, "score"),
         "per_class_iou": dg.MetadataValue.json(r.per_class_iou),
-        "samples_per_s": dg.MetadataValue.float(r.samples_per_s),
-        "data_wait_fraction": dg.MetadataValue.float(r.data_wait),
+        "samples_per_s": number(r.samples_per_s, "samples/s"),
+        "data_wait_fraction": number(r.data_wait, "fraction"),
         "loader": dg.MetadataValue.json(r.loader),
+        "content_hash": dg.MetadataValue.text(r.content_hash or ""),
         "miou_curve": dg.MetadataValue.md(png_markdown(png, "mIoU")),
     }
     if r.gpu_util is not None:
-        metadata["gpu_utilization"] = dg.MetadataValue.float(r.gpu_util)
+        metadata["gpu_utilization_pct"] = number(r.gpu_util, "%")  # NVML: percent busy
     return dg.MaterializeResult(metadata=metadata)

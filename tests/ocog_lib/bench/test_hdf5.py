@@ -12,6 +12,7 @@ from ocog_lib.bench.config import CompareConfig, Hdf5BenchConfig
 from ocog_lib.bench.hdf5 import add_hdf5_rows, hdf5_rows
 from ocog_lib.bench.measure import length_for
 from ocog_lib.bench.rows import BenchRow, Comparison
+from ocog_lib.data.lineage import package_hash
 from ocog_lib.data.locate import bench_files
 from ocog_lib.settings import Settings
 from ocog_lib.stream.config import StreamConfig
@@ -40,6 +41,7 @@ def test_rows_have_the_benchrow_shape_and_read_the_engines_patches(settings):
         assert row.samples_per_s > 0 and row.repeats == [row.samples_per_s]
         assert row.mb_per_s == pytest.approx(row.samples_per_s * 4 * 256 * 256 * 2 / 1e6)
         assert row.config["workers"] == 1 and row.config["compression"] in ("lzf", "none")
+        assert row.content_hash == package_hash(row.config["package"])  # lineage: its package
         # the package holds the first windows of the engine's plain row, pixel for pixel
         engine = CogStream(images, masks, StreamConfig(
             sampler=row.sampler, patch_size=256, batch_size=48, seed=cfg.seed,
@@ -56,6 +58,8 @@ def test_rows_have_the_benchrow_shape_and_read_the_engines_patches(settings):
     again = hdf5_rows(cfg, Hdf5BenchConfig(compressions=("none",), samples=48, workers=1),
                       settings)
     assert again[0].config["package"] == rows[1].config["package"]
+    assert again[0].content_hash == rows[1].content_hash
+    assert len({r.content_hash for r in rows}) == len(rows)
 
 
 def test_rows_join_a_compare_result_with_their_ratio(settings):

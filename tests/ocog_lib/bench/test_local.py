@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import os
+from dataclasses import asdict, replace
 
 import pytest
 
 from ocog_lib.bench.config import CompareConfig
-from ocog_lib.bench.local import compare
+from ocog_lib.bench.local import compare, format_scaling
 from ocog_lib.bench.rows import BenchRow, Comparison, format_comparison, result_rows_for_db
+from ocog_lib.data.lineage import verify_folder
 from ocog_lib.data.locate import bench_files
 from ocog_lib.errors import InputError
 from tests.support.benchdata import PROFILES, make_bench_variants
@@ -94,8 +96,12 @@ def test_compare_rows_keep_the_contract(settings):
         "samples_per_s", "mb_per_s", "ratio_vs_reference_default", "ratio_vs_limit",
         "ratio_vs_cache_limit", "cache_hit_rate", "peak_rss_mb", "peak_pss_mb",
         "data_wait_fraction", "startup_s", "batch_mix", "rtt_ms", "cap_mb_s", "config", "host",
-        "git_sha",
+        "git_sha", "content_hash",
     ]  # fmt: skip
+    # lineage: each row names the bytes it read (these folders predate content hashes: their
+    # content.json was made on the first read)
+    hashes = {v: verify_folder(settings.variant_dir("sample", v)) for v in PROFILES}
+    assert all(r["content_hash"] == hashes[r["variant"]] for r in db_rows)
 
 
 def test_missing_variant_names_what_to_materialize(settings):
@@ -117,3 +123,37 @@ def test_peers_are_rows_beside_ocog_on_the_same_windows(settings):
     assert peer["ratio_vs_limit"] == pytest.approx(peer["samples_per_s"] / next(
         r["samples_per_s"] for r in rows if r["name"] == "decode limit random"))
     assert "skipped_peers" not in comparison.to_dict()
+
+
+def test_a_threads_sweep_adds_rows_with_cores_and_efficiency(settings):
+    cfg = CompareConfig(repeats=1, seconds=0.3, step_ms=0, best_reuse=1, patch_size=128,
+                        batch_size=8, cache_mb=8, variants=("default",), out_dtypes=(),
+                        samplers=("random",), sweep_threads=(1, 2))  # fmt: skip
+    comparison = compare(cfg, settings)
+    rows = comparison.to_dict()["rows"]
+    sweep = [r for r in rows if r["config"].get("scaling")]
+    assert [(r["name"], r["config"]["threads"], r["config"]["workers"]) for r in sweep] == [
+        ("ocog random threads 1", 1, 0), ("ocog random threads 2", 2, 0)]
+    cores = os.cpu_count()
+    for r in sweep:
+        c = r["config"]
+        assert c["machine_cores"] == cores and c["cores_used"] == min(cores, c["threads"])
+        assert c["samples_per_s_per_core"] == pytest.approx(r["samples_per_s"] / c["cores_used"])
+        one = sweep[0]  # the 1-core baseline comes first
+        assert (one["config"]["threads"], one["config"]["scaling_efficiency"]) == (1, 1.0)
+        assert c["scaling_efficiency"] == pytest.approx(
+            r["samples_per_s"] / (c["cores_used"] * one["samples_per_s"]))
+    assert "ocog random" in {r["name"] for r in rows}  # today's rows stay
+    assert all("scaling_efficiency" not in r["config"] for r in rows if r not in sweep)
+    assert "scaling with cores" in format_scaling(comparison)
+    assert format_scaling(replace(comparison, rows=())) == ""
+
+
+def test_sweep_settings_put_the_one_core_baseline_first():
+    assert CompareConfig().scaling_settings() == ()
+    assert CompareConfig(sweep_threads=(4, 2)).scaling_settings() == ((1, 0), (4, 0), (2, 0))
+    assert CompareConfig(sweep_workers=(2, 1)).scaling_settings() == ((1, 1), (1, 2))
+    assert CompareConfig(sweep_threads=(1, 2), sweep_workers=(0, 2)).scaling_settings() == (
+        (1, 0), (2, 0), (1, 2), (2, 2))  # fmt: skip
+    with pytest.raises(InputError, match="sweep_threads"):
+        CompareConfig(sweep_threads=(0,))

@@ -14,6 +14,7 @@ import torch
 from ocog_lib import results
 from ocog_lib.bench import retrieval as br
 from ocog_lib.compress.hamming import hamming_search, unpack_codes
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
 
@@ -197,5 +198,10 @@ def test_quality_rows_of_tiny_models(tiny_models):
         if r.method in ("hash", "decoded_pixel_hash"):
             assert r.encode_ms_per_item > 0
     assert rows[0].extra["same_split"] is True
+    # lineage: each row names the codec model file it measured; scale rows (synthetic) none
+    assert [r.content_hash for r in rows] == [model_hash(codecs[0])] * 4 + [
+        model_hash(codecs[1])] * 3
+    assert br.retrieval_rows_for_db(br.RetrievalBench("r", {}, rows[:1]), {}, None)[0][
+        "content_hash"] == model_hash(codecs[0])
     text = br.format_retrieval_bench(br.RetrievalBench("r", {"k": 5}, rows))
     assert "decoded_pixel_hash" in text and "goal_met" in text and "(7 rows)" in text

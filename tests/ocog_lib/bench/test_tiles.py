@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from ocog_lib.bench.tiles import (
 )
 from ocog_lib.cli.main import main
 from ocog_lib.cube.stack import SceneStack
+from ocog_lib.data.lineage import verify_folder
 from ocog_lib.data.timestack import build_time_stack
 from ocog_lib.errors import InputError
 from ocog_lib.settings import Settings
@@ -73,7 +75,7 @@ def test_rows_land_in_duckdb(run):
     with results.connect(settings.results_db, read_only=True) as con:
         cols = results.table_columns(con, "tile_benchmarks")
         got = con.execute(
-            "SELECT loader, state, equal, bytes_per_tile, config->>'$.reducer' "
+            "SELECT loader, state, equal, bytes_per_tile, config->>'$.reducer', content_hash "
             "FROM tile_benchmarks WHERE run_id = ?",
             [result.run_id],
         ).fetchall()
@@ -83,7 +85,10 @@ def test_rows_land_in_duckdb(run):
             "ratio_vs_limit"} <= set(cols)  # fmt: skip
     assert cols["measured_at"] == "TIMESTAMP WITH TIME ZONE" and cols["equal"] == "BOOLEAN"
     assert len(got) == len(result.rows) and all(e is True and m == "median"
-                                                for _, _, e, _, m in got)  # fmt: skip
+                                                for _, _, e, _, m, _ in got)  # fmt: skip
+    # lineage: the stack folder's content hash, written with the stack
+    stack = Path(result.stack)
+    assert {h for *_, h in got} == {verify_folder(stack)} == {result.content_hash}
 
 
 def test_rio_expression_names_bands_by_position():

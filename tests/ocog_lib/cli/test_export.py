@@ -57,8 +57,8 @@ def test_export_then_a_fresh_python_reads_it_with_h5py_alone(data_dir, tmp_path,
     summary = json.loads(capsys.readouterr().out)
     assert summary["path"] == str(out) and not summary["skipped"]
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "data_sample.h5", "data_sample_band_stats.json", "data_sample_splits.json",
-        "data_sample_tile_info.json",
+        "data_sample.h5", "data_sample.h5.content.json", "data_sample_band_stats.json",
+        "data_sample_splits.json", "data_sample_tile_info.json",
     ]
     proc = subprocess.run(
         [sys.executable, "-I", "-c", READER, str(out), str(tmp_path / "got.npz")],

@@ -141,6 +141,20 @@ def test_sample_build_then_variants_write_with_a_spec(tmp_path, monkeypatch, cap
     _, n = results.query(settings.results_db, "SELECT count(*) FROM variant_stats")
     assert n == [(len(rows),)]
 
+    # lineage: the rows name the variant's content hash; verify re-hashes it, or names a change
+    _, hashes = results.query(settings.results_db, "SELECT DISTINCT content_hash FROM "
+                              "variant_stats")  # fmt: skip
+    capsys.readouterr()
+    assert main(["variants", "verify", "--variant", variant]) == 0
+    assert f"sample|{variant}: content_hash {hashes[0][0]} " in capsys.readouterr().out
+    with open(image["path"], "r+b") as f:  # one byte, same size
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    assert main(["variants", "verify", "--variant", variant]) == 1
+    assert f"bench/{bench.name}.tif: bytes changed" in capsys.readouterr().err
+
 
 def test_variants_write_unknown_variant_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OCOG_DATA_DIR", str(tmp_path / "data"))

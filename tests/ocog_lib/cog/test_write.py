@@ -3,6 +3,7 @@ lossless, the source's exact pixels; bad input is named and leaves nothing behin
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import ocog_lib.cog.write as cog_write
 from ocog_lib.cog.profiles import PROFILES, CogProfile, profile_from_spec, resolve_profile
 from ocog_lib.cog.validate import check_lossless, validate_cog
 from ocog_lib.cog.write import write_cog, write_variant
+from ocog_lib.data.lineage import CONTENT_NAME, verify_folder
 from ocog_lib.data.manifest import DatasetManifest, ManifestItem
 from ocog_lib.errors import InputError
 from tests.support.rasters import real_pixels
@@ -204,7 +206,7 @@ def test_existing_file_survives_a_failed_write(rasters, tmp_path):
 ROW_KEYS = {
     "dataset", "variant", "item", "kind", "path", "bytes", "decoded_bytes", "compression_ratio",
     "write_seconds", "compression", "level", "predictor", "block_size", "interleave",
-    "is_valid_cog", "lossless_ok",
+    "is_valid_cog", "lossless_ok", "content_hash",
 }
 
 
@@ -216,8 +218,11 @@ def test_write_variant_of_the_sample(tiny_sample, tmp_path):
     loaded = DatasetManifest.load(out)
     assert [i.name for i in loaded.items] == [i.name for i in src.items]
     assert len(rows) == 2 * len(src.items)
+    recorded = verify_folder(out)  # content.json written last, over every file
+    assert set(json.loads((out / CONTENT_NAME).read_text())["files"]) == {
+        "manifest.json", *(i.image for i in src.items), *(i.mask for i in src.items if i.mask)}
     for row in rows:
-        assert set(row) == ROW_KEYS
+        assert set(row) == ROW_KEYS and row["content_hash"] == recorded
         assert row["is_valid_cog"] is True and row["lossless_ok"] is True
         assert row["compression_ratio"] == pytest.approx(row["decoded_bytes"] / row["bytes"])
     for item in loaded.items:
@@ -318,7 +323,7 @@ def test_a_killed_write_is_cleaned_up_by_the_next(slow_dataset):
     assert left and hidden == left  # temporaries only, no COG
     manifest = DatasetManifest.load(slow_dataset / "prepared" / "big")
     write_variant(manifest, resolve_profile("none:name=slow_sigkill"), folder, check=False)
-    assert _files(folder) == ["manifest.json", "scenes/scene.tif"]
+    assert _files(folder) == ["content.json", "manifest.json", "scenes/scene.tif"]
 
 
 def test_stale_temporaries_are_removed_and_nothing_else(tiny_sample, tmp_path):

@@ -27,6 +27,7 @@ from ocog_lib.compress.hashing import codes_from_bitstreams
 from ocog_lib.compress.metrics import bits_per_pixel, psnr, to_dn
 from ocog_lib.compress.pipeline import CompressRun, compress_and_record
 from ocog_lib.compress.train import LoadedCodec, load_codec, train_codec
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.embed.infer import _assemble, patch_labels, raster_place
 from ocog_lib.embed.train import dataset_files, normalised, read_patches
 from ocog_lib.errors import InputError
@@ -146,6 +147,7 @@ def test_the_summary_row_is_the_build(archived):
     config = json.loads(row["config"])
     assert (config["stats_patches"], config["steps"], config["hash_bits"]) == (STATS, 4, 16)
     assert json.loads(row["host"])["cores"] >= 1
+    assert row["content_hash"] == model_hash(archived.run.training.model_path)  # lineage
     # the distortion is that of the decoded bitstreams of the evenly spaced sample
     files, codes, windows = _grid(archived)
     take = arch._sample_positions(512, STATS)

@@ -17,6 +17,7 @@ from ocog_lib.compress.pipeline import (
     record_hash_quality,
 )
 from ocog_lib.compress.quality import HashQuality, measure_compress
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.embed.pipeline import QUALITY_TABLE
 from tests.ocog_lib.compress.test_archive import CFG, archived_run, copy_db
 
@@ -56,6 +57,7 @@ def test_hash_rows_are_what_was_measured(archived):
         config = json.loads(g["config"])
         assert (config["steps"], config["codec_id"]) == (4, q.codec_id)
         assert g["git_sha"] is not None and json.loads(g["host"])["cores"] >= 1
+        assert g["content_hash"] == model_hash(archived.run.training.model_path)  # lineage
     assert q.hash_leads == (q.results[0].map_at_k > q.results[1].map_at_k)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ocog_lib import results
+from ocog_lib.data.lineage import model_hash
 from ocog_lib.embed import store
 from ocog_lib.embed.index import index_folder, read_meta
 from ocog_lib.embed.pipeline import (
@@ -75,6 +76,7 @@ def test_quality_rows_are_what_was_measured(run, settings):
         assert (g["precision_at_k"], g["map_at_k"]) == (r.precision_at_k, r.map_at_k)
         assert json.loads(g["config"])["steps"] == 4 and g["git_sha"] is not None
         assert json.loads(g["host"])["cores"] >= 1
+        assert g["content_hash"] == model_hash(run.encoder.model_path) is not None  # lineage
     assert q.encoder_leads == (q.results[0].map_at_k > max(r.map_at_k for r in q.results[1:]))
 
 

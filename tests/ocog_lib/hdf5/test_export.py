@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from ocog_lib.data.lineage import verify_package
 from ocog_lib.errors import InputError
 from ocog_lib.hdf5 import export as export_mod
 from ocog_lib.hdf5.export import ExportConfig, SourceScene, export_hdf5
@@ -189,8 +190,12 @@ def test_reexport_is_skipped_and_forced_rewrite_is_byte_identical(
     forced = export_tiny(tiny_sample, out, force=True)
     assert not forced.skipped
     assert {p.name: _digest(p) for p in _package_files(forced)} == digests
+    # lineage: the same bytes, the same content hash, recorded beside the package
+    assert first.content_hash == again.content_hash == forced.content_hash == verify_package(
+        out, list(first.sidecars.values()))
     changed = export_tiny(tiny_sample, out, replace(package.config, compression="lzf"))
     assert not changed.skipped and _digest(out) != digests["data_t.h5"]
+    assert changed.content_hash not in (None, first.content_hash)
     # a sidecar that no longer matches its .h5 means the package is not complete: rewrite
     changed.sidecars["splits"].write_text("{}")
     assert not export_tiny(tiny_sample, out, replace(package.config, compression="lzf")).skipped

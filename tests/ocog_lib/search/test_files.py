@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from ocog_lib import results
 from ocog_lib.cog.profiles import profile_from_spec
+from ocog_lib.data.lineage import verify_folder
 from ocog_lib.remote.endpoint import resolve_endpoint
 from ocog_lib.remote.session import variant_uri
 from ocog_lib.remote.upload import upload_dir
@@ -31,7 +33,11 @@ def test_custom_variant_is_written_once_with_the_source_pixels(fresh_search_data
     folder = fresh_search_data.variant_dir("sample", name)
     written = sorted(p.name for p in folder.iterdir())
     assert written == ["bench_0.tif", "bench_0_mask.tif", "bench_1.tif", "bench_1_mask.tif",
-                       "manifest.json"]  # fmt: skip
+                       "content.json", "manifest.json"]  # fmt: skip
+    recorded = verify_folder(folder)  # each trial's row names the bytes it streamed
+    assert {t.content_hash for t in result.trials} == {recorded}
+    assert results.query(fresh_search_data.results_db,
+                         "SELECT DISTINCT content_hash FROM search_trials")[1] == [(recorded,)]
     for item in ("bench_0.tif", "bench_1.tif"):
         with rasterio.open(folder / item) as a, rasterio.open(
             fresh_search_data.prepared_dir("sample") / item

@@ -9,6 +9,7 @@ import pytest
 
 from ocog_lib import results
 from ocog_lib.cli.main import main
+from ocog_lib.data.lineage import verify_folder
 from ocog_lib.search.grid import run_grid
 from ocog_lib.search.plots import save_grid_plots
 from ocog_lib.search.runs import grid_with_plots
@@ -23,16 +24,19 @@ def test_grid_cells_mean_std_and_invalid_cells(search_data, capsys, monkeypatch)
     assert "level 30 outside 1..12" in by[("deflate", "30")].reason  # DEFLATE tops out at 12
     measured = [c for c in result.cells if c.reason is None]
     assert len(measured) == 3 and all(len(c.samples_per_s) == 2 for c in measured)
+    for c in measured:  # lineage: the hash of the variant folder each cell streamed
+        assert c.content_hash == verify_folder(search_data.variant_dir("sample",
+                                                                      c.config["variant"]))
     rows = results.query(
         search_data.results_db,
-        "SELECT value1, value2, repeats, mean_samples_per_s, std_samples_per_s, config "
-        "FROM grid_cells WHERE grid_id = ?",
+        "SELECT value1, value2, repeats, mean_samples_per_s, std_samples_per_s, config, "
+        "content_hash FROM grid_cells WHERE grid_id = ?",
         [result.grid_id],
     )[1]
     assert len(rows) == 4
-    for v1, v2, n, mean, std, config in rows:
+    for v1, v2, n, mean, std, config, content in rows:
         runs = json.loads(config)["samples_per_s"]
-        assert n == len(runs)
+        assert n == len(runs) and (content is not None) == bool(runs)
         if runs:
             assert mean == pytest.approx(np.mean(runs)) and std == pytest.approx(np.std(runs))
         else:

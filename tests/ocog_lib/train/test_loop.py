@@ -6,6 +6,7 @@ import torch
 from ocog_lib import results
 from ocog_lib.cli.main import main
 from ocog_lib.cog.grid import TileGrid
+from ocog_lib.data.lineage import verify_folder
 from ocog_lib.errors import InputError
 from ocog_lib.stream.samplers import SamplerConfig
 from ocog_lib.train.configs import TrainConfig
@@ -60,6 +61,10 @@ def test_rows_and_model_file_are_recorded(learned):
         "training_runs WHERE run = ? ORDER BY step", [r.run])
     assert [x[0] for x in rows] == [0, 50, 100, 150, 200]
     assert rows[-1][1] == pytest.approx(r.miou) and rows[-1][3] == "cpu"
+    # lineage: every row names the variant folder's bytes it trained on
+    _, hashes = results.query(s.results_db, "SELECT DISTINCT content_hash FROM training_runs "
+                              "WHERE run = ?", [r.run])  # fmt: skip
+    assert hashes == [(verify_folder(s.variant_dir("sample", "default")),)] == [(r.content_hash,)]
     # the stored model reproduces the recorded score on the same held-out patches
     model, meta = load_model(r.model_uri)
     assert meta["run"] == r.run and meta["miou"] == pytest.approx(r.miou)

@@ -1,0 +1,83 @@
+"""The Dagster UI over a test's instance, read in headless Chromium: `dagster-webserver`
+on 127.0.0.1 (started and stopped by PID) and a job's Runs tab, kept as a screenshot.
+
+Chromium (Debian `chromium` + `chromium-driver`; `make browser` installs them) is skipped
+when absent, except under CI (the environment variable CI set), where its absence fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ocog_assets.demo import WORKSPACE
+from ocog_assets.queued_runs import LOCATION
+from ocog_lib.remote.dagster_services import DagsterService, ServiceSpec
+
+WAIT_S = 120  # the browser's waits: bounded, a limit not a speed target
+RUN_LINKS_JS = """return Array.from(document.querySelectorAll('a[href*="/runs/"]'))
+  .map(a => a.getAttribute('href'));"""
+
+
+def no_browser(why: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}: CI must run the Dagster UI's browser check (make browser)")
+    pytest.skip(f"{why} (make browser installs Debian chromium + chromium-driver)")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """A headless Chromium driven by selenium; skips (fails under CI) where it is missing."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        no_browser("selenium is not installed")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not browser or not Path(driver_bin).exists():
+        no_browser("chromium or chromedriver is not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_bin), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@contextlib.contextmanager
+def webserver(dagster_home: Path, log: Path) -> Iterator[DagsterService]:
+    """`dagster-webserver -w workspace.yaml` on the instance at `dagster_home`, loaded."""
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    service = DagsterService(ServiceSpec(WORKSPACE, kind="webserver"), log, env=env)
+    try:
+        yield service.start(LOCATION)
+    finally:
+        service.stop()
+
+
+def listed_run_ids(driver, url: str, job_name: str, expected: set[str], shot: Path) -> set[str]:
+    """Open the job's Runs tab, wait until every expected run links from it, screenshot."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{url}/locations/{LOCATION}/jobs/{job_name}/runs")
+
+    def listed(d) -> set[str]:
+        hrefs = d.execute_script(RUN_LINKS_JS) or []
+        return {h.rsplit("/runs/", 1)[1].split("?")[0].strip("/") for h in hrefs}
+
+    with contextlib.suppress(TimeoutException):  # what it lists is asserted by the caller
+        WebDriverWait(driver, WAIT_S, poll_frequency=0.5).until(
+            lambda d: expected <= listed(d), message=f"the runs of {job_name}")
+    driver.save_screenshot(str(shot))
+    return listed(driver)
