@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Self
 
 from ocog_lib.errors import InputError
+from ocog_lib.remote.child import run_command
 from ocog_lib.remote.redis import EmbeddedRedis, stop_process_group
 
 EXECUTOR_ENV = "OCOG_EXECUTOR"  # "celery": ocog's jobs run on the Celery executor
@@ -203,12 +203,7 @@ def run_with_workers(args: argparse.Namespace) -> int:
                   f"logs in {root}", flush=True)  # fmt: skip
             if not args.cmd:
                 return 0
-            child = subprocess.Popen(args.cmd, env={**os.environ, **celery_env(config)})
-            try:
-                return child.wait()
-            except KeyboardInterrupt:
-                child.send_signal(signal.SIGINT)
-                return child.wait()
+            return run_command(args.cmd, {**os.environ, **celery_env(config)})
 
 
 def main(argv: list[str] | None = None) -> int:

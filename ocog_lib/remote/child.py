@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import select
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -143,3 +144,39 @@ class ChildServer:
 
     def _stopped(self) -> None:
         """The child is gone: release what was made for it."""
+
+
+class PortTaken(Exception):
+    """The port we picked was taken before the server bound it: pick another."""
+
+
+class FreePortServer(ChildServer):
+    """A child server on `requested_port`, or on a free port it picks, picking again (up to
+    PORT_ATTEMPTS times) when its readiness check raises PortTaken."""
+
+    PORT_ATTEMPTS: ClassVar[int] = 5
+    requested_port: int | None = None
+
+    def start(self) -> Self:
+        if self._proc is not None:
+            return self
+        attempts = 1 if self.requested_port else self.PORT_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                return super().start()
+            except PortTaken as exc:
+                if attempt == attempts - 1:
+                    raise InputError(self.CHILD, f"no free port after {attempts} tries: "
+                                     f"{exc}") from None  # fmt: skip
+        raise AssertionError("unreachable")
+
+
+def run_command(cmd: list[str], env: dict[str, str]) -> int:
+    """Run `cmd` in the foreground around a server we hold; Ctrl-C reaches it as SIGINT
+    (a UI shuts down cleanly) and we wait for its exit status."""
+    child = subprocess.Popen(cmd, env=env)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        return child.wait()

@@ -32,10 +32,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.child import ChildServer
+from ocog_lib.remote.child import FreePortServer, PortTaken, run_command
 
 DEFAULT_USER = "ocog"  # the cluster's superuser (trust auth on 127.0.0.1 only)
 DEFAULT_DATABASE = "ocog"
@@ -95,17 +94,12 @@ def server_os_user() -> pwd.struct_passwd | None:
                          f"'{SERVER_OS_USER}' user: {INSTALL_HINT}") from None  # fmt: skip
 
 
-class _PortTaken(Exception):
-    """The port we picked was taken before the server bound it: pick another."""
-
-
-class EmbeddedPostgres(ChildServer):
+class EmbeddedPostgres(FreePortServer):
     """A PostgreSQL server on 127.0.0.1 for as long as the object (or `with`) lives."""
 
     LABEL = "EmbeddedPostgres"
     CHILD = "EmbeddedPostgres (postgres)"
     ANNOUNCEMENT = r"PORT (\d+)"
-    PORT_ATTEMPTS = 5
 
     def __init__(
         self,
@@ -166,20 +160,6 @@ class EmbeddedPostgres(ChildServer):
         return self.url_for(database, "postgresql+psycopg2")
 
     # -- lifecycle
-    def start(self) -> Self:
-        """Start on the requested port, or a free one (another when it is taken first)."""
-        if self._proc is not None:
-            return self
-        attempts = 1 if self.requested_port else self.PORT_ATTEMPTS
-        for attempt in range(attempts):
-            try:
-                return super().start()
-            except _PortTaken as exc:
-                if attempt == attempts - 1:
-                    raise InputError(self.CHILD, f"no free port after {attempts} tries: "
-                                     f"{exc}") from None  # fmt: skip
-        raise AssertionError("unreachable")
-
     def stop(self) -> None:
         """Fast shutdown by PID (SIGINT), wait; then SIGKILL its process group."""
         proc, self._proc = self._proc, None
@@ -237,7 +217,7 @@ class EmbeddedPostgres(ChildServer):
             raise InputError(f"initdb {self.cluster_dir}", (done.stderr or done.stdout)[-800:])
 
     def _wait_ready(self) -> None:
-        """Until a connection succeeds; a port lost to someone else is `_PortTaken`."""
+        """Until a connection succeeds; a port lost to someone else is `PortTaken`."""
         import psycopg
 
         deadline = time.monotonic() + self.startup_timeout_s
@@ -245,7 +225,7 @@ class EmbeddedPostgres(ChildServer):
             if self._proc is not None and self._proc.poll() is not None:
                 tail = self._log_tail()
                 if any(s in tail for s in _PORT_TAKEN):
-                    raise _PortTaken(f"port {self.port} taken")
+                    raise PortTaken(f"port {self.port} taken")
                 raise InputError(self.CHILD, f"exited at start: {tail}")
             try:
                 psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
@@ -345,12 +325,7 @@ def run_with_postgres(args: argparse.Namespace) -> int:
               f"DAGSTER_HOME={home}", flush=True)  # fmt: skip
         if not args.cmd:
             return 0
-        child = subprocess.Popen(args.cmd, env=env)
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)
-            return child.wait()
+        return run_command(args.cmd, env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,10 +21,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Self
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.child import ChildServer
+from ocog_lib.remote.child import FreePortServer, PortTaken
 from ocog_lib.remote.postgres import free_port
 
 INSTALL_HINT = "install Debian's package (apt-get install redis-server) or run `make redis`"
@@ -42,17 +41,12 @@ def find_redis_server(path: str | Path | None = None) -> Path:
     raise InputError("Redis server (redis-server)", f"not found in {where}: {INSTALL_HINT}")
 
 
-class _PortTaken(Exception):
-    """The port we picked was taken before the server bound it: pick another."""
-
-
-class EmbeddedRedis(ChildServer):
+class EmbeddedRedis(FreePortServer):
     """A Redis server on 127.0.0.1 for as long as the object (or `with`) lives."""
 
     LABEL = "EmbeddedRedis"
     CHILD = "EmbeddedRedis (redis-server)"
     ANNOUNCEMENT = r"PORT (\d+)"
-    PORT_ATTEMPTS = 5
 
     def __init__(
         self,
@@ -93,20 +87,6 @@ class EmbeddedRedis(ChildServer):
         return f"EmbeddedRedis({where}, pid={self.pid})"
 
     # -- lifecycle
-    def start(self) -> Self:
-        """Start on the requested port, or a free one (another when it is taken first)."""
-        if self._proc is not None:
-            return self
-        attempts = 1 if self.requested_port else self.PORT_ATTEMPTS
-        for attempt in range(attempts):
-            try:
-                return super().start()
-            except _PortTaken as exc:
-                if attempt == attempts - 1:
-                    raise InputError(self.CHILD, f"no free port after {attempts} tries: "
-                                     f"{exc}") from None  # fmt: skip
-        raise AssertionError("unreachable")
-
     def stop(self) -> None:
         """SIGTERM by PID (no persistence: it exits at once); SIGKILL if it lingers."""
         proc, self._proc = self._proc, None
@@ -139,13 +119,13 @@ class EmbeddedRedis(ChildServer):
         return self._log_tail()
 
     def _wait_ready(self) -> None:
-        """Until PING answers PONG; a port lost to someone else is `_PortTaken`."""
+        """Until PING answers PONG; a port lost to someone else is `PortTaken`."""
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             if self._proc is not None and self._proc.poll() is not None:
                 tail = self._log_tail()
                 if any(s in tail for s in _PORT_TAKEN):
-                    raise _PortTaken(f"port {self.port} taken")
+                    raise PortTaken(f"port {self.port} taken")
                 raise InputError(self.CHILD, f"exited at start: {tail}")
             if ping(self.host, self.port):
                 return

@@ -9,49 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ocog_assets.demo import WORKSPACE
 from ocog_assets.queued_runs import LOCATION
 from ocog_lib.remote.dagster_services import DagsterService, ServiceSpec
+from tests.support.chromium import headless_chromium
 
 WAIT_S = 120  # the browser's waits: bounded, a limit not a speed target
 RUN_LINKS_JS = """return Array.from(document.querySelectorAll('a[href*="/runs/"]'))
   .map(a => a.getAttribute('href'));"""
 
 
-def no_browser(why: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}: CI must run the Dagster UI's browser check (make browser)")
-    pytest.skip(f"{why} (make browser installs Debian chromium + chromium-driver)")
-
-
-@contextlib.contextmanager
-def chromium() -> Iterator:
-    """A headless Chromium driven by selenium; skips (fails under CI) where it is missing."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        no_browser("selenium is not installed")
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not browser or not Path(driver_bin).exists():
-        no_browser("chromium or chromedriver is not installed")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def chromium():
+    """A headless Chromium for the Dagster UI's browser check."""
+    return headless_chromium("1280,900", "the Dagster UI's browser check")
 
 
 @contextlib.contextmanager

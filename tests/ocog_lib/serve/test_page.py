@@ -25,6 +25,7 @@ from ocog_lib.cube.reducers import REDUCERS
 from ocog_lib.serve.colormaps import COLORMAPS
 from ocog_lib.serve.config import DEFAULT_EXPRESSION, ServeConfig
 from ocog_lib.serve.page import STRETCH_DIGITS, STRETCH_PERCENTILES
+from tests.support.chromium import headless_chromium
 from tests.support.serving import Server, running_server
 
 pytestmark = pytest.mark.slow
@@ -187,33 +188,10 @@ return Array.from(document.querySelectorAll('#map img.leaflet-tile')).map(img =>
 });"""
 
 
-def _no_browser(why: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}: CI must run the map page's browser test (make browser)")
-    pytest.skip(f"{why} (make browser installs Debian chromium + chromium-driver)")
-
-
 @pytest.fixture
 def chromium():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _no_browser("selenium is not installed")
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not browser or not Path(driver_bin).exists():
-        _no_browser("chromium or chromedriver is not installed")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1024,768"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=options)
-    try:
+    with headless_chromium("1024,768", "the map page's browser test") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(driver, until, what: str):
