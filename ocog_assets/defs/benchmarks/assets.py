@@ -11,6 +11,7 @@ from ocog_assets.defs.common.metadata import number, table_definition, table_wri
 from ocog_assets.defs.common.partitions import dataset_and_variant, dataset_variant
 from ocog_assets.defs.common.pools import BENCHMARK_POOL
 from ocog_assets.defs.common.resources import OcogPaths, ResultsStore
+from ocog_assets.defs.common.worker_processes import clean_worker_start
 from ocog_assets.defs.variants.assets import cog_variants
 
 REGRESSION = "no_throughput_drop"
@@ -91,7 +92,8 @@ def stream_benchmarks(
         step_ms=config.step_ms,
         **overrides,
     )
-    result = compare(cfg, paths.settings(), progress=context.log.info)
+    with clean_worker_start():
+        result = compare(cfg, paths.settings(), progress=context.log.info)
     host = host_facts()
     results.write_rows("stream_benchmarks", result_rows_for_db(result, host, git_sha()))
 

@@ -23,6 +23,7 @@ from ocog_assets.defs.common.metadata import (
 from ocog_assets.defs.common.partitions import datasets
 from ocog_assets.defs.common.pools import DUCKDB_WRITER_POOL, GPU_POOL
 from ocog_assets.defs.common.resources import OcogPaths
+from ocog_assets.defs.common.worker_processes import clean_worker_start
 from ocog_assets.defs.training.assets import K8S_GPU_TAGS
 from ocog_assets.defs.variants.assets import cog_variants
 from ocog_lib.embed.config import FIELD_HELP, defaults
@@ -97,8 +98,9 @@ def embedding_models(context: dg.AssetExecutionContext, config: EmbeddingModelCo
         if ev["event"] == "checkpoint" and ev["loss"] is not None:
             context.log.info(f"step {ev['step']}: loss {ev['loss']:.4f}")
 
-    r = train_encoder(cfg, settings, store=model_store(config.model_store, settings),
-                      progress=progress)  # fmt: skip
+    with clean_worker_start():
+        r = train_encoder(cfg, settings, store=model_store(config.model_store, settings),
+                          progress=progress)  # fmt: skip
     return dg.MaterializeResult(metadata={
         "model_id": r.model_id,
         **data_path(r.model_path),
@@ -163,8 +165,9 @@ def patch_embeddings(context: dg.AssetExecutionContext, config: PatchEmbeddingsC
 
     dataset, settings = context.partition_key, paths.settings()
     model_id, model_path = trained_model(context, dataset)
-    out = embed_and_store(model_path, settings, device=config.device,
-                          h3_resolution=config.h3_resolution, batch_size=config.batch_size)
+    with clean_worker_start():
+        out = embed_and_store(model_path, settings, device=config.device,
+                              h3_resolution=config.h3_resolution, batch_size=config.batch_size)
     _, stored = load_embeddings(settings.results_db, dataset, model_id)  # what search reads
     not_unit, bad_cells = stored.not_unit(), ~valid_cells(stored.cells)
     png = _scatter(stored, dataset_classes(settings.data_dir, dataset), dataset, model_id)

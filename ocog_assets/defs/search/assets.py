@@ -13,6 +13,7 @@ from ocog_assets.defs.common import owners
 from ocog_assets.defs.common.metadata import number, table_definition, table_written, trend
 from ocog_assets.defs.common.pools import BENCHMARK_POOL
 from ocog_assets.defs.common.resources import OcogPaths
+from ocog_assets.defs.common.worker_processes import clean_worker_start
 from ocog_assets.defs.data.assets import prepared_datasets
 from ocog_assets.defs.search.partitions import dataset_and_storage, dataset_storage
 
@@ -90,11 +91,12 @@ def search_results(
         study_name=config.study,
         remote=RemoteOptions(rtt_ms=config.rtt_ms, cap_mb_s=config.cap_mb_s),
     )
-    result = run_bayesian(
-        dataset, storage, config.trials, config.seed, settings, seconds=config.seconds,
-        storage_url=config.storage_url, options=opts,
-        progress=lambda done, total, msg: context.log.info(f"[{done}/{total}] {msg}"),
-    )  # fmt: skip
+    with clean_worker_start():
+        result = run_bayesian(
+            dataset, storage, config.trials, config.seed, settings, seconds=config.seconds,
+            storage_url=config.storage_url, options=opts,
+            progress=lambda done, total, msg: context.log.info(f"[{done}/{total}] {msg}"),
+        )  # fmt: skip
     plots = save_study_plots(result, settings)
     summary = result.summary()
     best, base = result.best, result.best_baseline
@@ -143,13 +145,14 @@ def grid_results(
 
     dataset, storage = dataset_and_storage(context)
     settings = paths.settings()
-    result = run_grid(
-        dataset, storage, config.var1, config.values.get(config.var1), config.var2,
-        config.values.get(config.var2), config.repeats, settings, seconds=config.seconds,
-        warmup_seconds=config.warmup_seconds,
-        remote=RemoteOptions(rtt_ms=config.rtt_ms, cap_mb_s=config.cap_mb_s),
-        progress=lambda done, total, msg: context.log.info(f"[{done}/{total}] {msg}"),
-    )  # fmt: skip
+    with clean_worker_start():
+        result = run_grid(
+            dataset, storage, config.var1, config.values.get(config.var1), config.var2,
+            config.values.get(config.var2), config.repeats, settings, seconds=config.seconds,
+            warmup_seconds=config.warmup_seconds,
+            remote=RemoteOptions(rtt_ms=config.rtt_ms, cap_mb_s=config.cap_mb_s),
+            progress=lambda done, total, msg: context.log.info(f"[{done}/{total}] {msg}"),
+        )  # fmt: skip
     plots = save_grid_plots(result, settings)
     cells = dg.MetadataValue.table(
         records=[

@@ -13,6 +13,7 @@ from ocog_assets.defs.common.metadata import (
 )
 from ocog_assets.defs.common.pools import GPU_POOL
 from ocog_assets.defs.common.resources import OcogPaths
+from ocog_assets.defs.common.worker_processes import clean_worker_start
 from ocog_assets.defs.training.partitions import dataset_loader
 from ocog_assets.defs.variants.assets import cog_variants
 
@@ -75,8 +76,9 @@ def trained_models(context: dg.AssetExecutionContext, config: TrainingConfig,
         if ev["event"] == "eval":
             context.log.info(f"step {ev['step']}: mIoU {ev['miou']:.3f}")
 
-    r = train_and_record(cfg, settings, store=model_store(config.model_store, settings),
-                         progress=progress)
+    with clean_worker_start():
+        r = train_and_record(cfg, settings, store=model_store(config.model_store, settings),
+                             progress=progress)
     png = miou_curve_png([x["step"] for x in r.rows], [x["miou"] for x in r.rows],
                          baseline=r.baseline_miou, title=f"{r.dataset} | {r.loader_config}")
     mious = [x["miou"] for x in r.rows if x["miou"] is not None]
