@@ -163,7 +163,8 @@ def instance_from_env() -> dg.DagsterInstance:
 def materialize_sample(instance: dg.DagsterInstance | None = None,
                        progress: Callable[[str], None] = print) -> list[str]:
     """Run the sample plan, wave by wave, through `dagster dev`; returns the run ids.
-    Stops at the first failed run (RunFailed names it) and stops the servers either way."""
+    Stops after the first wave with a failed run (RunFailed names every failed run of it;
+    its other runs finish) and stops the servers either way."""
     own = instance is None
     instance = instance or instance_from_env()
     try:

@@ -70,28 +70,41 @@ class RunQueue:
             run_config=run.run_config, tags=run.tags())  # fmt: skip
 
     def run_wave(self, wave: Sequence[PlannedRun], progress: Callable[[str], None]) -> list[str]:
-        """Submit every run of the wave, wait for all; the first failure raises RunFailed."""
+        """Submit every run of the wave and wait for all (see `wait`)."""
         submitted = []
         for run in wave:
             run_id = self.submit(run)
             progress(f"{run.label} queued, run {run_id}")
-            submitted.append((run, run_id, time.monotonic()))
-        pending = list(submitted)
+            submitted.append((run, run_id))
+        return self.wait(submitted, progress)
+
+    def wait(self, submitted: Sequence[tuple[PlannedRun, str]],
+             progress: Callable[[str], None]) -> list[str]:
+        """Wait until every run has ended; then RunFailed names each one that failed.
+
+        A failure does not abandon its siblings: they finish and keep their measurements,
+        instead of being cut off when the caller stops the servers."""
+        pending = {run_id: (run, time.monotonic()) for run, run_id in submitted}
+        failed = []
         while pending:
             time.sleep(self.poll_s)
             if why := self.alive():
-                raise RunFailed(pending[0][0].label, f"run {pending[0][1]} orphaned: {why}")
-            for item in list(pending):
-                run, run_id, t0 = item
+                run, run_id = next((r, i) for i, (r, _) in pending.items())
+                raise RunFailed(run.label, f"run {run_id} orphaned: {why}")
+            for run_id, (run, t0) in list(pending.items()):
                 status = self.instance.get_run_by_id(run_id).status
                 if status not in _DONE:
                     continue
-                pending.remove(item)
-                if status != dg.DagsterRunStatus.SUCCESS:
-                    raise RunFailed(f"run {run_id} ({run.label})",
-                                    f"{status.value}: {self.first_error(run_id)}")
-                progress(f"{run.label} done, run {run_id} ({time.monotonic() - t0:.1f} s)")
-        return [run_id for _, run_id, _ in submitted]
+                del pending[run_id]
+                if status == dg.DagsterRunStatus.SUCCESS:
+                    progress(f"{run.label} done, run {run_id} ({time.monotonic() - t0:.1f} s)")
+                else:
+                    failed.append(f"run {run_id} ({run.label}) {status.value}: "
+                                  f"{self.first_error(run_id)}")  # fmt: skip
+                    progress(f"{run.label} ended {status.value}, run {run_id}")
+        if failed:
+            raise RunFailed(f"{len(failed)} of {len(submitted)} runs", "; ".join(failed))
+        return [run_id for _, run_id in submitted]
 
     def first_error(self, run_id: str) -> str:
         """The first failure message of a run's event log (the UI shows the whole log)."""
