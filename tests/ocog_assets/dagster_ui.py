@@ -20,6 +20,11 @@ from tests.support.chromium import headless_chromium
 WAIT_S = 120  # the browser's waits: bounded, a limit not a speed target
 RUN_LINKS_JS = """return Array.from(document.querySelectorAll('a[href*="/runs/"]'))
   .map(a => a.getAttribute('href'));"""
+# Dagster's first-visit "Join the Dagster community" dialog covers the page: skip it as a
+# user would (its "Skip" button), so the screenshot shows the runs.
+SKIP_DIALOG_JS = """const b = Array.from(document.querySelectorAll('button'))
+  .filter(b => b.textContent.trim() === 'Skip'); b.forEach(b => b.click()); return b.length;"""
+DIALOG_TEXT = "Join the Dagster community"
 
 
 def chromium():
@@ -52,5 +57,8 @@ def listed_run_ids(driver, url: str, job_name: str, expected: set[str], shot: Pa
     with contextlib.suppress(TimeoutException):  # what it lists is asserted by the caller
         WebDriverWait(driver, WAIT_S, poll_frequency=0.5).until(
             lambda d: expected <= listed(d), message=f"the runs of {job_name}")
+    with contextlib.suppress(TimeoutException):  # no dialog on this visit: nothing to skip
+        WebDriverWait(driver, 10, poll_frequency=0.5).until(
+            lambda d: d.execute_script(SKIP_DIALOG_JS) == 0 and DIALOG_TEXT not in d.page_source)
     driver.save_screenshot(str(shot))
     return listed(driver)
