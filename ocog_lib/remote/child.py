@@ -170,6 +170,34 @@ class FreePortServer(ChildServer):
                                      f"{exc}") from None  # fmt: skip
         raise AssertionError("unreachable")
 
+    # log lines of a child that lost its port to another process before binding it
+    PORT_TAKEN_LOG: ClassVar[tuple[str, ...]] = ()
+
+    def _wait_ready_by(self, probe: Callable[[], str | None], poll_s: float) -> None:
+        """Until `probe()` answers None (ready; else why not); a child that exited with a
+        PORT_TAKEN_LOG line in its log is PortTaken, so `start` picks another port."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                tail = self._log_tail()
+                if any(s in tail for s in self.PORT_TAKEN_LOG):
+                    raise PortTaken(f"port {self.port} taken")
+                raise InputError(self.CHILD, f"exited at start: {tail}")
+            why = probe()
+            if why is None:
+                return
+            if time.monotonic() > deadline:
+                raise InputError(self.CHILD, f"not ready after {self.startup_timeout_s:g} s: "
+                                 f"{why}; log: {self._log_tail()}")  # fmt: skip
+            time.sleep(poll_s)
+
+    def _log_tail(self) -> str:
+        """The end of the child's log file (`self.log_path`, set by the subclass)."""
+        try:
+            return self.log_path.read_text(errors="replace")[-800:].strip()
+        except (OSError, AttributeError):
+            return ""
+
 
 def run_command(cmd: list[str], env: dict[str, str]) -> int:
     """Run `cmd` in the foreground around a server we hold; Ctrl-C reaches it as SIGINT

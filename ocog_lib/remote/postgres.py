@@ -29,12 +29,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.child import FreePortServer, PortTaken, run_command
+from ocog_lib.remote.child import FreePortServer, run_command
 
 DEFAULT_USER = "ocog"  # the cluster's superuser (trust auth on 127.0.0.1 only)
 DEFAULT_DATABASE = "ocog"
@@ -42,7 +41,6 @@ SERVER_OS_USER = "postgres"  # who runs the server when we are root
 DAGSTER_URL_ENV = "OCOG_DAGSTER_PG_URL"
 OPTUNA_STORAGE_ENV = "OCOG_OPTUNA_STORAGE"  # read by ocog_lib.search.bayes
 INSTALL_HINT = "install Debian's package (apt-get install postgresql) or run `make postgres`"
-_PORT_TAKEN = ("Address already in use", "could not create any TCP/IP sockets")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -100,6 +98,7 @@ class EmbeddedPostgres(FreePortServer):
     LABEL = "EmbeddedPostgres"
     CHILD = "EmbeddedPostgres (postgres)"
     ANNOUNCEMENT = r"PORT (\d+)"
+    PORT_TAKEN_LOG = ("Address already in use", "could not create any TCP/IP sockets")
 
     def __init__(
         self,
@@ -217,24 +216,17 @@ class EmbeddedPostgres(FreePortServer):
             raise InputError(f"initdb {self.cluster_dir}", (done.stderr or done.stdout)[-800:])
 
     def _wait_ready(self) -> None:
-        """Until a connection succeeds; a port lost to someone else is `PortTaken`."""
+        """Until a connection succeeds."""
         import psycopg
 
-        deadline = time.monotonic() + self.startup_timeout_s
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                tail = self._log_tail()
-                if any(s in tail for s in _PORT_TAKEN):
-                    raise PortTaken(f"port {self.port} taken")
-                raise InputError(self.CHILD, f"exited at start: {tail}")
+        def refused() -> str | None:
             try:
                 psycopg.connect(self.url_for("postgres"), connect_timeout=2).close()
-                return
+                return None
             except psycopg.OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise InputError(self.CHILD, f"not ready after {self.startup_timeout_s:g}"
-                                     f" s: {exc}; log: {self._log_tail()}") from None  # fmt: skip
-            time.sleep(0.1)
+                return str(exc)
+
+        self._wait_ready_by(refused, 0.1)
 
     def ensure_database(self, name: str) -> str:
         """Create database `name` unless it exists; its URL."""
@@ -247,12 +239,6 @@ class EmbeddedPostgres(FreePortServer):
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # a racing creator
                 con.execute(f'CREATE DATABASE "{name}"')
         return self.url_for(name)
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-800:].strip()
-        except OSError:
-            return ""
 
 
 def _checked_name(name: str, what: str = "database") -> str:

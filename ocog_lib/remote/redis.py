@@ -19,15 +19,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from ocog_lib.errors import InputError
-from ocog_lib.remote.child import FreePortServer, PortTaken
+from ocog_lib.remote.child import FreePortServer
 from ocog_lib.remote.postgres import free_port
 
 INSTALL_HINT = "install Debian's package (apt-get install redis-server) or run `make redis`"
-_PORT_TAKEN = ("Address already in use", "Could not create server TCP listening socket")
 
 
 def find_redis_server(path: str | Path | None = None) -> Path:
@@ -47,6 +45,7 @@ class EmbeddedRedis(FreePortServer):
     LABEL = "EmbeddedRedis"
     CHILD = "EmbeddedRedis (redis-server)"
     ANNOUNCEMENT = r"PORT (\d+)"
+    PORT_TAKEN_LOG = ("Address already in use", "Could not create server TCP listening socket")
 
     def __init__(
         self,
@@ -119,26 +118,8 @@ class EmbeddedRedis(FreePortServer):
         return self._log_tail()
 
     def _wait_ready(self) -> None:
-        """Until PING answers PONG; a port lost to someone else is `PortTaken`."""
-        deadline = time.monotonic() + self.startup_timeout_s
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                tail = self._log_tail()
-                if any(s in tail for s in _PORT_TAKEN):
-                    raise PortTaken(f"port {self.port} taken")
-                raise InputError(self.CHILD, f"exited at start: {tail}")
-            if ping(self.host, self.port):
-                return
-            if time.monotonic() > deadline:
-                raise InputError(self.CHILD, f"not ready after {self.startup_timeout_s:g} s; "
-                                 f"log: {self._log_tail()}")  # fmt: skip
-            time.sleep(0.05)
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-800:].strip()
-        except (OSError, AttributeError):
-            return ""
+        """Until PING answers PONG."""
+        self._wait_ready_by(lambda: None if ping(self.host, self.port) else "no PONG", 0.05)
 
 
 def ping(host: str, port: int | None, timeout_s: float = 1.0) -> bool:
