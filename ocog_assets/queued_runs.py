@@ -89,7 +89,7 @@ class RunQueue:
         while pending:
             time.sleep(self.poll_s)
             if why := self.alive():
-                run, run_id = next((r, i) for i, (r, _) in pending.items())
+                run_id, (run, _) = next(iter(pending.items()))
                 raise RunFailed(run.label, f"run {run_id} orphaned: {why}")
             for run_id, (run, t0) in list(pending.items()):
                 status = self.instance.get_run_by_id(run_id).status

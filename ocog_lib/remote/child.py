@@ -155,6 +155,8 @@ class FreePortServer(ChildServer):
     PORT_ATTEMPTS times) when its readiness check raises PortTaken."""
 
     PORT_ATTEMPTS: ClassVar[int] = 5
+    # log lines of a child that lost its port to another process before binding it
+    PORT_TAKEN_LOG: ClassVar[tuple[str, ...]] = ()
     requested_port: int | None = None
 
     def start(self) -> Self:
@@ -169,9 +171,6 @@ class FreePortServer(ChildServer):
                     raise InputError(self.CHILD, f"no free port after {attempts} tries: "
                                      f"{exc}") from None  # fmt: skip
         raise AssertionError("unreachable")
-
-    # log lines of a child that lost its port to another process before binding it
-    PORT_TAKEN_LOG: ClassVar[tuple[str, ...]] = ()
 
     def _wait_ready_by(self, probe: Callable[[], str | None], poll_s: float) -> None:
         """Until `probe()` answers None (ready; else why not); a child that exited with a
