@@ -17,6 +17,7 @@ from ocog_assets.defs.embeddings import definitions as embeddings
 from ocog_assets.defs.packaging import definitions as packaging
 from ocog_assets.defs.remote import definitions as remote
 from ocog_assets.defs.results import definitions as results
+from ocog_assets.defs.sample import definitions as sample
 from ocog_assets.defs.search import definitions as search
 from ocog_assets.defs.training import definitions as training
 from ocog_assets.defs.variants import definitions as variants
@@ -33,5 +34,6 @@ defs = dg.Definitions.merge(
     cubes.defs,
     embeddings.defs,
     compression.defs,
+    sample.defs,
     common.defs,
 )

@@ -1,12 +1,10 @@
 """`ocog demo`: the embedded sample's asset graph, run by Dagster like runs from the UI.
 
-Dagster runs one partition key per run and a job covers one partitions definition, so the
-sample is a plan of runs: each sample tile, then dataset=sample, then each variant (COGs,
-then benchmarks), a short search and grid on local storage, brief training under two
-loader configs, the HDF5 package, and the embeddings (a brief encoder, every patch keyed
-by H3 cell, the HNSW index, retrieval quality; then `ocog similar` answers) and the
-compressed archive (a brief codec and hash head, every patch as a bitstream and a hash
-code, hash retrieval quality; then `ocog similar --by hash` answers).
+The plan of runs is `defs/sample/plan.py` (each sample tile, dataset=sample, each
+variant's COGs and benchmarks, a short search and grid, brief training under two loader
+configs, the HDF5 package, a brief encoder and its embeddings (then `ocog similar`
+answers), a brief codec and its compressed archive (then `ocog similar --by hash`
+answers)); the demo gives its runs short budgets.
 
 The demo starts `dagster dev` on the instance at $DAGSTER_HOME (127.0.0.1, a free port,
 stopped by PID when the demo ends), submits each wave of the plan over GraphQL into the
@@ -15,7 +13,8 @@ keep DuckDB writes and measurements serial), so they carry the code location's o
 and the UI lists them on each job's Runs tab, the timeline and the asset pages.
 `remote_variants` (and the remote partitions of search and training) need the S3
 endpoint, which outlives a run: materialize them from the UI or the CLI once
-`ocog s3 serve` (or a configured endpoint) is up.
+`ocog s3 serve` (or a configured endpoint) is up. In the UI, the sensor `sample_graph`
+backfills the same plan with every asset's default budgets.
 """
 
 import os
@@ -26,15 +25,13 @@ import dagster as dg
 
 from ocog_assets.defs.benchmarks.jobs import stream_benchmarks_job
 from ocog_assets.defs.common.executors import MULTIPROCESS, executor_kind
-from ocog_assets.defs.common.partitions import SENSOR_TILE, VARIANTS
+from ocog_assets.defs.common.partitions import SENSOR_TILE
 from ocog_assets.defs.compression.jobs import compression_job
-from ocog_assets.defs.data.jobs import prepared_datasets_job, raw_scenes_job
 from ocog_assets.defs.data.sensors import missing_sample_tiles
 from ocog_assets.defs.embeddings.jobs import embeddings_job
-from ocog_assets.defs.packaging.jobs import hdf5_packages_job
+from ocog_assets.defs.sample.plan import sample_waves
 from ocog_assets.defs.search.jobs import grid_results_job, search_results_job
 from ocog_assets.defs.training.jobs import trained_models_job
-from ocog_assets.defs.variants.jobs import cog_variants_job
 from ocog_assets.queued_runs import LOCATION, PlannedRun, RunQueue
 from ocog_lib.errors import InputError
 from ocog_lib.remote.dagster_services import DagsterService, ServiceSpec
@@ -43,37 +40,6 @@ WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 # The step-by-step event log stays in the instance (and the UI); the run's stdout gets
 # warnings.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-Key = str | dg.MultiPartitionKey
-
-
-def sample_waves(tiles: list[str]) -> list[list[tuple[str, Key]]]:
-    """(job name, partition key) for every run the sample needs, in waves: a wave needs
-    only the waves before it, and its runs may run at once. The measurements (benchmarks,
-    search, grid) share one wave with nothing else: their pool runs them one at a time."""
-    def sample_by(dim: str, value: str) -> dg.MultiPartitionKey:
-        return dg.MultiPartitionKey({"dataset": "sample", dim: value})
-
-    return [
-        [(raw_scenes_job.name, t) for t in tiles],
-        [(prepared_datasets_job.name, "sample")],
-        [(cog_variants_job.name, sample_by("variant", v)) for v in VARIANTS],
-        [(stream_benchmarks_job.name, sample_by("variant", v)) for v in VARIANTS]
-        + [(search_results_job.name, sample_by("storage", "local")),
-           (grid_results_job.name, sample_by("storage", "local"))],
-        # after the search: local-optimal trains with its winner (best_configs)
-        [(trained_models_job.name, sample_by("loader_config", c)) for c in DEMO_LOADER_CONFIGS]
-        + [(hdf5_packages_job.name, "sample"), (embeddings_job.name, "sample"),
-           (compression_job.name, "sample")],
-    ]
-
-
-def sample_plan(tiles: list[str]) -> list[tuple[str, Key]]:
-    """Every run of `sample_waves`, in an order that respects its dependencies."""
-    return [run for wave in sample_waves(tiles) for run in wave]
-
-
-# training compares loader configs; the remote two need the S3 endpoint (see the module doc)
-DEMO_LOADER_CONFIGS = ("local-default", "local-optimal")
 
 
 def _seconds() -> float | None:

@@ -16,8 +16,9 @@ from ocog_assets.defs.common.resources import OcogPaths, ResultsStore
 from ocog_assets.defs.data.assets import PrepareConfig, prepared_datasets, raw_scenes
 from ocog_assets.defs.data.sensors import sample_tiles_sensor
 from ocog_assets.defs.results.assets import variant_stats
+from ocog_assets.defs.sample.plan import sample_plan
 from ocog_assets.defs.variants.assets import cog_variants
-from ocog_assets.demo import register_sample_tiles, sample_plan
+from ocog_assets.demo import register_sample_tiles
 from ocog_assets.queued_runs import LOCATION, REPOSITORY
 from ocog_lib import results
 from ocog_lib.cli.main import main
@@ -259,11 +260,11 @@ def test_each_domain_owns_the_jobs_schedules_and_sensors_of_its_assets():
 
     graph = definitions.defs.resolve_asset_graph()
     domains = ("data", "variants", "results", "benchmarks", "packaging", "training", "search",
-               "remote", "cubes", "embeddings", "compression")  # fmt: skip
+               "remote", "cubes", "embeddings", "compression", "sample")  # fmt: skip
     jobs, extra = set(), {"cog_variants_job": {dg.AssetKey("variant_stats")}}
     for name in domains:
         defs = importlib.import_module(f"ocog_assets.defs.{name}.definitions").defs
-        own = {key for a in defs.assets for key in a.keys}
+        own = {key for a in defs.assets or () for key in a.keys}
         domain_jobs = list(defs.jobs or ())
         for job in domain_jobs:
             assert job.selection.resolve(graph) <= own | extra.get(job.name, set()), job.name

@@ -1,5 +1,6 @@
 """End to end: the real `dagster dev` serves the code location; a run launched over GraphQL
-materializes a raw scene into a tmp data folder."""
+materializes a raw scene into a tmp data folder, and the sensor `sample_graph` (the UI's
+sample preset) launches a backfill that the daemon runs."""
 
 import os
 import signal
@@ -191,3 +192,61 @@ def test_dagster_dev_materializes_a_raw_scene_over_graphql(dagster_dev):
         assert (src.count, src.dtypes[0]) == (4, "uint16")
         assert meta["width"]["intValue"] == src.width
         assert src.tags()["OCOG_TILE_ID"] == tile
+    _sample_preset_backfills_what_is_missing(gql, selector, done_tile=tile)
+
+
+START_SENSOR = """
+mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+  __typename ... on PythonError { message } } }
+"""
+BACKFILLS = """
+{ partitionBackfillsOrError(status: REQUESTED) { __typename
+  ... on PartitionBackfills { results { id tags { key value }
+    assetBackfillData { assetBackfillStatuses { __typename
+      ... on AssetPartitionsStatusCounts { assetKey { path } numPartitionsTargeted
+        numPartitionsMaterialized } } } } } } }
+"""
+CANCEL_BACKFILL = """
+mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }
+"""
+RUNS_OF = """
+query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+  ... on Runs { results { runId status tags { key value } } } } }
+"""
+
+
+def _sample_preset_backfills_what_is_missing(gql, selector: dict, done_tile: str) -> None:
+    """The UI's sample preset, switched on over GraphQL as the UI does: the daemon's sensor
+    launches one backfill of the sample graph without the tile already materialized, and
+    the backfill daemon runs its first partition (then it is cancelled)."""
+    from ocog_lib.data.sample import sample_tiles
+
+    started = gql(START_SENSOR, s={**selector, "sensorName": "sample_graph"})["startSensor"]
+    assert started["__typename"] == "Sensor", started
+
+    def preset_backfill():
+        found = gql(BACKFILLS)["partitionBackfillsOrError"]["results"]
+        return next((b for b in found if {"key": "ocog/preset", "value": "sample"} in b["tags"]),
+                    None)
+
+    backfill = gql.wait("the sample preset's backfill", preset_backfill, timeout=120)
+    targeted = {s["assetKey"]["path"][0]: s["numPartitionsTargeted"]
+                for s in backfill["assetBackfillData"]["assetBackfillStatuses"]}
+    assert targeted["raw_scenes"] == len(sample_tiles()) - 1  # done_tile is materialized
+    assert targeted["trained_models"] == 2 and targeted["cog_variants"] == 3
+
+    def tile_runs_done():
+        runs = gql(RUNS_OF, id=backfill["id"])["runsOrError"]["results"]
+        by_tile = {_tag(r, "dagster/partition"): r["status"] for r in runs
+                   if _tag(r, "dagster/partition") in sample_tiles()}
+        ended = by_tile and all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in by_tile.values())
+        return by_tile if ended else None
+
+    by_tile = gql.wait("the backfill's raw_scenes run", tile_runs_done, timeout=120)
+    gql(CANCEL_BACKFILL, id=backfill["id"])
+    assert by_tile == {t: "SUCCESS" for t in sample_tiles() if t != done_tile}, (
+        by_tile, gql._tail())
+
+
+def _tag(run: dict, key: str) -> str | None:
+    return next((t["value"] for t in run["tags"] if t["key"] == key), None)

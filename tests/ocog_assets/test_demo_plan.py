@@ -5,7 +5,7 @@ import dagster as dg
 
 from ocog_assets.definitions import defs
 from ocog_assets.defs.common.pools import BENCHMARK_POOL
-from ocog_assets.demo import sample_plan, sample_waves
+from ocog_assets.defs.sample.plan import sample_plan, sample_waves
 from ocog_assets.queued_runs import PlannedRun, RunQueue
 from ocog_lib.data.sample import sample_tiles
 

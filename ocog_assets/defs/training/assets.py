@@ -14,7 +14,9 @@ from ocog_assets.defs.common.metadata import (
 from ocog_assets.defs.common.pools import GPU_POOL
 from ocog_assets.defs.common.resources import OcogPaths
 from ocog_assets.defs.common.worker_processes import clean_worker_start
-from ocog_assets.defs.training.partitions import dataset_loader
+from ocog_assets.defs.remote.assets import remote_variants
+from ocog_assets.defs.search.assets import search_results
+from ocog_assets.defs.training.partitions import dataset_loader, search_read, variants_read
 from ocog_assets.defs.variants.assets import cog_variants
 
 K8S_GPU_TAGS = {
@@ -43,7 +45,9 @@ class TrainingConfig(dg.Config):
 
 @dg.asset(
     partitions_def=dataset_loader,
-    deps=[cog_variants],
+    deps=[dg.AssetDep(cog_variants, partition_mapping=variants_read("local")),
+          dg.AssetDep(remote_variants, partition_mapping=variants_read("remote")),
+          dg.AssetDep(search_results, partition_mapping=search_read())],
     pool=GPU_POOL,
     op_tags=K8S_GPU_TAGS,
     group_name="training",
