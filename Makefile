@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/dagster_home
+# torch's OpenMP threads sleep instead of spinning while they wait: the demo and `make dev`
+# run several runs (processes) at once, and spinning threads starve each other on a small
+# machine (tests/conftest.py has the figures). Override with OMP_WAIT_POLICY=ACTIVE.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv browser postgres redis demo test test-fast dev dev-pg workers lint clean
 
@@ -70,23 +74,28 @@ test-fast: venv
 	$(BIN)/ruff check ocog_lib ocog_assets tests
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not server"
 
+# Every pool's slots are made before the UI starts (ocog_assets/defs/common/pools.py: two
+# runs that make them lazily at the same moment can both win a one-slot pool).
+SLOTS := $(BIN)/python -m ocog_assets.defs.common.pools
+
 dev: venv
+	$(SLOTS)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # `make dev` with the Dagster instance (runs, events, pool slots) and optuna studies on a
 # local PostgreSQL: cluster under data/postgres/, 127.0.0.1 on a free port, stopped by PID
 # when the UI exits; DAGSTER_HOME=data/dagster_home_pg. `make demo`/`make dev` keep sqlite.
 dev-pg: venv postgres
-	$(BIN)/python -m ocog_lib.remote.postgres run --data-dir data -- \
-		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/python -m ocog_lib.remote.postgres run --data-dir data -- sh -c \
+		'$(SLOTS) && exec $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000'
 
 # `make dev-pg` with every run's steps on Celery: Redis (data/redis/) and two workers
 # (ocog-w1, ocog-w2; logs in data/celery/) started by PID, the UI started with
 # OCOG_EXECUTOR=celery and the broker URL, all stopped when the UI exits.
 workers: venv postgres redis
 	$(BIN)/python -m ocog_lib.remote.postgres run --data-dir data -- \
-		$(BIN)/python -m ocog_lib.remote.celery_workers run --data-dir data --workers 2 -- \
-		env --default-signal=INT,TERM $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+		$(BIN)/python -m ocog_lib.remote.celery_workers run --data-dir data --workers 2 -- sh -c \
+		'$(SLOTS) && exec env --default-signal=INT,TERM $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000'
 
 lint: venv
 	$(BIN)/ruff check ocog_lib ocog_assets tests

@@ -26,6 +26,7 @@ import dagster as dg
 from ocog_assets.defs.benchmarks.jobs import stream_benchmarks_job
 from ocog_assets.defs.common.executors import MULTIPROCESS, executor_kind
 from ocog_assets.defs.common.partitions import SENSOR_TILE
+from ocog_assets.defs.common.pools import make_pool_slots
 from ocog_assets.defs.compression.jobs import compression_job
 from ocog_assets.defs.data.sensors import missing_sample_tiles
 from ocog_assets.defs.embeddings.jobs import embeddings_job
@@ -134,6 +135,7 @@ def materialize_sample(instance: dg.DagsterInstance | None = None,
     own = instance is None
     instance = instance or instance_from_env()
     try:
+        make_pool_slots(instance)  # before the runs that would race to make them
         waves = sample_waves(register_sample_tiles(instance))
         with _services(instance, progress) as service:
             queue = RunQueue(instance, service.spec.host, service.port, alive=service.exited)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ocog_lib.data.manifest import DatasetManifest
+
+# OpenMP (torch's CPU threads) spins while it waits for work; two pytest workers and their
+# subprocesses on two cores then starve each other. test_loop's training fixture beside two
+# busy loops (2026-12-04): 284 s and 129 s of CPU spinning by default, 38 s and 31 s with
+# PASSIVE; alone, 16 s. Set before torch loads (here, for every worker and subprocess).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 TINY_SAMPLE = dict(bench_size=512, n_bench=2, scene_size=512)
 

@@ -27,7 +27,9 @@ def sample_default(instance, monkeypatch):
 
 def _run(inst, settings):
     paths = OcogPaths(data_dir=str(settings.data_dir))
-    config = dg.RunConfig({"stream_benchmarks": StreamBenchConfig(seconds=0.2, step_ms=20)})
+    # step_ms=0: no data-wait rows (they start the reference loader's workers twice more,
+    # ~40 of this test's ~100 s; test_local.py covers them)
+    config = dg.RunConfig({"stream_benchmarks": StreamBenchConfig(seconds=0.2, step_ms=0.0)})
     return dg.materialize(
         [stream_benchmarks],
         partition_key=str(KEY),

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ocog_assets.defs.common.pools import BENCHMARK_POOL, DUCKDB_WRITER_POOL
+from ocog_assets.defs.common.pools import make_pool_slots
 from ocog_lib.cog.profiles import resolve_profile
 from ocog_lib.cog.write import write_variant
 from ocog_lib.remote.celery_workers import CeleryWorkers, WorkerConfig, celery_env
@@ -134,8 +134,7 @@ def test_partition_runs_spread_over_two_celery_workers_and_the_benchmark_pool_ho
     pids = workers.pids
     assert all(alive(pid) for pid in pids)
     with dg.DagsterInstance.get() as instance:  # the pools' slots made before any run races
-        for pool in (BENCHMARK_POOL, DUCKDB_WRITER_POOL):  # to make them lazily (both won)
-            instance.event_log_storage.set_concurrency_slots(pool, 1)
+        make_pool_slots(instance)  # to make them lazily (both won)
     procs = _launch()
     try:
         outs = [(p.communicate(timeout=360)[0], job, key, p.returncode) for p, job, key in procs]
