@@ -14,6 +14,13 @@ def missing_sample_tiles(instance: dg.DagsterInstance) -> list[str]:
     return [t for t in sample_tiles() if t not in known]
 
 
+def add_missing_sample_tiles(
+        instance: dg.DagsterInstance) -> dg.AddDynamicPartitionsRequest | None:
+    """The request that registers the sample tiles not yet registered (None: all are)."""
+    new = missing_sample_tiles(instance)
+    return sensor_tiles.build_add_request(new) if new else None
+
+
 @dg.sensor(
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -21,10 +28,10 @@ def missing_sample_tiles(instance: dg.DagsterInstance) -> list[str]:
                 "materialized from a fresh instance.",
 )
 def sample_tiles_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    new = missing_sample_tiles(context.instance)
-    if not new:
+    add = add_missing_sample_tiles(context.instance)
+    if add is None:
         return dg.SkipReason("every sample tile is registered")
-    return dg.SensorResult(dynamic_partitions_requests=[sensor_tiles.build_add_request(new)])
+    return dg.SensorResult(dynamic_partitions_requests=[add])
 
 
 def scene_run_requests(metadata: dict) -> list[dg.RunRequest]:

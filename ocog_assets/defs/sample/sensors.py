@@ -21,8 +21,7 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
-from ocog_assets.defs.common.partitions import sensor_tiles
-from ocog_assets.defs.data.sensors import missing_sample_tiles
+from ocog_assets.defs.data.sensors import add_missing_sample_tiles
 from ocog_assets.defs.sample.plan import PLAN_JOBS, sample_plan
 
 PRESET_TAG = "ocog/preset"
@@ -34,8 +33,9 @@ AssetPartition = AssetKeyPartitionKey
 def sample_partitions(graph, tiles: list[str]) -> list[AssetPartition]:
     """Every (asset, partition) the sample plan materializes, parents before children."""
     order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
+    assets = {name: job.selection.resolve(graph) for name, job in PLAN_JOBS.items()}
     wanted = [AssetPartition(asset, str(key)) for job, key in sample_plan(tiles)
-              for asset in PLAN_JOBS[job].selection.resolve(graph)]
+              for asset in assets[job]]
     return sorted(wanted, key=lambda ap: order[ap.asset_key])
 
 
@@ -87,12 +87,12 @@ def _in_flight(instance: dg.DagsterInstance) -> list[str]:
 )
 def sample_graph(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     instance = context.instance
-    new_tiles = missing_sample_tiles(instance)
-    if new_tiles:  # the backfill's raw_scenes partitions must exist first
+    add = add_missing_sample_tiles(instance)
+    if add is not None:  # the backfill's raw_scenes partitions must exist first
         return dg.SensorResult(
-            dynamic_partitions_requests=[sensor_tiles.build_add_request(new_tiles)],
-            skip_reason=f"registered the sample tiles {new_tiles}; the backfill launches "
-                        "on the next tick")
+            dynamic_partitions_requests=[add],
+            skip_reason=f"registered the sample tiles {list(add.partition_keys)}; the "
+                        "backfill launches on the next tick")
     running = _in_flight(instance)
     if running:
         return dg.SkipReason(f"the sample backfill {running[0]} is still in flight")

@@ -30,15 +30,11 @@ def _loader_configs_by(dimension: str, keys: dict[str, str]) -> dg.MultiPartitio
         by_key.setdefault(upstream, []).append(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return _same_dataset(dimension, by_key)
-
-
-def _same_dataset(dimension: str, by_key: dict[str, list[str]]) -> dg.MultiPartitionMapping:
-    return dg.MultiPartitionMapping({
-        "dataset": dg.DimensionPartitionMapping("dataset", dg.IdentityPartitionMapping()),
-        dimension: dg.DimensionPartitionMapping(
-            LOADER_CONFIG, dg.StaticPartitionMapping(by_key)),
-    })
+        return dg.MultiPartitionMapping({
+            "dataset": dg.DimensionPartitionMapping("dataset", dg.IdentityPartitionMapping()),
+            dimension: dg.DimensionPartitionMapping(
+                LOADER_CONFIG, dg.StaticPartitionMapping(by_key)),
+        })
 
 
 def variants_read(storage: str) -> dg.MultiPartitionMapping:
