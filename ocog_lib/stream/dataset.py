@@ -349,6 +349,7 @@ class CogStream(torch.utils.data.IterableDataset):
         resolve = eng.fetcher.resolve
 
         skipped: list[int] = []
+        direct: dict[int, list[int]] = {}  # file read by pread -> the samples that read it
         for b, files in plan:
             _, row, col = wins[b].tolist()
             try:
@@ -357,11 +358,14 @@ class CogStream(torch.utils.data.IterableDataset):
                         dst, bands, every = out[b], self.bands, all_bands
                     else:
                         dst, bands, every = mask_out[b][None], [0], True
+                    if self._reads_direct(f):
+                        direct.setdefault(f, []).append(b)
                     self._fill(eng, found, resolve, dst, f, row, col, parts, bands, every)
             except InputError:
                 if cfg.on_error != "skip":
                     raise
                 skipped.append(b)
+        skipped += self._changed_files(eng, direct, set(skipped))
         if skipped:  # leave the unreadable samples out; the batch is smaller, never wrong
             keep = torch.tensor([b for b in range(nb) if b not in set(skipped)], dtype=torch.long)
             image = image.index_select(0, keep)
@@ -378,6 +382,24 @@ class CogStream(torch.utils.data.IterableDataset):
             batch["mask"] = mask
         batch["stats"] = torch.tensor([len(keys), fresh, len(skipped)], dtype=torch.int64)
         return batch
+
+    def _reads_direct(self, f: int) -> bool:
+        r = self.rasters[f]
+        return r.fast and r.direct and self.cfg.direct
+
+    def _changed_files(self, eng, direct: dict[int, list[int]], skipped: set[int]) -> list[int]:
+        """After a batch's reads: each file read by pread must still be the one opened,
+        else its samples may hold another file's bytes: raise, or (on_error="skip") the
+        samples that read it, to be left out."""
+        bad: dict[int, None] = {}
+        for f, samples in direct.items():
+            try:
+                eng.direct.verify(f)
+            except InputError:
+                if self.cfg.on_error != "skip":
+                    raise
+                bad.update((b, None) for b in samples if b not in skipped)
+        return list(bad)
 
     def _alloc(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
         """A batch tensor, pinned for CUDA, and a numpy view of it (bfloat16: its bits as
@@ -408,7 +430,7 @@ class CogStream(torch.utils.data.IterableDataset):
                 raise InputError(r.uri, f"GDAL cannot read window {row},{col} ({cause})") from exc
             put(dst, data)
             return
-        if r.direct and self.cfg.direct:
+        if self._reads_direct(f):
             self._fill_direct(eng, dst, f, row, col, parts, bands, all_bands)
             return
         planar = r.index.planar == 2

@@ -138,3 +138,28 @@ def test_direct_reads_equal_rasterio_for_chunky_and_planar(tmp_path):
                     want = ds.read([3, 1], window=Window(col, row, 64, 64))
                     np.testing.assert_array_equal(batch["image"][b].numpy(), want)
         stream.close()
+
+
+def test_a_changed_file_is_skipped_whole_under_skip(tmp_path):
+    """on_error="skip": once a file read by pread is replaced, every sample a batch read
+    from it is left out (its bytes may be the new file's); the other file streams on."""
+    paths = [_raster(tmp_path / "a.tif"), _raster(tmp_path / "b.tif", seed=3)]
+    originals = [_raster(tmp_path / "a0.tif"), _raster(tmp_path / "b0.tif", seed=3)]
+    swap = tmp_path / "a.tif.tmp"
+    data = bytearray(paths[0].read_bytes())
+    data[-4096:] = bytes(255 - b for b in data[-4096:])
+    swap.write_bytes(bytes(data))
+    stream = make_stream([str(p) for p in paths], **{**KW, "length": 128, "on_error": "skip"})
+    assert all(r.direct for r in stream.rasters)
+    p, late = stream.cfg.patch_size, {0: 0, 1: 0}  # samples of batches begun after the swap
+    with rasterio.open(originals[0]) as a, rasterio.open(originals[1]) as b:
+        for i, batch in enumerate(stream):
+            for k, (fid, row, col) in enumerate(batch["window"].tolist()):
+                want = (a, b)[fid].read(window=Window(col, row, p, p))
+                np.testing.assert_array_equal(batch["image"][k].numpy(), want)
+                late[fid] += i > KW["prefetch"]  # those ahead may be made before the swap
+            if i == 0:
+                os.replace(swap, paths[0])
+    stream.close()
+    assert late[0] == 0 and late[1] > 0, late
+    assert stream.stats.skipped > 0
