@@ -38,6 +38,9 @@ class CompareConfig:
     # beside each plain ocog row, the same in these output dtypes (the toolkit's loader
     # hands out float32: the like-for-like row); () = the source dtype only
     out_dtypes: tuple[str, ...] = ("float32",)
+    # ocog's image batches in channels-last memory (StreamConfig.channels_last): its rows
+    # are then named "... channels_last"
+    channels_last: bool = False
     # scaling with cores: one more plain ocog row per sampler and setting (decode threads
     # per process x DataLoader processes, see `scaling_settings`); () and () = no sweep
     sweep_threads: tuple[int, ...] = ()
@@ -89,6 +92,7 @@ class RemoteCompareConfig:
     # a plain window then fetches one tile of its own size, not 4x its area
     patch_sized_tiles: bool = True
     io_threads: int = 32
+    channels_last: bool = False  # as CompareConfig.channels_last
     seed: int = 0
     # the toolkit's configs run against the remote files: default and remote-optimal
     reference_configs: tuple[str, ...] = ("default", "remote_optimal")

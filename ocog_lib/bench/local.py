@@ -73,6 +73,7 @@ class _Scenes:
             cache_mb=cfg.cache_mb,
             patches_per_tile=reuse,
             shuffle_tiles=32,
+            channels_last=cfg.channels_last,
             length=length_for(
                 cfg.seconds + cfg.warmup_seconds, 12000 if reuse > 1 else 8000, cfg.batch_size
             ),
@@ -177,7 +178,8 @@ def _ocog_runs(scenes: _Scenes) -> list[PlannedRun]:
                     warmup_seconds=cfg.warmup_seconds, warmup_covers_startup=True,
                 )  # fmt: skip
                 label = (f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
-                         + (f" {dtype}" if dtype else ""))  # fmt: skip
+                         + (f" {dtype}" if dtype else "")
+                         + (" channels_last" if cfg.channels_last else ""))  # fmt: skip
                 out.append(PlannedRun(label, "ocog", v, s, run, scenes.patch[v], config_dict(sc)))
     return out
 

@@ -285,10 +285,12 @@ def _ocog_run(
         shuffle_tiles=32,
         io_threads=cfg.io_threads,
         prefetch=4,
+        channels_last=cfg.channels_last,
         length=length_for(cfg.seconds, 3000, b),
     )
     label = f"ocog {s}" + (f" reuse x{reuse}" if reuse > 1 else "")
     label += " (auto)" if auto and reuse > 1 else ""
+    label += " channels_last" if cfg.channels_last else ""
     resolved, layout = _layout(variants.local[v], variants.parsed[v], sc)
     run = partial(
         run_ocog, variants.uris[v], [], sc, min_seconds=cfg.seconds,

@@ -76,6 +76,9 @@ def _register_stream(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated 0-based band indices (default: all)")
     s.add_argument("--dtype", type=T.dtype_name, default=d("dtype"),
                    help=f"output dtype, one of {', '.join(T.DTYPES)} (default: the source's)")
+    s.add_argument("--channels-last", action="store_true", default=d("channels_last"),
+                   help="image batches in channels-last memory (NHWC strides, shape NCHW; "
+                   "torch.channels_last): pixel-interleaved tiles copy row by row")  # fmt: skip
     s.add_argument("--mean", type=T.list_of(float), default=None,
                    help="per-band means (comma-separated, one per selected band): output "
                    "(x - mean) / std in the one patch copy (float32 unless --dtype); with --std")
@@ -225,6 +228,10 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--cache-mb", type=T.positive_float, default=None,
                    help=f"decoded-tile cache (and GDAL_CACHEMAX) of every loader, MB "
                    f"{_both('cache_mb')}")  # fmt: skip
+    c.add_argument("--channels-last", action="store_true",
+                   default=T.default(*_COMPARE, "channels_last"),
+                   help="ocog's image batches in channels-last memory (torch.channels_last): "
+                   "rows named '... channels_last'")  # fmt: skip
     c.add_argument("--variants", type=T.name_list, default=None,
                    help="comma-separated variant names (default: "
                    f"{','.join(T.default(*_COMPARE, 'variants'))})")  # fmt: skip
@@ -365,6 +372,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         bands=args.bands,
         normalize=_normalization(args),
+        channels_last=args.channels_last,
     )
     settings = Settings.from_env()
     result = bench_stream(
@@ -383,6 +391,8 @@ def _overrides(args: argparse.Namespace) -> dict:
             out[name] = getattr(args, name)
     if args.variants:
         out["variants"] = args.variants
+    if getattr(args, "channels_last", False):
+        out["channels_last"] = True
     if getattr(args, "peers", None):
         out["peers"] = args.peers
     return out

@@ -121,6 +121,10 @@ class StreamConfig:
     shuffle_tiles: int = 16  # tile visits mixed together when reusing tiles
     drop_last: bool = False
     pin_memory: bool | None = None  # None = when CUDA is available
+    # image batches in channels-last memory (shape still (N, C, H, W), strides of NHWC, as
+    # `torch.channels_last`; convolutions take it as is): a pixel-interleaved tile's
+    # pieces are copied row by row instead of transposed band by band
+    channels_last: bool = False
     start_method: str | None = None  # DataLoader multiprocessing context, e.g. "spawn"
     merge_gap: int = 0  # bytes: merge reads of tiles this close together
     direct: bool = True  # uncompressed local files: copy patches from the page cache
@@ -154,6 +158,8 @@ class StreamConfig:
             raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
         if self.pin_memory not in (None, True, False):
             raise InputError(f"pin_memory {self.pin_memory!r}", "must be None, True or False")
+        if not isinstance(self.channels_last, bool):
+            raise InputError(f"channels_last {self.channels_last!r}", "must be True or False")
         if self.start_method is not None:
             import multiprocessing
 

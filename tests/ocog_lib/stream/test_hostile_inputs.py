@@ -60,6 +60,8 @@ BAD_CONFIG = [
     ("dtype", "complex64"),
     ("on_error", "ignore"),
     ("pin_memory", "yes"),
+    ("channels_last", "yes"),
+    ("channels_last", 1.0),
     ("start_method", "teleport"),
 ]
 

@@ -79,6 +79,8 @@ def check_stream(path, norm, dtype, bands=None, masks=None, **kw) -> int:
                 want = reference(raw, norm, dtype or "float32")
                 assert_bits_equal(batch["image"][b], want, f"{path.name} {dtype} {row},{col}")
                 seen += 1
+            if kw.get("channels_last"):
+                assert batch["image"].is_contiguous(memory_format=torch.channels_last)
             if masks:
                 assert batch["mask"].dtype == torch.uint8
     stream.close()
@@ -104,6 +106,50 @@ def test_normalised_batches_are_bit_exact(files, name, dtype):
 def test_other_copy_paths_are_bit_exact(files, name, extra):
     for dtype in ("float32", "bfloat16"):
         assert check_stream(files[name], NORM, dtype, **extra) == 8
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_channels_last_batches_are_bit_exact(files, name):
+    """The same values in (N, H, W, C) memory on every copy path (pixel rows, planar
+    bands, GDAL; cast, normalised, rounded, selected bands), and the source dtype as read."""
+    picked = Normalization.from_scale_offset((0.25, -1e-3), (3.0, 0.5))
+    for norm, dtype, bands in ((None, "float32", None), (NORM, "bfloat16", None),
+                               (NORM, "float16", None), (picked, "float32", (3, 1))):  # fmt: skip
+        assert check_stream(files[name], norm, dtype, bands=bands, channels_last=True) == 8
+    stream = make_stream([files[name]], sampler="random", patch_size=50, batch_size=4,
+                         length=8, seed=3, channels_last=True)  # fmt: skip
+    with rasterio.open(files[name]) as ds:
+        for batch in stream:
+            image = batch["image"]
+            assert image.dtype == torch.uint16 and image.shape[1:] == (4, 50, 50)
+            assert image.is_contiguous(memory_format=torch.channels_last)
+            for b, (_, row, col) in enumerate(batch["window"].tolist()):
+                want = ds.read(window=Window(col, row, 50, 50))
+                np.testing.assert_array_equal(image[b].numpy(), want)
+
+
+def test_channels_last_on_band_first_tiles_workers_and_skips(files, tmp_path):
+    assert check_stream(files["zstd-p2"], NORM, "float32", channels_last=True,
+                        patches_per_tile=3) == 8  # fmt: skip
+    kw = dict(sampler="random", patch_size=40, batch_size=4, length=8, seed=1,
+              dtype="bfloat16", normalize=NORM)  # fmt: skip
+    here = [b["image"] for b in make_stream([files["none"]], **kw).loader()]
+    there = make_stream([files["none"]], workers=1, start_method="fork", channels_last=True,
+                        **kw).loader()  # fmt: skip
+    for a, b in zip(here, there, strict=True):
+        assert b["image"].is_contiguous(memory_format=torch.channels_last)
+        assert_bits_equal(b["image"], a, "worker, channels_last")
+    arr = real_pixels(4, 128, 128, "uint16", seed=6)
+    path = write_raster(tmp_path / "corrupt.tif", arr, **TILED, compress="DEFLATE")
+    off, n = make_stream([path], patch_size=64).rasters[0].index.tile_entry(0, 0, 0, 0)
+    with open(path, "r+b") as f:
+        f.seek(off)
+        f.write(b"\xff" * n)
+    stream = make_stream([path], sampler="grid", patch_size=64, batch_size=4,
+                         on_error="skip", channels_last=True)  # fmt: skip
+    (batch,) = list(stream)
+    assert stream.stats.skipped == 1 and len(batch["image"]) == 3
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("dtype", [None, "float32", "float16", "bfloat16"])
