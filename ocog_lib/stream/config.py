@@ -156,7 +156,7 @@ class StreamConfig:
             raise InputError(f"header_index {self.header_index!r}", "a file path, or None")
         if self.on_error not in ("raise", "skip"):
             raise InputError(f"on_error '{self.on_error}'", "choose 'raise' or 'skip'")
-        if self.pin_memory not in (None, True, False):
+        if self.pin_memory is not None and not isinstance(self.pin_memory, bool):
             raise InputError(f"pin_memory {self.pin_memory!r}", "must be None, True or False")
         if not isinstance(self.channels_last, bool):
             raise InputError(f"channels_last {self.channels_last!r}", "must be True or False")

@@ -60,6 +60,8 @@ BAD_CONFIG = [
     ("dtype", "complex64"),
     ("on_error", "ignore"),
     ("pin_memory", "yes"),
+    ("pin_memory", 1.0),
+    ("pin_memory", 0),
     ("channels_last", "yes"),
     ("channels_last", 1.0),
     ("start_method", "teleport"),
