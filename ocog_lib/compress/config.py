@@ -44,7 +44,10 @@ FIELD_HELP: dict[str, str] = {
     "rate_share": "share of the budget for stage 2 (rate + distortion)",
     "steps": "optimizer steps over all stages (the first budget reached ends the run)",
     "batch_size": "patches per optimizer step",
-    "lr": "Adam learning rate of the codec (cosine decay within each stage)",
+    "lr": "Adam learning rate of the codec's transforms (cosine decay within each stage)",
+    "density_lr": "Adam learning rate of the entropy model's CDFs (cosine decay within each "
+                  "stage): at the transforms' rate they lag the latents and the rate stays "
+                  "near its initial ~5 bits a latent",
     "hash_batches": "engine batches per hashing step (a larger batch estimates each bit's "
                     "balance better; hashing steps are cheap)",
     "hash_lr": "Adam learning rate of the hash head and its loss weights",
@@ -73,6 +76,7 @@ class CompressConfig:
     steps: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
+    density_lr: float = 1e-2
     hash_batches: int = 2
     hash_lr: float = 3e-3
     clip_norm: float = 1.0
@@ -103,7 +107,7 @@ class CompressConfig:
         if not lo <= self.hash_bits <= hi or self.hash_bits % 8:
             raise InputError(f"hash_bits {self.hash_bits}",
                              f"must be a multiple of 8 in {lo}..{hi}")  # fmt: skip
-        for name in ("lmbda", "lr", "hash_lr", "clip_norm", "budget_s"):
+        for name in ("lmbda", "lr", "density_lr", "hash_lr", "clip_norm", "budget_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} {getattr(self, name)}", "must be positive")
         self._check_shares()

@@ -22,6 +22,7 @@ def test_defaults_are_documented_and_one_place():
     ("hash_bits", 136, "hash_bits"), ("hash_bits", 60, "hash_bits"), ("lmbda", 0, "lmbda"),
     ("recon_share", 1.0, "recon_share"), ("rate_share", 0.0, "rate_share"),
     ("budget_s", 0, "budget_s"), ("steps", 0, "steps"), ("lr", -1.0, "lr"),
+    ("density_lr", 0.0, "density_lr"),
     ("val_fraction", 1.0, "val_fraction"), ("batch_size", True, "batch_size"),
     ("workers", -1, "workers"), ("clip_norm", 0, "clip_norm"),
 ])  # fmt: skip
