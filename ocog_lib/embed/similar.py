@@ -340,8 +340,11 @@ def name_labels(result: SimilarResult, classes: Mapping[int, str]) -> SimilarRes
 def format_similar(result: SimilarResult) -> str:
     """The query patch, then one line per match."""
     q = result.query_patch
-    head = (f"{result.dataset} / model {result.model_id} ({result.dim}-d, {result.rows} "
-            f"vectors, {result.method}{', index ' + result.index if result.index else ''})\n"
+    codes = result.method == "hamming"  # compress.similar: dim is the code's bits
+    what = f"{result.dim}-bit codes, {result.rows} codes" if codes else (
+        f"{result.dim}-d, {result.rows} vectors")  # fmt: skip
+    head = (f"{result.dataset} / model {result.model_id} ({what}, "
+            f"{result.method}{', index ' + result.index if result.index else ''})\n"
             f"query patch: cell {q.cell} at {q.lon:.5f}, {q.lat:.5f} ({q.distance_km:.3f} km "
             f"from the point), {q.source} row {q.row} col {q.col}, label "
             f"{_label(q)}{', time ' + q.time if q.time else ''}")  # fmt: skip
