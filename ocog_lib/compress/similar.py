@@ -37,6 +37,7 @@ from ocog_lib.compress.archive import (
 from ocog_lib.compress.hamming import hamming_search
 from ocog_lib.embed.similar import (
     EARTH_KM,
+    HAMMING,
     OutsideData,
     Patch,
     SimilarQuery,
@@ -45,7 +46,7 @@ from ocog_lib.embed.similar import (
     parse_time,
 )
 
-METHOD = "hamming"
+METHOD = HAMMING
 
 
 def find_similar_by_hash(db_path: str | Path, query: SimilarQuery, *,

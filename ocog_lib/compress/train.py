@@ -177,8 +177,9 @@ def _start(cfg: CompressConfig, files: DatasetFiles, stream: CogStream, device: 
     """Codec, head and optimizers: from the checkpoint, or new with fresh band statistics."""
     codec, head = new_models(cfg, len(stream.bands))
     codec, head = codec.to(device), head.to(device)
-    density = list(codec.density.parameters())
-    transforms = [p for n, p in codec.named_parameters() if not n.startswith("density.")]
+    named = list(codec.named_parameters())
+    density = [p for n, p in named if n.startswith("density.")]
+    transforms = [p for n, p in named if not n.startswith("density.")]
     opt = torch.optim.Adam([{"params": transforms, "lr": cfg.lr, "base_lr": cfg.lr},
                             {"params": density, "lr": cfg.density_lr,
                              "base_lr": cfg.density_lr}])  # fmt: skip

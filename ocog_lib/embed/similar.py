@@ -83,14 +83,17 @@ class Patch:
     score: float | None = None  # cosine similarity to the query patch (None: the query)
 
 
+HAMMING = "hamming"  # the method of a hash-code search (compress.similar): dim is bits
+
+
 @dataclass(frozen=True)
 class SimilarResult:
     query: SimilarQuery
     dataset: str
     model_id: str
-    dim: int
-    rows: int  # vectors in the set
-    method: str  # exact | hnsw | exact-within
+    dim: int  # vector dimension, or a code's bits when method is HAMMING
+    rows: int  # vectors (or codes) in the set
+    method: str  # exact | hnsw | exact-within | hamming
     index: str | None  # the index's action: loaded, cached, built, extended, rebuilt
     query_patch: Patch
     matches: tuple[Patch, ...] = field(default=())
@@ -340,9 +343,8 @@ def name_labels(result: SimilarResult, classes: Mapping[int, str]) -> SimilarRes
 def format_similar(result: SimilarResult) -> str:
     """The query patch, then one line per match."""
     q = result.query_patch
-    codes = result.method == "hamming"  # compress.similar: dim is the code's bits
-    what = f"{result.dim}-bit codes, {result.rows} codes" if codes else (
-        f"{result.dim}-d, {result.rows} vectors")  # fmt: skip
+    what = (f"{result.dim}-bit codes, {result.rows} codes" if result.method == HAMMING
+            else f"{result.dim}-d, {result.rows} vectors")  # fmt: skip
     head = (f"{result.dataset} / model {result.model_id} ({what}, "
             f"{result.method}{', index ' + result.index if result.index else ''})\n"
             f"query patch: cell {q.cell} at {q.lon:.5f}, {q.lat:.5f} ({q.distance_km:.3f} km "
